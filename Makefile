@@ -1,0 +1,40 @@
+# relisten: `make run` starts everything on the embedded default, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(shell command -v $(PYTHON))
+export UV_PROJECT_ENVIRONMENT := .venv
+
+.PHONY: help setup run test lint typecheck unit bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv>=0.4"
+
+setup: $(UV)  ## install everything that is missing (idempotent)
+	$(UV) sync --all-packages --locked
+
+run: setup  ## start NATS and all six services; API on http://127.0.0.1:$${RELISTEN_PORT:-8000}
+	$(UV) run --no-sync relisten up
+
+lint: setup  ## ruff and mypy
+	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync ruff format --check .
+	$(UV) run --no-sync mypy
+
+test: setup lint  ## the whole test suite (lint, types, unit, NATS integration, end to end)
+	$(UV) run --no-sync pytest
+
+unit: setup  ## only the tests that need no NATS
+	$(UV) run --no-sync pytest -m "not nats and not e2e"
+
+bench: setup  ## accuracy and cost benchmark over real long-form speech
+	$(UV) run --no-sync python -m relisten.bench
+
+clean:  ## remove the virtual environments and local data
+	rm -rf .venv $(TOOLS) var

@@ -1,0 +1,80 @@
+"""Event contracts of relisten: every message that crosses NATS, and the documents stored beside them.
+
+Only msgspec lives here so that every service, whatever else it installs, agrees on one wire format.
+"""
+
+from relisten_contracts.codec import decode_event, encode, message_id
+from relisten_contracts.documents import (
+    ClipResult,
+    Correction,
+    FirstPass,
+    JobView,
+    Segment,
+    Transcript,
+    TranscriptSegment,
+    TranscriptStats,
+    TranscriptWord,
+    Word,
+)
+from relisten_contracts.events import (
+    ClipCorrected,
+    ClipSpec,
+    ClipsReady,
+    ErrorInfo,
+    Event,
+    JobCreated,
+    JobFailed,
+    JobMerged,
+    JobOptions,
+    JobProgress,
+    Stage,
+    WordsScored,
+)
+from relisten_contracts.names import (
+    AUDIO_BUCKET,
+    CLIPS_BUCKET,
+    DATA_BUCKET,
+    JOBS_BUCKET,
+    NOTIFY_BUCKET,
+    STREAM_NAME,
+    STREAM_SUBJECTS,
+    Subject,
+    subject_for,
+)
+
+__all__ = [
+    "AUDIO_BUCKET",
+    "CLIPS_BUCKET",
+    "DATA_BUCKET",
+    "JOBS_BUCKET",
+    "NOTIFY_BUCKET",
+    "STREAM_NAME",
+    "STREAM_SUBJECTS",
+    "ClipCorrected",
+    "ClipResult",
+    "ClipSpec",
+    "ClipsReady",
+    "Correction",
+    "ErrorInfo",
+    "Event",
+    "FirstPass",
+    "JobCreated",
+    "JobFailed",
+    "JobMerged",
+    "JobOptions",
+    "JobProgress",
+    "JobView",
+    "Segment",
+    "Stage",
+    "Subject",
+    "Transcript",
+    "TranscriptSegment",
+    "TranscriptStats",
+    "TranscriptWord",
+    "Word",
+    "WordsScored",
+    "decode_event",
+    "encode",
+    "message_id",
+    "subject_for",
+]

@@ -1,0 +1,122 @@
+"""Documents stored in the Object Store and KV (too large or too stateful to travel in events)."""
+
+from typing import Literal
+
+import msgspec
+
+from relisten_contracts.events import ErrorInfo, JobOptions, Stage
+
+
+class Word(msgspec.Struct, frozen=True, kw_only=True):
+    """A recognised word; times in seconds from the start of the job's audio."""
+
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+class Segment(msgspec.Struct, frozen=True, kw_only=True):
+    """A first-pass segment with the decoder's own signals, words ``[first_word, last_word)``."""
+
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    first_word: int
+    last_word: int
+
+
+class FirstPass(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the first pass heard."""
+
+    language: str
+    duration_s: float
+    words: list[Word]
+    segments: list[Segment]
+    engine: str
+    seconds: float
+
+
+class ClipResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The second pass's answer for one clip; word times are absolute, None when the backend gives none."""
+
+    clip_index: int
+    ok: bool
+    backend: str
+    text: str
+    words: list[Word] | None = None
+    seconds: float = 0.0
+    audio_seconds: float = 0.0
+    error: ErrorInfo | None = None
+
+
+class TranscriptWord(msgspec.Struct, frozen=True, kw_only=True):
+    word: str
+    start: float
+    end: float
+    probability: float
+    source: Literal["first", "second"] = "first"
+    interpolated: bool = False
+
+
+class TranscriptSegment(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    start: float
+    end: float
+    text: str
+    first_word: int
+    last_word: int
+
+
+class Correction(msgspec.Struct, frozen=True, kw_only=True):
+    start: float
+    end: float
+    trigger_confidence: float
+    original_text: str
+    corrected_text: str
+    status: Literal["accepted", "rejected", "unresolved"]
+    reason: str
+    backend: str
+
+
+class TranscriptStats(msgspec.Struct, frozen=True, kw_only=True):
+    first_pass_seconds: float
+    second_pass_seconds: float
+    audio_redecoded_seconds: float
+    words_flagged: int
+    corrections_accepted: int
+    corrections_rejected: int
+    corrections_unresolved: int = 0
+
+
+class Transcript(msgspec.Struct, frozen=True, kw_only=True):
+    """The final, merged transcript of a job."""
+
+    job_id: str
+    text: str
+    language: str
+    duration_s: float
+    words: list[TranscriptWord]
+    segments: list[TranscriptSegment]
+    corrections: list[Correction]
+    stats: TranscriptStats
+
+
+class JobView(msgspec.Struct, kw_only=True):
+    """What ``GET /v1/jobs/{id}`` shows; kept in KV by ingest, built from the events."""
+
+    id: str
+    status: Stage
+    progress: float
+    error: ErrorInfo | None
+    created_at: float
+    updated_at: float
+    filename: str = ""
+    duration_s: float = 0.0
+    options: JobOptions = JobOptions()
+    transcript_ref: str | None = None
+    clip_count: int | None = None
+    clips_done: list[int] = msgspec.field(default_factory=list)

@@ -1,0 +1,139 @@
+"""Pipeline events. Frozen, keyword-only, tagged with a version; additive changes only.
+
+Payloads carry Object Store references (object names), never audio.
+"""
+
+from typing import Literal
+
+import msgspec
+
+Stage = Literal["queued", "transcribing", "correcting", "merging", "completed", "failed"]
+Correction = Literal["auto", "off"]
+
+
+class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """What the client asked for when it submitted the job; travels with every event."""
+
+    language: str | None = None
+    prompt: str | None = None
+    correction: Correction = "auto"
+    confidence_threshold: float = 0.6
+    callback_url: str | None = None
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A machine-readable code and a human message."""
+
+    code: str
+    message: str
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every pipeline event."""
+
+    job_id: str
+    occurred_at: float = 0.0
+    """Unix time at which the producer built the event (informational; not part of the message id)."""
+
+
+class JobCreated(Event, frozen=True, kw_only=True, tag="job.created.v1"):
+    """An upload passed validation and its normalised audio is stored."""
+
+    filename: str
+    original_ref: str
+    audio_ref: str
+    duration_s: float
+    sample_rate: int = 16000
+    options: JobOptions = JobOptions()
+    created_at: float = 0.0
+
+
+class JobProgress(Event, frozen=True, kw_only=True, tag="job.progress.v1"):
+    """A stage started or moved on; progress is the fraction of that stage done (0..1)."""
+
+    stage: Stage
+    progress: float = 0.0
+    message: str = ""
+
+
+class WordsScored(Event, frozen=True, kw_only=True, tag="words.scored.v1"):
+    """The first pass is done: every word with timestamps and probability is in ``words_ref``."""
+
+    audio_ref: str
+    words_ref: str
+    language: str
+    duration_s: float
+    word_count: int
+    first_pass_seconds: float
+    engine: str
+    options: JobOptions = JobOptions()
+
+
+class ClipSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One stretch to re-listen to. Times are seconds in the job's audio; samples at 16 kHz."""
+
+    index: int
+    start_s: float
+    end_s: float
+    start_sample: int
+    end_sample: int
+    audio_ref: str
+    flagged_word_indices: list[int]
+    trigger_confidence: float
+    context_prompt: str = ""
+
+
+class ClipsReady(Event, frozen=True, kw_only=True, tag="clips.ready.v1"):
+    """The uncertain stretches are cut. ``clips`` may be empty (nothing to correct)."""
+
+    audio_ref: str
+    words_ref: str
+    plan_ref: str
+    language: str
+    duration_s: float
+    first_pass_seconds: float
+    words_flagged: int
+    clips: list[ClipSpec]
+    options: JobOptions = JobOptions()
+
+
+class ClipCorrected(Event, frozen=True, kw_only=True, tag="clip.corrected.v1"):
+    """The second pass answered for one clip (or finally failed: ``ok`` is False)."""
+
+    clip_index: int
+    clip_count: int
+    plan_ref: str
+    ok: bool
+    backend: str
+    result_key: str
+    seconds: float = 0.0
+    error: ErrorInfo | None = None
+    options: JobOptions = JobOptions()
+
+
+class JobMerged(Event, frozen=True, kw_only=True, tag="job.merged.v1"):
+    """The final transcript is stored in ``transcript_ref``."""
+
+    transcript_ref: str
+    language: str
+    duration_s: float
+    text_preview: str
+    corrections_accepted: int
+    corrections_rejected: int
+    corrections_unresolved: int
+    words_flagged: int
+    first_pass_seconds: float
+    second_pass_seconds: float
+    audio_redecoded_seconds: float
+    options: JobOptions = JobOptions()
+
+
+class JobFailed(Event, frozen=True, kw_only=True, tag="job.failed.v1"):
+    """A stage gave up on the job; it will not complete."""
+
+    stage: str
+    error: ErrorInfo
+    options: JobOptions = JobOptions()
+
+
+AnyEvent = JobCreated | JobProgress | WordsScored | ClipsReady | ClipCorrected | JobMerged | JobFailed

@@ -1,0 +1,131 @@
+"""NATS connection, idempotent creation of the stream and buckets, and event publishing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+from relisten_contracts import (
+    AUDIO_BUCKET,
+    CLIPS_BUCKET,
+    DATA_BUCKET,
+    JOBS_BUCKET,
+    NOTIFY_BUCKET,
+    STREAM_NAME,
+    STREAM_SUBJECTS,
+    Event,
+    encode,
+    message_id,
+    subject_for,
+)
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_WINDOW_S = 24 * 3600
+"""Long enough that a job redelivered hours later still publishes each event once."""
+
+
+@dataclass
+class Infra:
+    """Open handles on everything a service touches in NATS."""
+
+    nc: NATS
+    js: JetStreamContext
+    jobs: KeyValue
+    clips: KeyValue
+    notify: KeyValue
+    audio: ObjectStore
+    data: ObjectStore
+
+    async def publish(self, event: Event) -> None:
+        """Publish with a deterministic ``Nats-Msg-Id`` and wait for the stream's acknowledgement."""
+        if not event.occurred_at:
+            event = msgspec.structs.replace(event, occurred_at=time.time())
+        subject = subject_for(type(event).__struct_config__.tag)  # type: ignore[arg-type]
+        ack = await self.js.publish(
+            subject, encode(event), stream=STREAM_NAME, headers={"Nats-Msg-Id": message_id(event)}
+        )
+        if ack.duplicate:
+            log.info("duplicate %s for job %s dropped by the stream", subject, event.job_id)
+
+    async def get_blob(self, store: ObjectStore, name: str) -> bytes:
+        result = await store.get(name)
+        return result.data or b""
+
+    async def close(self) -> None:
+        await self.nc.drain()
+
+
+async def connect(url: str, name: str) -> NATS:
+    """Connect with unlimited reconnects: a broker restart is a passing failure, not a crash."""
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    return await nats.connect(
+        servers=servers,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        connect_timeout=5,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:
+    config = StreamConfig(
+        name=STREAM_NAME,
+        subjects=STREAM_SUBJECTS,
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        num_replicas=replicas,
+        max_age=30 * 24 * 3600,
+    )
+    try:
+        await js.stream_info(STREAM_NAME)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except BadRequestError:
+            log.debug("stream created concurrently by another service")
+    await js.update_stream(config)
+
+
+async def ensure_kv(js: JetStreamContext, bucket: str, replicas: int) -> KeyValue:
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        return await js.create_key_value(
+            KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas)
+        )
+
+
+async def ensure_object_store(js: JetStreamContext, bucket: str, replicas: int) -> ObjectStore:
+    try:
+        return await js.object_store(bucket)
+    except (BucketNotFoundError, NotFoundError):
+        return await js.create_object_store(
+            bucket, ObjectStoreConfig(bucket=bucket, storage=StorageType.FILE, replicas=replicas)
+        )
+
+
+async def open_infra(url: str, name: str, replicas: int = 1) -> Infra:
+    """Connect and create (idempotently) the stream, KV and Object Store buckets."""
+    nc = await connect(url, name)
+    js = nc.jetstream(timeout=30)
+    await ensure_stream(js, replicas)
+    return Infra(
+        nc=nc,
+        js=js,
+        jobs=await ensure_kv(js, JOBS_BUCKET, replicas),
+        clips=await ensure_kv(js, CLIPS_BUCKET, replicas),
+        notify=await ensure_kv(js, NOTIFY_BUCKET, replicas),
+        audio=await ensure_object_store(js, AUDIO_BUCKET, replicas),
+        data=await ensure_object_store(js, DATA_BUCKET, replicas),
+    )

@@ -1,0 +1,24 @@
+"""Typed settings from the environment (prefix ``RELISTEN_``), built once per process."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """Settings every service reads. Each service extends this with its own fields."""
+
+    model_config = SettingsConfigDict(env_prefix="RELISTEN_", extra="ignore")
+
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222", description="NATS server or cluster URL(s), comma-separated."
+    )
+    stream_replicas: int = Field(
+        1, ge=1, le=5, description="Replicas of the stream and buckets (3 on a cluster)."
+    )
+    ack_wait_s: float = Field(
+        60.0, gt=0, description="Seconds before an unacknowledged event is redelivered."
+    )
+    max_deliver: int = Field(5, ge=1, description="Deliveries of one event before its job is failed.")
+    retry_backoff_s: float = Field(2.0, ge=0, description="First nack delay; doubles on every redelivery.")
+    heartbeat_s: float = Field(10.0, gt=0, description="Interval of in-progress heartbeats during long work.")
+    log_level: str = Field("INFO", description="Python logging level.")

@@ -1,0 +1,1 @@
+"""relisten asr service."""

@@ -1,0 +1,1 @@
+"""relisten merger service."""

@@ -1,0 +1,1 @@
+"""relisten: the command line and the local supervisor."""

@@ -1,0 +1,5 @@
+"""The ``relisten`` command."""
+
+
+def main() -> None:
+    raise SystemExit("not yet")
