@@ -1,5 +1,149 @@
-"""The ``relisten`` command."""
+"""The ``relisten`` command: ``up`` runs the stack, ``worker`` one service, ``transcribe`` a file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from relisten.services import SERVICES
+
+FORMATS = {"txt": "text", "text": "text", "json": "json", "srt": "srt", "vtt": "vtt"}
 
 
-def main() -> None:
-    raise SystemExit("not yet")
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relisten", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser(
+        "up", help="start NATS (embedded unless RELISTEN_NATS_URL is set) and all services"
+    )
+    up.add_argument("--port", type=int, default=int(os.environ.get("RELISTEN_PORT", "8000")))
+    up.add_argument("--nats-port", type=int, default=int(os.environ.get("RELISTEN_NATS_PORT", "4222")))
+    up.add_argument("--data-dir", type=Path, default=Path(os.environ.get("RELISTEN_DATA_DIR", "var")))
+
+    worker = commands.add_parser(
+        "worker", help="run one service against RELISTEN_NATS_URL (scale by starting more)"
+    )
+    worker.add_argument("service", choices=SERVICES)
+
+    transcribe = commands.add_parser(
+        "transcribe", help="upload a recording to a running relisten and print the result"
+    )
+    transcribe.add_argument("file", type=Path)
+    transcribe.add_argument("--server", default=os.environ.get("RELISTEN_SERVER", "http://127.0.0.1:8000"))
+    transcribe.add_argument("--api-key", default=os.environ.get("RELISTEN_API_KEY"))
+    transcribe.add_argument("--language")
+    transcribe.add_argument("--prompt", help="glossary or context for both passes")
+    transcribe.add_argument("--correction", choices=["auto", "off"], default=None)
+    transcribe.add_argument("--confidence-threshold", type=float, default=None)
+    transcribe.add_argument("--callback-url")
+    transcribe.add_argument("--format", choices=sorted(FORMATS), default="txt")
+    transcribe.add_argument("--output", "-o", type=Path, help="write the transcript here instead of stdout")
+    transcribe.add_argument(
+        "--timeout", type=float, default=None, help="give up waiting after this many seconds"
+    )
+    return parser
+
+
+def _print_corrections(transcript: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    corrections = transcript.get("corrections", [])
+    stats = transcript.get("stats", {})
+    if corrections:
+        table = Table(title="Corrections", show_lines=False)
+        for column in ("time", "status", "before", "after", "why"):
+            table.add_column(column)
+        for item in corrections:
+            table.add_row(
+                f"{item['start']:.1f}-{item['end']:.1f}",
+                item["status"],
+                item["original_text"],
+                item["corrected_text"],
+                item["reason"],
+            )
+        console.print(table)
+    console.print(
+        f"first pass {stats.get('first_pass_seconds', 0):.1f} s, second pass "
+        f"{stats.get('second_pass_seconds', 0):.1f} s over {stats.get('audio_redecoded_seconds', 0):.1f} s "
+        f"of audio; {stats.get('words_flagged', 0)} words flagged, "
+        f"{stats.get('corrections_accepted', 0)} corrections accepted, "
+        f"{stats.get('corrections_rejected', 0)} rejected"
+    )
+
+
+def transcribe(args: argparse.Namespace) -> int:
+    import httpx
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from relisten.client import ApiError, RelistenClient
+
+    console = Console(stderr=True)
+    client = RelistenClient(args.server, args.api_key)
+    try:
+        job = client.submit(
+            args.file,
+            language=args.language,
+            prompt=args.prompt,
+            correction=args.correction,
+            confidence_threshold=args.confidence_threshold,
+            callback_url=args.callback_url,
+        )
+        with Progress(
+            TextColumn("[bold]{task.fields[status]:<12}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("job", total=1.0, status="queued")
+
+            def show(view: dict[str, Any]) -> None:
+                progress.update(task, completed=float(view.get("progress", 0.0)), status=view["status"])
+
+            view = client.wait(job["id"], on_update=show, timeout_s=args.timeout)
+        if view["status"] != "completed":
+            error = view.get("error") or {}
+            console.print(f"[red]job {job['id']} failed: {error.get('code')}: {error.get('message')}")
+            return 1
+        fmt = FORMATS[args.format]
+        body = client.transcript(job["id"], fmt).text
+        if fmt == "json":
+            body = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
+        if args.output:
+            args.output.write_text(body, encoding="utf-8")
+            console.print(f"wrote {args.output}")
+        else:
+            sys.stdout.write(body if body.endswith("\n") else body + "\n")
+        if fmt != "json":
+            _print_corrections(client.transcript(job["id"], "json").json())
+        return 0
+    except ApiError as exc:
+        console.print(f"[red]{exc}")
+        return 2
+    except (OSError, httpx.HTTPError) as exc:
+        console.print(f"[red]cannot reach the server or read the file: {exc}")
+        return 2
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "up":
+        from relisten.supervisor import run_stack
+
+        raise SystemExit(run_stack(args.data_dir.resolve(), args.port, args.nats_port))
+    if args.command == "worker":
+        from relisten.services import run_service
+
+        asyncio.run(run_service(args.service))
+        return
+    raise SystemExit(transcribe(args))

@@ -54,8 +54,11 @@ async def _heartbeat(msg: NatsMessage, every_s: float) -> None:
 class Worker:
     """A service's broker, its NATS handles and its subscriptions."""
 
-    def __init__(self, name: str, settings: CommonSettings) -> None:
+    def __init__(self, name: str, settings: CommonSettings, *, fails_jobs: bool = True) -> None:
+        """``fails_jobs=False`` is for services that act after a job is terminal (the notifier): when they
+        give up on an event they log and ack instead of publishing ``job.failed``."""
         self.name = name
+        self.fails_jobs = fails_jobs
         self.settings = settings
         self.broker = NatsBroker(settings.nats_url.split(","), max_reconnect_attempts=-1)
         self.app = FastStream(self.broker)
@@ -128,6 +131,10 @@ class Worker:
             heartbeat.cancel()
 
     async def _fail_then_ack(self, msg: NatsMessage, event: Event, stage: str, error: ErrorInfo) -> None:
+        if not self.fails_jobs:
+            log.error("job %s: %s gave up: %s: %s", event.job_id, stage, error.code, error.message)
+            await msg.ack()
+            return
         options = getattr(event, "options", JobOptions())
         try:
             await self.infra.publish(

@@ -1,1 +1,1 @@
-"""relisten notifier service."""
+"""relisten notifier service: on job.merged / job.failed, a Discord embed and a signed job callback."""

@@ -1,0 +1,38 @@
+"""16 kHz mono 16-bit PCM in WAV containers: the one audio format that travels between services."""
+
+from __future__ import annotations
+
+import io
+import wave
+
+SAMPLE_RATE = 16000
+SAMPLE_WIDTH = 2
+
+
+class NotNormalisedAudio(ValueError):
+    """The stored audio is not the 16 kHz mono 16-bit PCM that ingest writes."""
+
+
+def wav_bytes(pcm: bytes, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """Wrap mono 16-bit PCM in a WAV container."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(SAMPLE_WIDTH)
+        wav.setframerate(sample_rate)
+        wav.writeframes(pcm)
+    return out.getvalue()
+
+
+def pcm_from_wav(data: bytes) -> bytes:
+    """The PCM frames of a normalised WAV; raises :class:`NotNormalisedAudio` for anything else."""
+    try:
+        with wave.open(io.BytesIO(data), "rb") as wav:
+            if (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) != (1, SAMPLE_WIDTH, SAMPLE_RATE):
+                raise NotNormalisedAudio(
+                    f"expected 16 kHz mono 16-bit, got {wav.getframerate()} Hz, "
+                    f"{wav.getnchannels()} channel(s), {8 * wav.getsampwidth()}-bit"
+                )
+            return wav.readframes(wav.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise NotNormalisedAudio(str(exc)) from exc

@@ -1,0 +1,5 @@
+"""``python -m relisten`` is the ``relisten`` command."""
+
+from relisten.cli import main
+
+main()
