@@ -63,6 +63,7 @@ class Worker:
         self.broker = NatsBroker(settings.nats_url.split(","), max_reconnect_attempts=-1)
         self.app = FastStream(self.broker)
         self._infra: Infra | None = None
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self.stream = JStream(STREAM_NAME, declare=False)
 
     @property
@@ -155,8 +156,15 @@ class Worker:
         )
         await self.broker.start()
 
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` after the broker stops (close HTTP clients, release models)."""
+        self._on_stop.append(callback)
+
     async def stop(self) -> None:
         await self.broker.stop()
+        for callback in self._on_stop:
+            with contextlib.suppress(Exception):
+                await callback()
         if self._infra is not None:
             await self._infra.close()
             self._infra = None

