@@ -81,6 +81,9 @@ class ClipSpec(msgspec.Struct, frozen=True, kw_only=True):
     flagged_word_indices: list[int]
     trigger_confidence: float
     context_prompt: str = ""
+    word_first: int = 0
+    word_last: int = 0
+    """First-pass words ``[word_first, word_last)`` lie inside the clip."""
 
 
 class ClipsReady(Event, frozen=True, kw_only=True, tag="clips.ready.v1"):

@@ -1,0 +1,117 @@
+"""words.scored -> find the doubtful stretches -> cut sample-exact clips -> clips.ready."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import msgspec
+from nats.js.errors import NotFoundError
+from pydub import AudioSegment
+from relisten_contracts import ClipSpec, ClipsReady, FirstPass, WordsScored, encode
+from relisten_runtime.audio import SAMPLE_RATE, SAMPLE_WIDTH, NotNormalisedAudio, pcm_from_wav
+from relisten_runtime.infra import Infra
+from relisten_runtime.worker import PermanentFailure, Worker
+
+from relisten_clipper.domain import ClipPolicy, Window, context_prompt, find_windows, to_sample_range
+
+log = logging.getLogger(__name__)
+
+
+def plan_ref(job_id: str) -> str:
+    return f"{job_id}/plan.json"
+
+
+def clip_ref(job_id: str, index: int) -> str:
+    return f"{job_id}/clips/{index:04d}.wav"
+
+
+def cut_clip(audio: AudioSegment, first_sample: int, end_sample: int) -> bytes:
+    """A sample-exact slice of the normalised audio as WAV; no codec, no seeking."""
+    piece = audio.get_sample_slice(first_sample, end_sample)
+    return bytes(piece.export(format="wav").read())
+
+
+@dataclass
+class ClipHandler:
+    worker: Worker
+    policy: ClipPolicy
+
+    @property
+    def infra(self) -> Infra:
+        return self.worker.infra
+
+    async def __call__(self, event: WordsScored) -> None:
+        try:
+            first = msgspec.json.decode(
+                await self.infra.get_blob(self.infra.data, event.words_ref), type=FirstPass
+            )
+        except NotFoundError as exc:
+            raise PermanentFailure(
+                "words_missing", f"first-pass words {event.words_ref} are not stored"
+            ) from exc
+
+        windows: list[Window] = []
+        if event.options.correction != "off":
+            policy = dataclasses.replace(self.policy, threshold=event.options.confidence_threshold)
+            windows = find_windows(first.words, first.segments, first.duration_s, policy)
+        words_flagged = sum(len(window.flagged) for window in windows)
+        clips = await self._store_clips(event, first, windows) if windows else []
+        ready = ClipsReady(
+            job_id=event.job_id,
+            audio_ref=event.audio_ref,
+            words_ref=event.words_ref,
+            plan_ref=plan_ref(event.job_id),
+            language=first.language,
+            duration_s=first.duration_s,
+            first_pass_seconds=first.seconds,
+            words_flagged=words_flagged,
+            clips=clips,
+            options=event.options,
+        )
+        await self.infra.data.put(ready.plan_ref, encode(ready))
+        log.info(
+            "job %s: %d words flagged, %d clips covering %.1f of %.1f s",
+            event.job_id,
+            words_flagged,
+            len(clips),
+            sum(w.duration_s for w in windows),
+            first.duration_s,
+        )
+        await self.infra.publish(ready)
+
+    async def _store_clips(
+        self, event: WordsScored, first: FirstPass, windows: list[Window]
+    ) -> list[ClipSpec]:
+        try:
+            pcm = pcm_from_wav(await self.infra.get_blob(self.infra.audio, event.audio_ref))
+        except NotFoundError as exc:
+            raise PermanentFailure(
+                "audio_missing", f"normalised audio {event.audio_ref} is not stored"
+            ) from exc
+        except NotNormalisedAudio as exc:
+            raise PermanentFailure("audio_invalid", f"stored audio is unusable: {exc}") from exc
+        audio = AudioSegment(data=pcm, sample_width=SAMPLE_WIDTH, frame_rate=SAMPLE_RATE, channels=1)
+        total = len(pcm) // SAMPLE_WIDTH
+        clips = []
+        for index, window in enumerate(windows):
+            first_sample, end_sample = to_sample_range(window.start_s, window.end_s, SAMPLE_RATE, total)
+            ref = clip_ref(event.job_id, index)
+            await self.infra.audio.put(ref, cut_clip(audio, first_sample, end_sample))
+            clips.append(
+                ClipSpec(
+                    index=index,
+                    start_s=first_sample / SAMPLE_RATE,
+                    end_s=end_sample / SAMPLE_RATE,
+                    start_sample=first_sample,
+                    end_sample=end_sample,
+                    audio_ref=ref,
+                    flagged_word_indices=list(window.flagged),
+                    trigger_confidence=window.trigger_confidence,
+                    context_prompt=context_prompt(first.words, window, self.policy.context_chars),
+                    word_first=window.word_first,
+                    word_last=window.word_last,
+                )
+            )
+        return clips

@@ -1,0 +1,28 @@
+"""Settings of the clipper (env prefix ``RELISTEN_``); the confidence threshold is per job."""
+
+from pydantic import Field
+from relisten_runtime.settings import CommonSettings
+
+
+class ClipperSettings(CommonSettings):
+    cluster_gap_s: float = Field(5.0, gt=0, description="Flagged words closer than this form one cluster.")
+    half_window_s: float = Field(10.0, gt=0, description="Half the window length around a cluster's centre.")
+    context_pad_s: float = Field(1.0, ge=0, description="Audio always kept around flagged words.")
+    max_window_s: float = Field(30.0, gt=0, description="Longer windows are split at pauses.")
+    snap_search_s: float = Field(1.5, ge=0, description="How far a window edge may move to reach a pause.")
+    flag_repetition_loops: bool = Field(True, description="Flag segments with a high compression ratio.")
+    flag_low_logprob: bool = Field(True, description="Flag segments with a low average log-probability.")
+
+    def policy_fields(self) -> dict[str, object]:
+        return {
+            name: getattr(self, name)
+            for name in (
+                "cluster_gap_s",
+                "half_window_s",
+                "context_pad_s",
+                "max_window_s",
+                "snap_search_s",
+                "flag_repetition_loops",
+                "flag_low_logprob",
+            )
+        }

@@ -1,0 +1,149 @@
+"""clips.ready / clip.corrected -> once every clip has an answer, merge -> job.merged.
+
+Every replica may see the last clip; merging is deterministic and the result is published under one
+message id, so a second merge of the same job is harmless and dropped by the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TypeVar
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, NotFoundError
+from relisten_contracts import (
+    ClipCorrected,
+    ClipResult,
+    ClipsReady,
+    FirstPass,
+    JobMerged,
+    JobProgress,
+    Transcript,
+    TranscriptStats,
+    encode,
+)
+from relisten_runtime.infra import Infra
+from relisten_runtime.worker import PermanentFailure, Worker
+
+from relisten_merger.domain import MergePolicy, MergeWindow, build_segments, merge, transcript_text
+
+log = logging.getLogger(__name__)
+
+PREVIEW_CHARS = 500
+T = TypeVar("T")
+
+
+def transcript_ref(job_id: str) -> str:
+    return f"{job_id}/transcript.json"
+
+
+def result_key(job_id: str, clip_index: int) -> str:
+    return f"{job_id}.{clip_index}"
+
+
+def build_transcript(
+    plan: ClipsReady, first: FirstPass, results: dict[int, ClipResult], policy: MergePolicy
+) -> Transcript:
+    """The final transcript of a job from its plan, first pass and second-pass answers (pure)."""
+    windows = [
+        MergeWindow(
+            index=clip.index,
+            start_s=clip.start_s,
+            end_s=clip.end_s,
+            flagged=tuple(clip.flagged_word_indices),
+            trigger_confidence=clip.trigger_confidence,
+            word_first=clip.word_first,
+            word_last=clip.word_last,
+        )
+        for clip in plan.clips
+    ]
+    words, corrections = merge(first, windows, results, policy)
+    stats = TranscriptStats(
+        first_pass_seconds=round(first.seconds, 3),
+        second_pass_seconds=round(sum(r.seconds for r in results.values()), 3),
+        audio_redecoded_seconds=round(sum(c.end_s - c.start_s for c in plan.clips), 3),
+        words_flagged=plan.words_flagged,
+        corrections_accepted=sum(c.status == "accepted" for c in corrections),
+        corrections_rejected=sum(c.status == "rejected" for c in corrections),
+        corrections_unresolved=sum(c.status == "unresolved" for c in corrections),
+    )
+    return Transcript(
+        job_id=plan.job_id,
+        text=transcript_text(words),
+        language=first.language,
+        duration_s=first.duration_s,
+        words=words,
+        segments=build_segments(words, first.segments),
+        corrections=corrections,
+        stats=stats,
+    )
+
+
+@dataclass
+class MergeHandler:
+    worker: Worker
+    policy: MergePolicy
+
+    @property
+    def infra(self) -> Infra:
+        return self.worker.infra
+
+    async def on_clips_ready(self, event: ClipsReady) -> None:
+        if not event.clips:
+            await self._merge(event, {})
+
+    async def on_clip_corrected(self, event: ClipCorrected) -> None:
+        results = await self._results(event.job_id, event.clip_count)
+        if results is None:
+            return  # other clips are still being re-listened to; the last one triggers the merge
+        plan = await self._load(event.plan_ref, ClipsReady, "plan_missing")
+        await self._merge(plan, results)
+
+    async def _results(self, job_id: str, clip_count: int) -> dict[int, ClipResult] | None:
+        results = {}
+        for index in range(clip_count):
+            try:
+                entry = await self.infra.clips.get(result_key(job_id, index))
+            except KeyNotFoundError:
+                return None
+            results[index] = msgspec.json.decode(entry.value or b"", type=ClipResult)
+        return results
+
+    async def _load(self, ref: str, kind: type[T], code: str) -> T:
+        try:
+            return msgspec.json.decode(await self.infra.get_blob(self.infra.data, ref), type=kind)
+        except NotFoundError as exc:
+            raise PermanentFailure(code, f"{ref} is not stored") from exc
+
+    async def _merge(self, plan: ClipsReady, results: dict[int, ClipResult]) -> None:
+        await self.infra.publish(JobProgress(job_id=plan.job_id, stage="merging", progress=0.0))
+        first = await self._load(plan.words_ref, FirstPass, "words_missing")
+        transcript = build_transcript(plan, first, results, self.policy)
+        ref = transcript_ref(plan.job_id)
+        await self.infra.data.put(ref, encode(transcript))
+        stats = transcript.stats
+        log.info(
+            "job %s merged: %d corrections accepted, %d rejected, %d unresolved",
+            plan.job_id,
+            stats.corrections_accepted,
+            stats.corrections_rejected,
+            stats.corrections_unresolved,
+        )
+        await self.infra.publish(
+            JobMerged(
+                job_id=plan.job_id,
+                transcript_ref=ref,
+                language=transcript.language,
+                duration_s=transcript.duration_s,
+                text_preview=transcript.text[:PREVIEW_CHARS],
+                corrections_accepted=stats.corrections_accepted,
+                corrections_rejected=stats.corrections_rejected,
+                corrections_unresolved=stats.corrections_unresolved,
+                words_flagged=stats.words_flagged,
+                first_pass_seconds=stats.first_pass_seconds,
+                second_pass_seconds=stats.second_pass_seconds,
+                audio_redecoded_seconds=stats.audio_redecoded_seconds,
+                options=plan.options,
+            )
+        )

@@ -1,0 +1,615 @@
+"""Reconciliation of second-pass corrections: the seed's worked example, each guard as a table row,
+and properties of ``merge`` (time order, nothing lost or duplicated, identity on agreement)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from relisten_contracts import (
+    ClipResult,
+    ErrorInfo,
+    FirstPass,
+    Segment,
+    TranscriptWord,
+    Word,
+)
+from relisten_merger.domain import (
+    EditOp,
+    MergePolicy,
+    MergeWindow,
+    align,
+    build_segments,
+    merge,
+    normalise_token,
+    reconcile_window,
+    transcript_text,
+    word_drift,
+)
+
+POLICY = MergePolicy()
+
+
+def w(text: str, start: float, end: float, probability: float = 0.9) -> Word:
+    return Word(word=f" {text}", start=start, end=end, probability=probability)
+
+
+def said(text: str, backend: str = "qwen2-audio") -> ClipResult:
+    """A second pass that gives text only (an LLM backend)."""
+    return ClipResult(clip_index=0, ok=True, backend=backend, text=text)
+
+
+def heard(*words: Word, backend: str = "faster-whisper:base") -> ClipResult:
+    """A second pass with word timestamps and probabilities."""
+    return ClipResult(
+        clip_index=0,
+        ok=True,
+        backend=backend,
+        text=" ".join(word.word.strip() for word in words),
+        words=list(words),
+    )
+
+
+def unchanged(words: list[Word]) -> list[TranscriptWord]:
+    return [TranscriptWord(word=x.word, start=x.start, end=x.end, probability=x.probability) for x in words]
+
+
+def texts(words: list[TranscriptWord]) -> list[str]:
+    return [x.word.strip() for x in words]
+
+
+# The seed's example (section 8.1): "The" ends at 10.5, "red" starts at 11.0.
+RED_FOX = [w("The", 10.0, 10.5), w("red", 11.0, 11.4, 0.4), w("fox.", 11.5, 12.0)]
+
+
+# --- normalise_token, align, word_drift ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("The", "the"),
+        (" fox.", "fox"),
+        ('"Hello,"', "hello"),
+        ("“Don’t”", "don't"),
+        ("don't", "don't"),
+        ("'tis", "tis"),
+        ("well-known", "well-known"),
+        ("3.5.", "3.5"),
+        ("1,000", "1,000"),
+        ("42", "42"),
+        ("...", ""),
+        ("—", ""),
+        ("(Yes!)", "yes"),
+        ("ÉTÉ", "été"),
+        ("", ""),
+    ],
+)
+def test_normalise_token(raw: str, expected: str) -> None:
+    assert normalise_token(raw) == expected
+
+
+def test_align_finds_the_seed_insertion() -> None:
+    assert align(["The", "red", "fox."], ["the", "quick", "red", "fox"]) == [
+        EditOp("equal", 0, 1, 0, 1),
+        EditOp("insert", 1, 1, 1, 2),
+        EditOp("equal", 1, 3, 2, 4),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ([], []),
+        (["a"], []),
+        ([], ["a"]),
+        (["a", "b", "c"], ["x", "b", "y", "z"]),
+        (["a", "b", "c", "d"], ["a", "d"]),
+        (["x"] * 5, ["x"] * 3 + ["y"]),
+    ],
+)
+def test_align_covers_both_sequences_in_order(first: list[str], second: list[str]) -> None:
+    ops = align(first, second)
+    assert [op.first_start for op in ops[1:]] == [op.first_end for op in ops[:-1]]
+    assert [op.second_start for op in ops[1:]] == [op.second_end for op in ops[:-1]]
+    if ops:
+        assert (ops[0].first_start, ops[0].second_start) == (0, 0)
+        assert (ops[-1].first_end, ops[-1].second_end) == (len(first), len(second))
+    for op in ops:
+        if op.tag == "equal":
+            assert first[op.first_start : op.first_end] == second[op.second_start : op.second_end]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        ("the red fox", "The red fox.", 0.0),
+        ("the red fox", "the quick red fox", 0.25),
+        ("the red fox", "a blue cat", 1.0),
+        ("a b c d", "a x c d", 0.25),
+        ("", "", 0.0),
+        ("a b", "", 1.0),
+    ],
+)
+def test_word_drift(first: str, second: str, expected: float) -> None:
+    assert word_drift(first.split(), second.split()) == pytest.approx(expected)
+
+
+# --- reconcile_window: the seed example and each guard -------------------------------------------
+
+
+def test_seed_example_inserts_quick_with_an_interpolated_time() -> None:
+    outcome = reconcile_window(RED_FOX, {1}, 0, said("The quick red fox."), 5.0, 25.0, POLICY)
+    assert transcript_text(outcome.words) == "The quick red fox."
+    quick = outcome.words[1]
+    assert quick.word.strip() == "quick"
+    assert quick.source == "second" and quick.interpolated
+    assert (quick.start + quick.end) / 2 == pytest.approx(10.75)
+    assert outcome.words[0] == unchanged(RED_FOX)[0]
+    assert outcome.words[2:] == unchanged(RED_FOX)[1:]
+    correction = outcome.correction
+    assert correction.status == "accepted"
+    assert (correction.start, correction.end) == (5.0, 25.0)
+    assert correction.original_text == "The red fox."
+    assert correction.corrected_text == "The quick red fox."
+    assert correction.trigger_confidence == 0.4
+    assert correction.backend == "qwen2-audio"
+    assert outcome.regions_replaced == 1
+
+
+def test_inserted_word_follows_the_first_pass_spacing() -> None:
+    outcome = reconcile_window(RED_FOX, {1}, 0, said("The quick red fox."), 5.0, 25.0, POLICY)
+    assert "".join(x.word for x in outcome.words) == " The quick red fox."
+
+
+def test_several_interpolated_words_share_the_gap_evenly() -> None:
+    outcome = reconcile_window(RED_FOX, {1}, 0, said("The quick brown red fox."), 5.0, 25.0, POLICY)
+    quick, brown = outcome.words[1:3]
+    assert (quick.start, quick.end) == pytest.approx((10.5, 10.75))
+    assert (brown.start, brown.end) == pytest.approx((10.75, 11.0))
+    assert quick.interpolated and brown.interpolated
+
+
+@pytest.mark.parametrize(
+    ("result", "status", "reason_part"),
+    [
+        (said("Completely unrelated words about a different topic entirely"), "rejected", "drift"),
+        (said(""), "rejected", "no words"),
+        (said("  ...  "), "rejected", "no words"),
+        (
+            ClipResult(
+                clip_index=0,
+                ok=False,
+                backend="vllm",
+                text="",
+                error=ErrorInfo(code="timeout", message="no answer in 120 s"),
+            ),
+            "unresolved",
+            "timeout: no answer in 120 s",
+        ),
+    ],
+)
+def test_guards_keep_the_first_pass(result: ClipResult, status: str, reason_part: str) -> None:
+    outcome = reconcile_window(RED_FOX, {1}, 0, result, 5.0, 25.0, POLICY)
+    assert outcome.words == unchanged(RED_FOX)
+    assert outcome.correction.status == status
+    assert reason_part in outcome.correction.reason
+    assert outcome.regions_replaced == 0
+
+
+def test_drift_reason_gives_the_value() -> None:
+    outcome = reconcile_window(RED_FOX, {1}, 0, said("a blue cat"), 5.0, 25.0, POLICY)
+    assert "drift 1.00 exceeds 0.50" in outcome.correction.reason
+
+
+def test_drift_limit_is_a_policy_lever() -> None:
+    loose = dataclasses.replace(POLICY, max_drift=1.0)
+    outcome = reconcile_window(RED_FOX, {1}, 0, said("The blue fox."), 5.0, 25.0, loose)
+    assert texts(outcome.words) == ["The", "blue", "fox."]
+
+
+def test_agreeing_second_pass_is_accepted_without_change() -> None:
+    outcome = reconcile_window(RED_FOX, {1}, 0, said("the red fox"), 5.0, 25.0, POLICY)
+    assert outcome.words == unchanged(RED_FOX)
+    assert outcome.correction.status == "accepted"
+    assert outcome.correction.reason == "second pass agrees"
+
+
+def test_unflagged_disagreement_is_left_alone() -> None:
+    # "The" -> "A" is context padding the first pass was sure of; "red" is flagged and confirmed.
+    outcome = reconcile_window(RED_FOX, {1}, 0, said("A red fox."), 5.0, 25.0, POLICY)
+    assert outcome.words == unchanged(RED_FOX)
+    assert outcome.correction.status == "accepted"
+    assert "unflagged" in outcome.correction.reason
+
+
+def test_insertion_away_from_a_flag_is_left_alone() -> None:
+    outcome = reconcile_window(RED_FOX, {1}, 0, said("The red fox. Yes"), 5.0, 25.0, POLICY)
+    assert outcome.words == unchanged(RED_FOX)
+
+
+def test_flags_are_job_indices() -> None:
+    # The window starts at job word 40; flag 41 is "red", flag 1 belongs to another window.
+    replaced = reconcile_window(RED_FOX, {41}, 40, said("The bread fox."), 5.0, 25.0, POLICY)
+    assert texts(replaced.words) == ["The", "bread", "fox."]
+    elsewhere = reconcile_window(RED_FOX, {1}, 40, said("The bread fox."), 5.0, 25.0, POLICY)
+    assert elsewhere.words == unchanged(RED_FOX)
+
+
+def test_flagged_substitution_takes_the_second_pass_timestamps() -> None:
+    result = heard(w("The", 10.02, 10.48, 0.95), w("bread", 10.9, 11.45, 0.8), w("fox.", 11.5, 12.0, 0.9))
+    outcome = reconcile_window(RED_FOX, {1}, 0, result, 5.0, 25.0, POLICY)
+    assert texts(outcome.words) == ["The", "bread", "fox."]
+    bread = outcome.words[1]
+    # Clamped into the gap between the kept neighbours: "The" ends 10.5, "fox." starts 11.5.
+    assert (bread.start, bread.end) == (10.9, 11.45)
+    assert bread.source == "second" and not bread.interpolated
+    assert bread.probability == 0.8
+    assert outcome.words[0] == unchanged(RED_FOX)[0] and outcome.words[2] == unchanged(RED_FOX)[2]
+    assert outcome.correction.status == "accepted"
+
+
+def test_second_pass_timestamps_are_clamped_between_the_kept_neighbours() -> None:
+    result = heard(w("The", 10.0, 10.5), w("bread", 10.2, 11.9, 0.8), w("fox.", 11.5, 12.0))
+    outcome = reconcile_window(RED_FOX, {1}, 0, result, 5.0, 25.0, POLICY)
+    bread = outcome.words[1]
+    assert (bread.start, bread.end) == (10.5, 11.5)
+
+
+def test_less_confident_second_pass_is_rejected() -> None:
+    result = heard(w("The", 10.0, 10.5), w("bread", 11.0, 11.4, 0.3), w("fox.", 11.5, 12.0))
+    outcome = reconcile_window(RED_FOX, {1}, 0, result, 5.0, 25.0, POLICY)
+    assert outcome.words == unchanged(RED_FOX)
+    assert outcome.correction.status == "rejected"
+    assert "not more confident" in outcome.correction.reason
+
+
+def test_confidence_gate_can_be_turned_off() -> None:
+    result = heard(w("The", 10.0, 10.5), w("bread", 11.0, 11.4, 0.3), w("fox.", 11.5, 12.0))
+    policy = dataclasses.replace(POLICY, require_more_confident=False)
+    outcome = reconcile_window(RED_FOX, {1}, 0, result, 5.0, 25.0, policy)
+    assert texts(outcome.words) == ["The", "bread", "fox."]
+    assert "gate off" in outcome.correction.reason
+
+
+def test_confidence_gain_margin() -> None:
+    result = heard(w("The", 10.0, 10.5), w("bread", 11.0, 11.4, 0.5), w("fox.", 11.5, 12.0))
+    assert reconcile_window(RED_FOX, {1}, 0, result, 5.0, 25.0, POLICY).regions_replaced == 1
+    strict = dataclasses.replace(POLICY, min_confidence_gain=0.2)
+    assert reconcile_window(RED_FOX, {1}, 0, result, 5.0, 25.0, strict).regions_replaced == 0
+
+
+def test_insertion_gate_compares_with_the_flagged_neighbour() -> None:
+    sure = heard(
+        w("The", 10.0, 10.5), w("quick", 10.55, 10.95, 0.7), w("red", 11.0, 11.4), w("fox.", 11.5, 12)
+    )
+    unsure = heard(
+        w("The", 10.0, 10.5), w("quick", 10.55, 10.95, 0.3), w("red", 11.0, 11.4), w("fox.", 11.5, 12)
+    )
+    assert texts(reconcile_window(RED_FOX, {1}, 0, sure, 5.0, 25.0, POLICY).words) == [
+        "The",
+        "quick",
+        "red",
+        "fox.",
+    ]
+    assert reconcile_window(RED_FOX, {1}, 0, unsure, 5.0, 25.0, POLICY).words == unchanged(RED_FOX)
+
+
+def test_flagged_stutter_is_deleted_when_the_second_pass_is_sure() -> None:
+    first = [w("the", 1.0, 1.2), w("the", 1.2, 1.4, 0.2), w("cat", 1.5, 1.9), w("sat", 2.0, 2.3)]
+    result = heard(w("the", 1.0, 1.3, 0.9), w("cat", 1.5, 1.9, 0.9), w("sat", 2.0, 2.3, 0.9))
+    outcome = reconcile_window(first, {1}, 0, result, 0.0, 3.0, POLICY)
+    assert texts(outcome.words) == ["the", "cat", "sat"]
+    assert outcome.correction.status == "accepted"
+
+
+def test_only_flagged_regions_change_in_a_mixed_window() -> None:
+    first = [
+        w("we", 0.0, 0.3),
+        w("went", 0.3, 0.6),
+        w("two", 0.7, 1.0, 0.3),
+        w("the", 1.0, 1.2),
+        w("shops", 1.2, 1.6),
+        w("yesterday", 1.7, 2.3),
+        w("morning", 2.3, 2.8),
+    ]
+    outcome = reconcile_window(first, {2}, 0, said("we want to the shop yesterday morning"), 0.0, 3.0, POLICY)
+    # "went two" -> "want to" touches the flag and is replaced; "shops" -> "shop" does not.
+    assert texts(outcome.words) == ["we", "want", "to", "the", "shops", "yesterday", "morning"]
+    assert "1 unflagged difference" in outcome.correction.reason
+
+
+def test_trigger_confidence_defaults_to_the_lowest_flagged_probability() -> None:
+    first = [w("a", 0, 1, 0.5), w("b", 1, 2, 0.2), w("c", 2, 3, 0.1)]
+    outcome = reconcile_window(first, {0, 1}, 0, said("a b c"), 0.0, 3.0, POLICY)
+    assert outcome.correction.trigger_confidence == 0.2
+    given_one = reconcile_window(first, {0, 1}, 0, said("a b c"), 0.0, 3.0, POLICY, trigger_confidence=0.33)
+    assert given_one.correction.trigger_confidence == 0.33
+
+
+def test_unscored_probability_is_recorded_for_llm_words() -> None:
+    policy = dataclasses.replace(POLICY, unscored_probability=0.5)
+    outcome = reconcile_window(RED_FOX, {1}, 0, said("The quick red fox."), 5.0, 25.0, policy)
+    assert outcome.words[1].probability == 0.5
+
+
+# --- merge ---------------------------------------------------------------------------------------
+
+
+def job(words: list[Word], duration: float = 30.0) -> FirstPass:
+    return FirstPass(
+        language="en", duration_s=duration, words=words, segments=[], engine="tiny.en", seconds=1.0
+    )
+
+
+SENTENCE = [
+    w("Once", 0.5, 0.9),
+    w("upon", 0.9, 1.2),
+    w("a", 1.2, 1.3),
+    w("time", 1.3, 1.7),
+    w("The", 10.0, 10.5),
+    w("red", 11.0, 11.4, 0.4),
+    w("fox.", 11.5, 12.0),
+    w("It", 20.0, 20.2),
+    w("ran", 20.2, 20.5, 0.3),
+    w("away.", 20.5, 21.0),
+    w("End.", 28.0, 28.5),
+]
+WINDOWS = [
+    MergeWindow(
+        index=0, start_s=9.0, end_s=13.0, flagged=(5,), trigger_confidence=0.4, word_first=4, word_last=7
+    ),
+    MergeWindow(
+        index=1, start_s=19.0, end_s=22.0, flagged=(8,), trigger_confidence=0.3, word_first=7, word_last=10
+    ),
+]
+
+
+def test_merge_splices_windows_and_keeps_the_rest() -> None:
+    results = {0: said("The quick red fox."), 1: said("It ran away.")}
+    words, corrections = merge(job(SENTENCE), WINDOWS, results, POLICY)
+    assert transcript_text(words) == "Once upon a time The quick red fox. It ran away. End."
+    assert [c.status for c in corrections] == ["accepted", "accepted"]
+    assert words[:4] == unchanged(SENTENCE[:4]) and words[-1] == unchanged(SENTENCE)[-1]
+
+
+def test_merge_marks_a_missing_result_unresolved() -> None:
+    words, corrections = merge(job(SENTENCE), WINDOWS, {0: said("The quick red fox.")}, POLICY)
+    assert [c.status for c in corrections] == ["accepted", "unresolved"]
+    assert "no second-pass result" in corrections[1].reason
+    assert texts(words)[8:11] == ["It", "ran", "away."]
+
+
+def test_merge_without_windows_copies_the_first_pass() -> None:
+    words, corrections = merge(job(SENTENCE), [], {}, POLICY)
+    assert words == unchanged(SENTENCE)
+    assert corrections == []
+
+
+def test_merge_clamps_times_into_the_audio() -> None:
+    first = [w("a", -0.2, 0.3), w("b", 0.4, 1.2)]
+    words, _ = merge(job(first, duration=1.0), [], {}, POLICY)
+    assert (words[0].start, words[-1].end) == (0.0, 1.0)
+
+
+def test_merge_keeps_replacements_between_the_words_outside_the_window() -> None:
+    # The window edge (9.0) is earlier than the previous word's end (9.5): bounds are narrowed.
+    first = [w("before", 9.0, 9.5), w("red", 9.6, 10.0, 0.2), w("after", 10.2, 10.6)]
+    window = MergeWindow(
+        index=0, start_s=9.0, end_s=11.0, flagged=(1,), trigger_confidence=0.2, word_first=1, word_last=2
+    )
+    result = heard(w("bread", 8.0, 10.5, 0.9))
+    words, _ = merge(job(first), [window], {0: result}, dataclasses.replace(POLICY, max_drift=1.0))
+    assert texts(words) == ["before", "bread", "after"]
+    assert (words[1].start, words[1].end) == (9.5, 10.2)
+
+
+# --- segments and text ---------------------------------------------------------------------------
+
+
+def tw(text: str, start: float, end: float) -> TranscriptWord:
+    return TranscriptWord(word=f" {text}", start=start, end=end, probability=0.9)
+
+
+def test_segments_follow_the_first_pass_spans() -> None:
+    first_segments = [
+        Segment(
+            start=0.0,
+            end=2.0,
+            text="",
+            avg_logprob=-0.2,
+            compression_ratio=1.2,
+            no_speech_prob=0.0,
+            first_word=0,
+            last_word=2,
+        ),
+        Segment(
+            start=2.5,
+            end=5.0,
+            text="",
+            avg_logprob=-0.2,
+            compression_ratio=1.2,
+            no_speech_prob=0.0,
+            first_word=2,
+            last_word=4,
+        ),
+    ]
+    words = [
+        tw("one", 0.1, 0.5),
+        tw("two", 0.6, 1.0),
+        tw("inserted", 2.1, 2.4),
+        tw("three", 2.6, 3.0),
+        tw("four", 3.1, 3.5),
+    ]
+    segments = build_segments(words, first_segments)
+    assert [(s.id, s.first_word, s.last_word, s.text) for s in segments] == [
+        (0, 0, 3, "one two inserted"),
+        (1, 3, 5, "three four"),
+    ]
+    assert (segments[1].start, segments[1].end) == (2.6, 3.5)
+
+
+def test_segments_without_first_pass_segments_break_at_sentences_and_pauses() -> None:
+    words = [
+        tw("Hi.", 0.0, 0.3),
+        tw("How", 0.4, 0.6),
+        tw("are", 0.6, 0.8),
+        tw("you", 2.0, 2.3),
+        tw("today?", 2.3, 2.8),
+    ]
+    segments = build_segments(words, [])
+    assert [s.text for s in segments] == ["Hi.", "How are", "you today?"]
+    assert build_segments(words, [], pause_s=5.0)[1].text == "How are you today?"
+
+
+def test_segments_of_nothing() -> None:
+    assert build_segments([], []) == []
+    assert transcript_text([]) == ""
+
+
+# --- properties ----------------------------------------------------------------------------------
+
+
+@st.composite
+def jobs_with_windows(draw: st.DrawFn) -> tuple[FirstPass, list[MergeWindow], list[list[str]]]:
+    """A first pass of uniquely named, time-ordered words, disjoint windows over some of them, and
+    for each window the texts a second pass could be built from."""
+    count = draw(st.integers(1, 40))
+    words: list[Word] = []
+    cursor = draw(st.floats(0.0, 2.0))
+    for index in range(count):
+        start = cursor + draw(st.sampled_from([0.0, 0.05, 0.3, 2.0]))
+        end = start + draw(st.floats(0.05, 0.8))
+        words.append(Word(word=f" w{index}", start=start, end=end, probability=draw(st.floats(0.0, 1.0))))
+        cursor = end
+    duration = cursor + draw(st.floats(0.0, 2.0))
+    cuts = sorted(draw(st.sets(st.integers(0, count), max_size=8)))
+    windows: list[MergeWindow] = []
+    for number, (first, last) in enumerate(zip(cuts[::2], cuts[1::2], strict=False)):
+        if first == last:
+            continue
+        flagged = tuple(sorted(draw(st.sets(st.integers(first, last - 1), min_size=1))))
+        start = words[first - 1].end if first else 0.0
+        end = words[last].start if last < count else duration
+        windows.append(
+            MergeWindow(
+                index=number,
+                start_s=start,
+                end_s=end,
+                flagged=flagged,
+                trigger_confidence=min(words[i].probability for i in flagged),
+                word_first=first,
+                word_last=last,
+            )
+        )
+    return (
+        job(words, duration),
+        windows,
+        [[x.word.strip() for x in words[w.word_first : w.word_last]] for w in windows],
+    )
+
+
+@st.composite
+def second_pass_for(draw: st.DrawFn, window: MergeWindow, own: list[str]) -> ClipResult:
+    """The window's own words with random edits, text only or timed and scored, or a failure."""
+    kind = draw(st.sampled_from(["text", "timed", "failed"]))
+    if kind == "failed":
+        return ClipResult(
+            clip_index=window.index, ok=False, backend="b", text="", error=ErrorInfo(code="x", message="y")
+        )
+    tokens = list(own)
+    for _ in range(draw(st.integers(0, 4))):
+        action = draw(st.sampled_from(["replace", "insert", "delete"]))
+        position = draw(st.integers(0, len(tokens)))
+        new = f"n{window.index}_{draw(st.integers(0, 5))}"
+        if action == "insert":
+            tokens.insert(position, new)
+        elif tokens and position < len(tokens):
+            if action == "replace":
+                tokens[position] = new
+            else:
+                del tokens[position]
+    if kind == "text":
+        return ClipResult(clip_index=window.index, ok=True, backend="b", text=" ".join(tokens))
+    times = sorted(
+        draw(
+            st.lists(
+                st.floats(window.start_s - 1, window.end_s + 1),
+                min_size=2 * len(tokens),
+                max_size=2 * len(tokens),
+            )
+        )
+    )
+    timed = [
+        Word(
+            word=f" {token}", start=times[2 * i], end=times[2 * i + 1], probability=draw(st.floats(0.0, 1.0))
+        )
+        for i, token in enumerate(tokens)
+    ]
+    return ClipResult(clip_index=window.index, ok=True, backend="b", text=" ".join(tokens), words=timed)
+
+
+policies = st.builds(
+    MergePolicy,
+    max_drift=st.floats(0.0, 1.0),
+    require_more_confident=st.booleans(),
+    min_confidence_gain=st.floats(0.0, 0.3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), jobs_with_windows(), policies)
+def test_merge_invariants(
+    data: st.DataObject, plan: tuple[FirstPass, list[MergeWindow], list[list[str]]], policy: MergePolicy
+) -> None:
+    first, windows, owns = plan
+    results = {
+        window.index: data.draw(second_pass_for(window, own))
+        for window, own in zip(windows, owns, strict=True)
+    }
+    words, corrections = merge(first, windows, results, policy)
+
+    assert len(corrections) == len(windows)
+    for word in words:
+        assert 0.0 <= word.start <= word.end <= first.duration_s
+        assert word.source == "second" or not word.interpolated
+    for previous, word in itertools.pairwise(words):
+        assert previous.end <= word.start + 1e-9
+
+    inside = {i for window in windows for i in range(window.word_first, window.word_last)}
+    originals = unchanged(first.words)
+    for index, original in enumerate(originals):
+        if index not in inside:
+            assert words.count(original) == 1
+    assert all(word in originals for word in words if word.source == "first")
+
+    for window, correction in zip(windows, corrections, strict=True):
+        result = results[window.index]
+        if not result.ok:
+            assert correction.status == "unresolved"
+        new_words = [x for x in words if x.word.strip().startswith(f"n{window.index}_")]
+        assert all(x.interpolated == (result.words is None) for x in new_words)
+
+
+@settings(max_examples=200, deadline=None)
+@given(jobs_with_windows(), policies, st.booleans())
+def test_identical_second_pass_changes_nothing(
+    plan: tuple[FirstPass, list[MergeWindow], list[list[str]]], policy: MergePolicy, timed: bool
+) -> None:
+    first, windows, _ = plan
+    results = {
+        window.index: ClipResult(
+            clip_index=window.index,
+            ok=True,
+            backend="b",
+            text=" ".join(x.word.strip() for x in first.words[window.word_first : window.word_last]),
+            words=first.words[window.word_first : window.word_last] if timed else None,
+        )
+        for window in windows
+    }
+    words, corrections = merge(first, windows, results, policy)
+    assert words == unchanged(first.words)
+    assert all(c.status == "accepted" and c.reason == "second pass agrees" for c in corrections)
