@@ -95,8 +95,16 @@ def long_form_recordings(data_dir: Path = DEFAULT_DATA_DIR, include_sonnets: boo
 
 
 _NUMBER_WORDS = {
-    "1": "one", "2": "two", "3": "three", "4": "four", "5": "five",
-    "6": "six", "7": "seven", "8": "eight", "9": "nine", "10": "ten",
+    "1": "one",
+    "2": "two",
+    "3": "three",
+    "4": "four",
+    "5": "five",
+    "6": "six",
+    "7": "seven",
+    "8": "eight",
+    "9": "nine",
+    "10": "ten",
 }
 
 

@@ -1,0 +1,192 @@
+"""Side effects of ingest: the job view in KV (compare-and-set), blobs in the Object Store, and the
+all-or-nothing admission of a new job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Final
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+from relisten_contracts import JOBS_BUCKET, Event, JobCreated, JobView, Transcript, encode
+from relisten_runtime.infra import Infra
+
+from relisten_ingest.domain import apply_event
+
+log = logging.getLogger(__name__)
+
+CAS_ATTEMPTS: Final = 50
+
+_view_decoder = msgspec.json.Decoder(JobView)
+_transcript_decoder = msgspec.json.Decoder(Transcript)
+
+
+def original_name(job_id: str) -> str:
+    return f"{job_id}/original"
+
+
+def audio_name(job_id: str) -> str:
+    return f"{job_id}/audio.wav"
+
+
+class ViewConflict(RuntimeError):
+    """Compare-and-set kept losing to other writers; the event is retried later."""
+
+
+class AdmissionFailed(RuntimeError):
+    """Storing a new job failed; everything that had been stored was removed again."""
+
+
+class TranscriptMissing(RuntimeError):
+    """A completed job's transcript is not in the data store."""
+
+
+class JobViews:
+    """The ``jobs`` KV bucket: one JobView per job id, written only by ingest."""
+
+    def __init__(self, kv: KeyValue, js: JetStreamContext | None = None) -> None:
+        self.kv = kv
+        self.js = js
+
+    @classmethod
+    def of(cls, infra: Infra) -> JobViews:
+        return cls(infra.jobs, infra.js)
+
+    async def get(self, job_id: str) -> tuple[JobView, int] | None:
+        """The view and its revision, or None when there is no such job."""
+        try:
+            entry = await self.kv.get(job_id)
+        except KeyNotFoundError:  # KeyDeletedError is a subclass
+            return None
+        if not entry.value:
+            return None
+        return _view_decoder.decode(entry.value), entry.revision or 0
+
+    async def create(self, view: JobView) -> int:
+        return await self.kv.create(view.id, encode(view))
+
+    async def purge(self, job_id: str) -> None:
+        await self.kv.purge(job_id)
+
+    async def ids(self) -> list[str]:
+        """Every key with a message in the bucket's stream (deleted ones included; ``get`` skips them).
+
+        Not ``KeyValue.keys()``: nats-py's watcher can signal "no more keys" before the first
+        delivered key reaches it, and then reports an empty bucket.
+        """
+        if self.js is None:
+            raise RuntimeError("listing jobs needs the JetStream context")
+        prefix = f"$KV.{JOBS_BUCKET}."
+        info = await self.js.stream_info(f"KV_{JOBS_BUCKET}", subjects_filter=f"{prefix}>")
+        return [subject.removeprefix(prefix) for subject in info.state.subjects or {}]
+
+    async def recent(self, limit: int) -> list[JobView]:
+        """Views newest first. Reads every key: fine for the web page, not a reporting API."""
+        gate = asyncio.Semaphore(16)
+
+        async def one(key: str) -> JobView | None:
+            async with gate:
+                found = await self.get(key)
+            return found[0] if found else None
+
+        views = [v for v in await asyncio.gather(*(one(k) for k in await self.ids())) if v is not None]
+        views.sort(key=lambda v: (v.created_at, v.id), reverse=True)
+        return views[:limit]
+
+    async def apply(self, event: Event) -> JobView | None:
+        """Project ``event`` onto the stored view with compare-and-set, retrying lost races."""
+        for attempt in range(CAS_ATTEMPTS):
+            found = await self.get(event.job_id)
+            current, revision = found if found else (None, 0)
+            updated = apply_event(current, event)
+            if updated is None or updated == current:
+                return updated
+            try:
+                if found is None:
+                    await self.kv.create(event.job_id, encode(updated))
+                else:
+                    await self.kv.update(event.job_id, encode(updated), last=revision)
+                return updated
+            except KeyWrongLastSequenceError:
+                # Another replica wrote first; re-read and re-apply. Jitter keeps replicas apart.
+                await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+        raise ViewConflict(f"job {event.job_id}: view changed under {CAS_ATTEMPTS} attempts to update it")
+
+
+async def put_file(store: ObjectStore, name: str, path: Path) -> None:
+    """Stream a file into the Object Store chunk by chunk (nats-py reads it in a thread)."""
+    with open(path, "rb") as source:  # noqa: ASYNC230 -- opening is instant; reads go to a thread
+        await store.put(name, source)
+
+
+async def get_to_file(store: ObjectStore, name: str, path: Path) -> bool:
+    """Copy an object into ``path``; False when there is no such object."""
+    with open(path, "wb") as sink:  # noqa: ASYNC230 -- opening is instant; writes go to a thread
+        try:
+            await store.get(name, writeinto=sink)
+        except NotFoundError:  # ObjectNotFoundError is a subclass
+            return False
+    return True
+
+
+async def load_transcript(store: ObjectStore, name: str) -> Transcript:
+    try:
+        result = await store.get(name)
+    except NotFoundError:
+        raise TranscriptMissing(f"transcript {name} is not in the data store") from None
+    return _transcript_decoder.decode(result.data or b"")
+
+
+async def _quietly(what: str, action: Callable[[], Awaitable[object]]) -> None:
+    try:
+        await action()
+    except Exception:
+        log.exception("rollback: could not %s", what)
+
+
+async def admit_job(
+    infra: Infra, view: JobView, event: JobCreated, *, original: Path, normalised: Path
+) -> None:
+    """Store both audio objects, write the view, then publish ``job.created``: all or nothing.
+
+    The view is written before the event so that the job can be read as soon as the client has its
+    id, and so that the projector never meets an event of a job it cannot show. If any step fails
+    (or the request is cancelled), what was stored is removed and :class:`AdmissionFailed` raised.
+    """
+    stored: list[str] = []
+    view_written = False
+    jobs = JobViews(infra.jobs)
+    try:
+        for name, path in ((event.original_ref, original), (event.audio_ref, normalised)):
+            stored.append(name)
+            await put_file(infra.audio, name, path)
+        await jobs.create(view)
+        view_written = True
+        await infra.publish(event)
+    except BaseException as exc:
+        log.warning("job %s: admission failed, removing what was stored: %r", view.id, exc)
+        rollback = [*(_quietly(f"delete {n}", _deleter(infra.audio, n)) for n in stored)]
+        if view_written:
+            rollback.append(_quietly(f"purge view {view.id}", lambda: jobs.purge(view.id)))
+        # Shielded so that a cancelled request still cleans up after itself.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(asyncio.gather(*rollback))
+        if isinstance(exc, Exception):
+            raise AdmissionFailed(f"could not store the job: {type(exc).__name__}: {exc}") from exc
+        raise
+
+
+def _deleter(store: ObjectStore, name: str) -> Callable[[], Awaitable[object]]:
+    async def delete() -> None:
+        with contextlib.suppress(NotFoundError):
+            await store.delete(name)
+
+    return delete

@@ -1,0 +1,40 @@
+"""The job view projector: every pipeline event, one durable consumer, one compare-and-set per event.
+
+Ingest is the only writer of the ``jobs`` KV bucket. Replicas of ingest share the durable consumer,
+and compare-and-set keeps two of them from overwriting each other's update of one job.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from relisten_contracts import Event
+from relisten_runtime.worker import Worker
+
+from relisten_ingest.adapters import JobViews
+
+log = logging.getLogger(__name__)
+
+VIEW_SUBJECT: Final = "relisten.>"
+VIEW_DURABLE: Final = "ingest-view"
+VIEW_STAGE: Final = "viewing"
+
+
+class JobViewProjector:
+    """Applies each event to the job's view (see :func:`relisten_ingest.domain.apply_event`)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def __call__(self, event: Event) -> None:
+        view = await JobViews(self.worker.infra.jobs).apply(event)
+        if view is None:
+            log.info("no view for job %s: %s ignored", event.job_id, type(event).__name__)
+        else:
+            log.debug("job %s is %s (%.0f %%)", view.id, view.status, view.progress * 100)
+
+
+def register_projector(worker: Worker) -> None:
+    """Bind the projector to the worker's broker; call before ``worker.start()``."""
+    worker.consume(VIEW_SUBJECT, VIEW_DURABLE, VIEW_STAGE, JobViewProjector(worker))

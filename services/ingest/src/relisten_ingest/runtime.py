@@ -1,0 +1,96 @@
+"""What the API process holds while it runs: settings, the worker (NATS handles plus the view
+projector) and the decode slots.
+
+The worker is started in the background and retried until NATS answers, so the HTTP server comes up
+at once: ``/healthz`` answers immediately and ``/readyz`` says 503 until NATS is reachable, which is
+what an orchestrator (or the supervisor starting NATS next to this process) expects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from relisten_runtime.infra import Infra
+from relisten_runtime.worker import Worker
+
+from relisten_ingest.handlers import register_projector
+from relisten_ingest.settings import IngestSettings
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
+
+
+class NotReady(RuntimeError):
+    """NATS is not (yet) connected."""
+
+
+class IngestRuntime:
+    def __init__(self, settings: IngestSettings) -> None:
+        self.settings = settings
+        self.decode_slots = asyncio.Semaphore(settings.decode_concurrency)
+        self.worker: Worker | None = None
+        self.started = asyncio.Event()
+        self._starting: asyncio.Task[None] | None = None
+        self._last_error = "starting"
+
+    @property
+    def infra(self) -> Infra:
+        """The NATS handles; :class:`NotReady` until the worker has started."""
+        if self.worker is None:
+            raise NotReady(f"NATS at {self.settings.nats_url} is not connected yet ({self._last_error})")
+        return self.worker.infra
+
+    async def start(self) -> None:
+        """Begin connecting in the background; returns at once."""
+        if self.settings.tmp_dir is not None:
+            self.settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._starting = asyncio.create_task(self._start_worker(), name="ingest-start")
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s):
+            await self.started.wait()
+
+    async def _start_worker(self) -> None:
+        delay = RETRY_FIRST_S
+        while True:
+            worker = Worker("ingest", self.settings, fails_jobs=False)
+            register_projector(worker)
+            try:
+                await worker.start()
+            except asyncio.CancelledError:
+                # Shutting down while still connecting: close what the attempt opened.
+                with contextlib.suppress(Exception):
+                    await worker.stop()
+                raise
+            except Exception as exc:
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "cannot start on NATS %s yet, retrying in %.1f s: %s",
+                    self.settings.nats_url,
+                    delay,
+                    self._last_error,
+                )
+                with contextlib.suppress(Exception):
+                    await worker.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            self.worker = worker
+            self.started.set()
+            log.info("ingest connected to NATS %s; job view projector running", self.settings.nats_url)
+            return
+
+    async def stop(self) -> None:
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starting
+        worker, self.worker = self.worker, None
+        self.started.clear()
+        if worker is not None:
+            await worker.stop()
+        log.info("ingest stopped")
