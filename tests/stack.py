@@ -99,5 +99,6 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}" for path in self.work_dir.glob("*.log")
+            f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
+            for path in self.work_dir.glob("*.log")
         )

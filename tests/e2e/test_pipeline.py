@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -10,9 +11,9 @@ from typing import Any
 import httpx
 import nats
 import pytest
-from relisten.dataset import Recording, long_form_recordings, word_error_rate
 from relisten_contracts import STREAM_NAME, Subject, decode_event
 
+from relisten.dataset import Recording, long_form_recordings, word_error_rate
 from tests.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
@@ -76,7 +77,9 @@ async def events_of(nats_url: str, job_id: str) -> list[Any]:
         await nc.close()
 
 
-def test_long_form_recording_is_transcribed_and_corrected(stack: Stack, recordings: dict[str, Recording]) -> None:
+def test_long_form_recording_is_transcribed_and_corrected(
+    stack: Stack, recordings: dict[str, Recording]
+) -> None:
     recording = recordings["chapter-1688-142285"]
     started = time.monotonic()
     job_id = submit(stack, recording)
@@ -100,7 +103,7 @@ def test_long_form_recording_is_transcribed_and_corrected(stack: Stack, recordin
     assert 0 < stats["audio_redecoded_seconds"] <= recording.duration_s
     assert abs(transcript["duration_s"] - recording.duration_s) < 0.1
     words = transcript["words"]
-    assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:], strict=False))
+    assert all(a["start"] <= b["start"] for a, b in itertools.pairwise(words))
     assert all(0 <= w["start"] <= w["end"] <= transcript["duration_s"] + 1e-6 for w in words)
     assert first_pass_text  # most words survive unchanged
 
@@ -127,7 +130,9 @@ def test_killing_a_service_mid_job_still_gives_one_transcript(
     wait_for(stack, job_id, {"transcribing"}, timeout_s=120)
     stack.services["asr"].kill()
     view = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}", timeout=10).json()
-    assert view["status"] == "transcribing", "the kill must land mid-transcription for this test to mean anything"
+    assert view["status"] == "transcribing", (
+        "the kill must land mid-transcription for this test to mean anything"
+    )
     stack.services["asr"].start()
     view = wait_for(stack, job_id, {"completed", "failed"})
     assert view["status"] == "completed", view
@@ -146,5 +151,3 @@ def test_unknown_job_is_404(stack: Stack) -> None:
     response = httpx.get(f"{stack.base_url}/v1/jobs/does-not-exist", timeout=10)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "job_not_found"
-
-
