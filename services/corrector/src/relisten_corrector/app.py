@@ -6,7 +6,7 @@ from __future__ import annotations
 from relisten_contracts import Subject
 from relisten_runtime.worker import Worker
 
-from relisten_corrector.backends import build_backend
+from relisten_corrector.backends import FasterWhisperBackend, build_backend
 from relisten_corrector.handlers import CorrectionHandler
 from relisten_corrector.settings import CorrectorSettings
 
@@ -19,5 +19,7 @@ def build_worker(settings: CorrectorSettings | None = None) -> Worker:
     if load is not None:
         load()  # join and load the bundled model at start-up, not on the first job
     worker.on_stop(backend.aclose)
-    worker.consume(Subject.CLIPS_READY, "corrector", "correcting", CorrectionHandler(worker, backend))
+    concurrency = 1 if isinstance(backend, FasterWhisperBackend) else settings.max_concurrency
+    handler = CorrectionHandler(worker, backend, concurrency)
+    worker.consume(Subject.CLIPS_READY, "corrector", "correcting", handler)
     return worker

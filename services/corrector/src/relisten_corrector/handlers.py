@@ -67,6 +67,9 @@ def shift_words(words: list[Word] | None, offset_s: float, clip_length_s: float)
 class CorrectionHandler:
     worker: Worker
     backend: SecondPassBackend
+    concurrency: int = 1
+    """Clips of one job decoded at once: 1 for an in-process model (it decodes one clip at a time, and
+    timing each clip alone keeps ``second_pass_seconds`` honest), more for a remote server."""
 
     @property
     def infra(self) -> Infra:
@@ -76,7 +79,13 @@ class CorrectionHandler:
         if not event.clips:
             return
         await self.infra.publish(JobProgress(job_id=event.job_id, stage="correcting", progress=0.0))
-        await asyncio.gather(*(self._correct(event, clip) for clip in event.clips))
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def correct(clip: ClipSpec) -> None:
+            async with gate:
+                await self._correct(event, clip)
+
+        await asyncio.gather(*(correct(clip) for clip in event.clips))
 
     async def _correct(self, event: ClipsReady, clip: ClipSpec) -> None:
         key = result_key(event.job_id, clip.index)
