@@ -4,10 +4,10 @@ PYTHON ?= python3
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
-export UV_PYTHON := $(shell command -v $(PYTHON))
+export UV_PYTHON := $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: help setup run test lint typecheck unit bench clean
+.PHONY: help setup run test lint unit bench clean browser
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -27,7 +27,14 @@ lint: setup  ## ruff and mypy
 	$(UV) run --no-sync ruff format --check .
 	$(UV) run --no-sync mypy
 
-test: setup lint  ## the whole test suite (lint, types, unit, NATS integration, end to end)
+browser:  ## headless Chromium and its driver for the web page test (Debian packages)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Debian packages chromium and chromium-driver for the web page test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null || \
+	  { $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }; }
+
+test: setup lint browser  ## the whole test suite (lint, types, unit, NATS integration, end to end)
 	$(UV) run --no-sync pytest
 
 unit: setup  ## only the tests that need no NATS

