@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import msgspec
 import nats
 import pytest
-from relisten_contracts import STREAM_NAME, Subject, decode_event
+from relisten_contracts import DATA_BUCKET, STREAM_NAME, FirstPass, Subject, decode_event
 
 from relisten.dataset import Recording, long_form_recordings, word_error_rate
 from tests.stack import Stack
@@ -77,8 +78,18 @@ async def events_of(nats_url: str, job_id: str) -> list[Any]:
         await nc.close()
 
 
+async def stored_first_pass(nats_url: str, job_id: str) -> FirstPass:
+    nc = await nats.connect(nats_url)
+    try:
+        store = await nc.jetstream().object_store(DATA_BUCKET)
+        blob = await store.get(f"{job_id}/first_pass.json")
+        return msgspec.json.decode(blob.data or b"", type=FirstPass)
+    finally:
+        await nc.close()
+
+
 def test_long_form_recording_is_transcribed_and_corrected(
-    stack: Stack, recordings: dict[str, Recording]
+    stack: Stack, recordings: dict[str, Recording], nats_url: str
 ) -> None:
     recording = recordings["chapter-1688-142285"]
     started = time.monotonic()
@@ -91,13 +102,17 @@ def test_long_form_recording_is_transcribed_and_corrected(
     transcript = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}/transcript", timeout=30).json()
     first_pass_text = " ".join(w["word"] for w in transcript["words"] if w["source"] == "first")
     final_wer = word_error_rate(recording.reference, transcript["text"])
+    first_pass = asyncio.run(stored_first_pass(nats_url, job_id))
+    first_wer = word_error_rate(recording.reference, " ".join(w.word for w in first_pass.words))
     stats = transcript["stats"]
     print(
-        f"\nend-to-end: {recording.duration_s:.1f} s of audio in {elapsed:.1f} s; final WER {final_wer:.3f}; "
+        f"\nend-to-end: {recording.duration_s:.1f} s of audio in {elapsed:.1f} s; first-pass WER {first_wer:.3f}, "
+        f"final WER {final_wer:.3f}; "
         f"re-decoded {stats['audio_redecoded_seconds']:.1f} s; stats {stats}; "
         f"corrections {[(c['status'], c['original_text'][:40], c['corrected_text'][:40]) for c in transcript['corrections']]}"
     )
     assert final_wer < 0.25, transcript["text"]
+    assert final_wer <= first_wer + 0.02, "the second pass must not make the transcript clearly worse"
     assert transcript["corrections"], "a long real recording should have doubtful stretches"
     assert stats["words_flagged"] > 0
     assert 0 < stats["audio_redecoded_seconds"] <= recording.duration_s
