@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import pathlib
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -166,3 +169,51 @@ def test_unknown_job_is_404(stack: Stack) -> None:
     response = httpx.get(f"{stack.base_url}/v1/jobs/does-not-exist", timeout=10)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "job_not_found"
+
+
+def test_cli_transcribes_to_a_subtitle_file(
+    stack: Stack, recordings: dict[str, Recording], tmp_path: pathlib.Path
+) -> None:
+    audio = tmp_path / "sonnet.wav"
+    audio.write_bytes(recordings["chapter-1998-15444"].wav_bytes())
+    output = tmp_path / "sonnet.srt"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "relisten",
+            "transcribe",
+            str(audio),
+            "--server",
+            stack.base_url,
+            "--format",
+            "srt",
+            "--output",
+            str(output),
+            "--correction",
+            "off",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    srt = output.read_text(encoding="utf-8")
+    assert srt.startswith("1\n") and " --> " in srt
+    assert "wrote" in done.stderr
+
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "relisten",
+            "transcribe",
+            str(tmp_path / "nope.wav"),
+            "--server",
+            stack.base_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2
