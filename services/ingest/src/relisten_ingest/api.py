@@ -1,8 +1,10 @@
-"""The HTTP API of relisten: submit audio, follow the job, fetch its transcript and audio.
+"""The HTTP API of relisten: submit audio, follow the job (polling or live), fetch its transcript and
+audio; plus the operational routes (health, readiness, ``/metrics``, ``/asyncapi.json``).
 
-Every error answers ``{"error": {"code": ..., "message": ...}}``. A rejected upload stores nothing
-and publishes nothing: it is received into a scratch directory, validated by decoding, and only
-then stored (see :func:`relisten_ingest.adapters.admit_job`).
+Every error answers ``{"error": {"code": ..., "message": ...}}`` — except on the OpenAI-compatible
+route, which answers OpenAI's ``{"error": {"message", "type", "param", "code"}}``. A rejected
+upload stores nothing and publishes nothing: it is received into a scratch directory, validated by
+decoding, and only then stored (see :func:`relisten_ingest.adapters.admit_job`).
 """
 
 from __future__ import annotations
@@ -14,19 +16,24 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
 from pathlib import Path
 from typing import Annotated, Any, Final
 
+import anyio
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from relisten_contracts import STREAM_NAME, JobCreated, JobView, encode
 from relisten_runtime.infra import Infra
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
+from relisten_ingest import live, openai_compat
 from relisten_ingest.adapters import (
     AdmissionFailed,
     JobViews,
@@ -37,15 +44,26 @@ from relisten_ingest.adapters import (
     load_transcript,
     original_name,
 )
+from relisten_ingest.asyncapi import build_asyncapi
 from relisten_ingest.audio import AudioRejected, AudioTooLong, NoAudio, normalise_to_wav
 from relisten_ingest.domain import OptionError, apply_event, parse_options, present_view, safe_filename
+from relisten_ingest.feed import JobFeed
 from relisten_ingest.formats import to_srt, to_text, to_vtt
+from relisten_ingest.logs import bind_job
 from relisten_ingest.runtime import IngestRuntime, NotReady
-from relisten_ingest.uploads import FILE_FIELD, InvalidForm, NotMultipart, UploadTooLarge, receive_form
+from relisten_ingest.uploads import (
+    FILE_FIELD,
+    InvalidForm,
+    NotMultipart,
+    ReceivedForm,
+    UploadTooLarge,
+    receive_form,
+)
 
 log = logging.getLogger(__name__)
 
 JOBS_PATH: Final = "/v1/jobs"
+OPENAI_TRANSCRIPTIONS_PATH: Final = "/v1/audio/transcriptions"
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TRANSCRIPT_MEDIA: Final = {
     "json": "application/json",
@@ -61,43 +79,68 @@ router = APIRouter()
 class ApiError(Exception):
     """An answer other than success, in the API's error shape."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        param: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers
+        self.param = param
+        """The request field at fault, when there is one (OpenAI's error shape names it)."""
 
 
 def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    path: str = "",
+    param: str | None = None,
 ) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    """An error in relisten's shape, or in OpenAI's on the OpenAI-compatible route (``path``)."""
+    if path == OPENAI_TRANSCRIPTIONS_PATH:
+        body = openai_compat.error_body(message, status=status, code=code, param=param)
+    else:
+        body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Make FastAPI's own errors (validation, 404, 405, crashes) use the API's error shape."""
 
-    async def on_api_error(_: Request, exc: Exception) -> Response:
+    async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return error_response(
+            exc.status, exc.code, exc.message, exc.headers, path=request.url.path, param=exc.param
+        )
 
-    async def on_http_error(_: Request, exc: Exception) -> Response:
+    async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
-        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+        return error_response(exc.status_code, code, str(exc.detail), exc.headers, path=request.url.path)
 
-    async def on_validation_error(_: Request, exc: Exception) -> Response:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         problems = "; ".join(
             f"{'.'.join(str(p) for p in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
             for error in exc.errors()
         )
-        return error_response(422, "invalid_request", problems or "invalid request")
+        return error_response(422, "invalid_request", problems or "invalid request", path=request.url.path)
 
-    async def on_crash(_: Request, exc: Exception) -> Response:
+    async def on_crash(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "internal_error", "the server failed to handle the request")
+        return error_response(
+            500, "internal_error", "the server failed to handle the request", path=request.url.path
+        )
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
@@ -105,14 +148,14 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_crash)
 
 
-def _runtime(request: Request) -> IngestRuntime:
+def runtime_of(request: Request) -> IngestRuntime:
     runtime: IngestRuntime = request.app.state.ingest
     return runtime
 
 
-def _infra(request: Request) -> Infra:
+def infra_of(request: Request) -> Infra:
     try:
-        return _runtime(request).infra
+        return runtime_of(request).infra
     except NotReady as exc:
         raise ApiError(503, "not_ready", str(exc), headers={"Retry-After": "2"}) from None
 
@@ -121,6 +164,7 @@ async def _view_or_404(infra: Infra, job_id: str) -> JobView:
     found = await JobViews(infra.jobs).get(job_id) if _JOB_ID.match(job_id) else None
     if found is None:
         raise ApiError(404, "job_not_found", f"there is no job {job_id[:80]!r}")
+    bind_job(job_id)
     return found[0]
 
 
@@ -176,19 +220,24 @@ def _declared_length(request: Request, limit: int) -> None:
         raise ApiError(413, "upload_too_large", f"the upload is larger than the limit of {limit} bytes")
 
 
-@router.post(
-    JOBS_PATH,
-    status_code=202,
-    summary="Submit audio for transcription",
-    openapi_extra=_UPLOAD_SCHEMA,
-    response_class=JSONResponse,
-)
-async def create_job(request: Request) -> Response:
-    runtime = _runtime(request)
+FormCheck = Callable[[ReceivedForm], None]
+
+
+def _no_check(_: ReceivedForm) -> None:
+    return None
+
+
+async def admit_upload(request: Request, check: FormCheck = _no_check) -> JobView:
+    """Receive, validate and store an upload, publish ``job.created``; the new job's view.
+
+    The one admission path of every route that creates jobs. ``check`` sees the form's fields
+    before the audio is decoded and raises :class:`ApiError` for fields its route does not accept.
+    """
+    runtime = runtime_of(request)
     settings = runtime.settings
     # Reject by the declared size before touching NATS or reading a byte of the body.
     _declared_length(request, settings.max_upload_bytes)
-    infra = _infra(request)
+    infra = infra_of(request)
 
     workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="relisten-ingest-", dir=settings.tmp_dir))
     try:
@@ -202,7 +251,7 @@ async def create_job(request: Request) -> Response:
         except UploadTooLarge as exc:
             raise ApiError(413, "upload_too_large", str(exc)) from None
         except NotMultipart as exc:
-            raise ApiError(400, "missing_file", str(exc)) from None
+            raise ApiError(400, "missing_file", str(exc), param=FILE_FIELD) from None
         except InvalidForm as exc:
             raise ApiError(400, "invalid_form", str(exc)) from None
         except ClientDisconnect:
@@ -211,11 +260,17 @@ async def create_job(request: Request) -> Response:
         try:
             options = parse_options(form.fields, max_prompt_chars=settings.max_prompt_chars)
         except OptionError as exc:
-            raise ApiError(422, "invalid_option", exc.message) from None
+            raise ApiError(422, "invalid_option", exc.message, param=exc.field) from None
+        check(form)
         if form.file is None:
-            raise ApiError(400, "missing_file", f"send the audio as the multipart form field {FILE_FIELD!r}")
+            raise ApiError(
+                400,
+                "missing_file",
+                f"send the audio as the multipart form field {FILE_FIELD!r}",
+                param=FILE_FIELD,
+            )
         if form.file.size == 0:
-            raise ApiError(400, "empty_file", "the uploaded file is empty")
+            raise ApiError(400, "empty_file", "the uploaded file is empty", param=FILE_FIELD)
 
         normalised = workdir / "audio.wav"
         try:
@@ -225,9 +280,10 @@ async def create_job(request: Request) -> Response:
                 )
         except AudioRejected as exc:
             status = {AudioTooLong: 413, NoAudio: 400}.get(type(exc), 415)
-            raise ApiError(status, exc.code, exc.message) from None
+            raise ApiError(status, exc.code, exc.message, param=FILE_FIELD) from None
 
         job_id = uuid.uuid4().hex
+        bind_job(job_id)
         now = time.time()
         event = JobCreated(
             job_id=job_id,
@@ -246,6 +302,7 @@ async def create_job(request: Request) -> Response:
             await admit_job(infra, view, event, original=form.file.path, normalised=normalised)
         except AdmissionFailed as exc:
             raise ApiError(503, "storage_unavailable", str(exc), headers={"Retry-After": "5"}) from None
+        runtime.metrics.admitted(view)
         log.info(
             "job %s accepted: %r, %.1f s of %s/%s audio, %d bytes",
             job_id,
@@ -255,23 +312,35 @@ async def create_job(request: Request) -> Response:
             audio.codec,
             form.file.size,
         )
-        location = f"{JOBS_PATH}/{job_id}"
-        return JSONResponse(present_view(view, JOBS_PATH), status_code=202, headers={"Location": location})
+        return view
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
+
+
+@router.post(
+    JOBS_PATH,
+    status_code=202,
+    summary="Submit audio for transcription",
+    openapi_extra=_UPLOAD_SCHEMA,
+    response_class=JSONResponse,
+)
+async def create_job(request: Request) -> Response:
+    view = await admit_upload(request)
+    location = f"{JOBS_PATH}/{view.id}"
+    return JSONResponse(present_view(view, JOBS_PATH), status_code=202, headers={"Location": location})
 
 
 @router.get(JOBS_PATH, summary="Recent jobs, newest first")
 async def list_jobs(
     request: Request, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> dict[str, list[dict[str, Any]]]:
-    views = await JobViews.of(_infra(request)).recent(limit)
+    views = await JobViews.of(infra_of(request)).recent(limit)
     return {"jobs": [present_view(v, JOBS_PATH) for v in views]}
 
 
 @router.get(JOBS_PATH + "/{job_id}", summary="A job's status and progress")
 async def get_job(request: Request, job_id: str) -> dict[str, Any]:
-    view = await _view_or_404(_infra(request), job_id)
+    view = await _view_or_404(infra_of(request), job_id)
     return present_view(view, JOBS_PATH)
 
 
@@ -281,7 +350,7 @@ async def get_transcript(request: Request, job_id: str, format: str = "json") ->
         raise ApiError(
             400, "invalid_option", f"format: {format[:20]!r} is not one of {', '.join(_TRANSCRIPT_MEDIA)}"
         )
-    infra = _infra(request)
+    infra = infra_of(request)
     view = await _view_or_404(infra, job_id)
     if view.status != "completed":
         message = f"job {job_id} is {view.status}, not completed"
@@ -310,11 +379,11 @@ async def get_transcript(request: Request, job_id: str, format: str = "json") ->
 
 @router.get(JOBS_PATH + "/{job_id}/audio", summary="The normalised audio (16 kHz mono WAV)")
 async def get_audio(request: Request, job_id: str) -> Response:
-    infra = _infra(request)
+    infra = infra_of(request)
     await _view_or_404(infra, job_id)
     workdir = Path(
         await asyncio.to_thread(
-            tempfile.mkdtemp, prefix="relisten-audio-", dir=_runtime(request).settings.tmp_dir
+            tempfile.mkdtemp, prefix="relisten-audio-", dir=runtime_of(request).settings.tmp_dir
         )
     )
     path = workdir / "audio.wav"
@@ -335,6 +404,76 @@ async def get_audio(request: Request, job_id: str) -> Response:
     )
 
 
+class EventStreamResponse(StreamingResponse):
+    """``text/event-stream`` that always closes its frame generator, also when the client went away
+    mid-stream (Starlette leaves the iterator to the garbage collector then)."""
+
+    def __init__(self, frames: AsyncGenerator[bytes, None]) -> None:
+        super().__init__(
+            frames,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._frames = frames
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._frames.aclose()
+
+
+@router.get(
+    JOBS_PATH + "/{job_id}/events",
+    summary="Follow a job live (Server-Sent Events)",
+    description=live.__doc__,
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def job_events(request: Request, job_id: str) -> Response:
+    """With API keys set, also accepts ``?access_token=<key>`` (EventSource cannot send headers)."""
+    infra = infra_of(request)
+    view = await _view_or_404(infra, job_id)
+    settings = runtime_of(request).settings
+    feed = JobFeed(
+        infra,
+        view,
+        heartbeat_s=settings.events_heartbeat_s,
+        replay_margin_s=settings.events_replay_margin_s,
+        jobs_path=JOBS_PATH,
+    )
+
+    async def frames() -> AsyncGenerator[bytes, None]:
+        yield b"retry: 3000\n\n"
+        async with aclosing(feed.frames()) as followed:
+            number = 0
+            async for frame in followed:
+                if frame.event:
+                    number += 1
+                yield frame.encode(number)
+
+    return EventStreamResponse(frames())
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    runtime = runtime_of(request)
+    try:
+        infra = runtime.infra
+    except NotReady:
+        pass
+    else:
+        await runtime.metrics.refresh(infra)
+    return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/asyncapi.json", summary="AsyncAPI document of the pipeline events")
+async def asyncapi(request: Request) -> dict[str, Any]:
+    settings = runtime_of(request).settings
+    return build_asyncapi(version=request.app.version, nats_url=settings.nats_url, stream=STREAM_NAME)
+
+
 @router.get("/healthz", summary="The process is alive")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -342,7 +481,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="NATS is connected and the stream and buckets exist")
 async def readyz(request: Request) -> Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     try:
         infra = runtime.infra
     except NotReady as exc:

@@ -1,5 +1,5 @@
-"""Wiring of the ingest service: the FastAPI app (HTTP API plus the job view projector in one process)
-and a programmatic uvicorn server for the CLI."""
+"""Wiring of the ingest service: the FastAPI app (HTTP API, OpenAI-compatible route, web page, metrics,
+plus the job view projector in one process) and a programmatic uvicorn server for the CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import uvicorn
 from fastapi import FastAPI
 from relisten_runtime.logs import configure_logging
 
+from relisten_ingest import openai_api, web
+from relisten_ingest.access import ApiKeyMiddleware
 from relisten_ingest.api import install_error_handlers, router
+from relisten_ingest.logs import install_job_logging
 from relisten_ingest.runtime import IngestRuntime
 from relisten_ingest.settings import IngestSettings
 
@@ -42,6 +45,11 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     app.state.ingest = runtime
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(openai_api.router)
+    app.include_router(web.router)
+    keys = [key.get_secret_value() for key in settings.api_keys]
+    if keys:
+        app.add_middleware(ApiKeyMiddleware, keys=keys)
     return app
 
 
@@ -53,6 +61,7 @@ async def serve(settings: IngestSettings | None = None) -> None:
     """
     settings = settings or IngestSettings()
     configure_logging(settings.log_level, "ingest")  # a no-op when the CLI configured logging already
+    install_job_logging("ingest", settings.log_format)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

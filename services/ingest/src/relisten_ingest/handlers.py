@@ -1,7 +1,9 @@
 """The job view projector: every pipeline event, one durable consumer, one compare-and-set per event.
 
 Ingest is the only writer of the ``jobs`` KV bucket. Replicas of ingest share the durable consumer,
-and compare-and-set keeps two of them from overwriting each other's update of one job.
+and compare-and-set keeps two of them from overwriting each other's update of one job. The metrics
+of the pipeline are recorded here too, once per change of a view, so a redelivered event does not
+count twice.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from relisten_contracts import Event
 from relisten_runtime.worker import Worker
 
 from relisten_ingest.adapters import JobViews
+from relisten_ingest.logs import job_context
+from relisten_ingest.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +28,23 @@ VIEW_STAGE: Final = "viewing"
 class JobViewProjector:
     """Applies each event to the job's view (see :func:`relisten_ingest.domain.apply_event`)."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, metrics: IngestMetrics | None = None) -> None:
         self.worker = worker
+        self.metrics = metrics
 
     async def __call__(self, event: Event) -> None:
-        view = await JobViews(self.worker.infra.jobs).apply(event)
-        if view is None:
-            log.info("no view for job %s: %s ignored", event.job_id, type(event).__name__)
-        else:
+        with job_context(event.job_id):
+            before, view = await JobViews(self.worker.infra.jobs).apply_change(event)
+            if view is None:
+                log.info("no view for job %s: %s ignored", event.job_id, type(event).__name__)
+                return
+            if view == before:
+                return
             log.debug("job %s is %s (%.0f %%)", view.id, view.status, view.progress * 100)
+            if self.metrics is not None:
+                self.metrics.observe(before, view, event)
 
 
-def register_projector(worker: Worker) -> None:
+def register_projector(worker: Worker, metrics: IngestMetrics | None = None) -> None:
     """Bind the projector to the worker's broker; call before ``worker.start()``."""
-    worker.consume(VIEW_SUBJECT, VIEW_DURABLE, VIEW_STAGE, JobViewProjector(worker))
+    worker.consume(VIEW_SUBJECT, VIEW_DURABLE, VIEW_STAGE, JobViewProjector(worker, metrics))

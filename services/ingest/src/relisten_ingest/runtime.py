@@ -1,5 +1,5 @@
 """What the API process holds while it runs: settings, the worker (NATS handles plus the view
-projector) and the decode slots.
+projector), the decode slots and the metrics.
 
 The worker is started in the background and retried until NATS answers, so the HTTP server comes up
 at once: ``/healthz`` answers immediately and ``/readyz`` says 503 until NATS is reachable, which is
@@ -16,6 +16,7 @@ from relisten_runtime.infra import Infra
 from relisten_runtime.worker import Worker
 
 from relisten_ingest.handlers import register_projector
+from relisten_ingest.metrics import IngestMetrics
 from relisten_ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class IngestRuntime:
     def __init__(self, settings: IngestSettings) -> None:
         self.settings = settings
         self.decode_slots = asyncio.Semaphore(settings.decode_concurrency)
+        self.metrics = IngestMetrics()
         self.worker: Worker | None = None
         self.started = asyncio.Event()
         self._starting: asyncio.Task[None] | None = None
@@ -58,7 +60,7 @@ class IngestRuntime:
         delay = RETRY_FIRST_S
         while True:
             worker = Worker("ingest", self.settings, fails_jobs=False)
-            register_projector(worker)
+            register_projector(worker, self.metrics)
             try:
                 await worker.start()
             except asyncio.CancelledError:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 from relisten_runtime.settings import CommonSettings
 
 GIB = 1024**3
@@ -46,12 +48,53 @@ class IngestSettings(CommonSettings):  # type: ignore[misc]
         2.0, gt=0, description="How long /readyz waits for NATS to describe the stream and buckets."
     )
     access_log: bool = Field(True, description="Log one line per HTTP request.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description=(
+            "Log lines as text (with a ``job=`` field) or as one JSON object per line carrying "
+            "``job_id`` (RELISTEN_LOG_FORMAT)."
+        ),
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated bearer keys (RELISTEN_API_KEYS). When set, every /v1 route asks for "
+            "``Authorization: Bearer <key>``; the event stream also takes ``?access_token=<key>``. "
+            "Unset: the API is open."
+        ),
+    )
+    openai_timeout_s: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "How long POST /v1/audio/transcriptions waits for its job; after that it answers 504 "
+            "naming the job, which goes on and can be followed under /v1/jobs."
+        ),
+    )
+    events_heartbeat_s: float = Field(
+        15.0, gt=0, description="Seconds between keep-alive comments on an idle job event stream."
+    )
+    events_replay_margin_s: float = Field(
+        60.0,
+        ge=0,
+        description=(
+            "An event stream replays the pipeline events from this long before the job was created "
+            "(allows for clock skew between hosts)."
+        ),
+    )
 
     @field_validator("tmp_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
         return value
 
     @property

@@ -53,7 +53,10 @@ class ReceivedFile:
 @dataclass
 class ReceivedForm:
     fields: dict[str, str] = field(default_factory=dict)
+    """Each text field's value; the last one when a field is repeated."""
     file: ReceivedFile | None = None
+    repeated: dict[str, list[str]] = field(default_factory=dict)
+    """Every value of each text field in order (``timestamp_granularities[]`` comes once per value)."""
 
 
 async def limit_body(chunks: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[bytes]:
@@ -163,9 +166,11 @@ class _FormReader:
     def on_part_end(self) -> None:
         if not self._in_file and not self._skip:
             try:
-                self.form.fields[self._name] = self._data.decode("utf-8")
+                value = self._data.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidForm(f"the form field {self._name[:40]!r} is not UTF-8 text") from None
+            self.form.fields[self._name] = value
+            self.form.repeated.setdefault(self._name, []).append(value)
         self._in_file = self._skip = False
 
     def on_end(self) -> None:

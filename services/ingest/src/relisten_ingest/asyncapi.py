@@ -1,0 +1,148 @@
+"""The AsyncAPI 3.0 document of the pipeline events, built from the contracts themselves.
+
+Payload schemas come from ``msgspec.json.schema_components`` over the event types, so the document
+cannot drift from what is on the wire; channels are the :class:`~relisten_contracts.Subject` values;
+operations say which service sends and which receives each event (and through which durable
+consumer). FastStream could generate a document from the brokers, but each service has its own
+broker and ingest's projector reads everything through one wildcard subscription, so the flow is
+clearer written down once here. Pure: served at ``/asyncapi.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import msgspec
+from relisten_contracts import (
+    ClipCorrected,
+    ClipResult,
+    ClipsReady,
+    Event,
+    FirstPass,
+    JobCreated,
+    JobFailed,
+    JobMerged,
+    JobProgress,
+    Subject,
+    Transcript,
+    WordsScored,
+    subject_for,
+)
+
+EVENTS: Final[tuple[type[Event], ...]] = (
+    JobCreated,
+    JobProgress,
+    WordsScored,
+    ClipsReady,
+    ClipCorrected,
+    JobMerged,
+    JobFailed,
+)
+DOCUMENTS: Final = (FirstPass, ClipResult, Transcript)
+"""Stored in the Object Store and KV, referred to by the events: described alongside them."""
+
+SENDERS: Final[dict[Subject, tuple[str, ...]]] = {
+    Subject.JOB_CREATED: ("ingest",),
+    Subject.JOB_PROGRESS: ("asr", "corrector", "merger"),
+    Subject.WORDS_SCORED: ("asr",),
+    Subject.CLIPS_READY: ("clipper",),
+    Subject.CLIP_CORRECTED: ("corrector",),
+    Subject.JOB_MERGED: ("merger",),
+    Subject.JOB_FAILED: ("asr", "clipper", "corrector", "merger"),
+}
+RECEIVERS: Final[dict[Subject, tuple[tuple[str, str], ...]]] = {
+    Subject.JOB_CREATED: (("asr", "asr"),),
+    Subject.WORDS_SCORED: (("clipper", "clipper"),),
+    Subject.CLIPS_READY: (("corrector", "corrector"), ("merger", "merger-plans")),
+    Subject.CLIP_CORRECTED: (("merger", "merger-clips"),),
+    Subject.JOB_MERGED: (("notifier", "notifier-merged"),),
+    Subject.JOB_FAILED: (("notifier", "notifier-failed"),),
+}
+"""(service, durable consumer) per subject; ingest's ``ingest-view`` receives every subject too."""
+VIEW_CONSUMER: Final = ("ingest", "ingest-view")
+
+_SCHEMAS = "#/components/schemas/{name}"
+
+
+def _channel_id(subject: Subject) -> str:
+    return subject.name.lower()
+
+
+def _server(nats_url: str) -> dict[str, Any]:
+    first = nats_url.split(",")[0].strip()
+    parts = urlsplit(first if "://" in first else f"nats://{first}")
+    # Host and port only: a URL's user and password must not be published.
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return {"host": host, "protocol": parts.scheme or "nats", "description": "NATS JetStream"}
+
+
+def build_asyncapi(*, version: str, nats_url: str, stream: str) -> dict[str, Any]:
+    """The AsyncAPI 3.0.0 document of every pipeline event."""
+    _, schemas = msgspec.json.schema_components((*EVENTS, *DOCUMENTS), ref_template=_SCHEMAS)
+    channels: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for event in EVENTS:
+        tag = str(event.__struct_config__.tag)
+        subject = subject_for(tag)
+        channel = _channel_id(subject)
+        name = event.__name__
+        messages[name] = {
+            "name": tag,
+            "title": name,
+            "summary": (event.__doc__ or "").strip().splitlines()[0],
+            "contentType": "application/json",
+            "headers": {
+                "type": "object",
+                "properties": {
+                    "Nats-Msg-Id": {
+                        "type": "string",
+                        "description": "Deterministic id: JetStream drops a re-publication of the same event.",
+                    }
+                },
+            },
+            "payload": {"$ref": _SCHEMAS.format(name=name)},
+        }
+        channels[channel] = {
+            "address": str(subject),
+            "description": f"Stream {stream}. Payload type tag {tag!r}.",
+            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
+        }
+        reference = {
+            "channel": {"$ref": f"#/channels/{channel}"},
+            "messages": [{"$ref": f"#/channels/{channel}/messages/{name}"}],
+        }
+        for service in SENDERS[subject]:
+            operations[f"{service}.send.{channel}"] = {
+                "action": "send",
+                "title": f"{service} publishes",
+                **reference,
+            }
+        for service, durable in (*RECEIVERS.get(subject, ()), VIEW_CONSUMER):
+            operations[f"{service}.receive.{channel}"] = {
+                "action": "receive",
+                "title": f"{service} consumes",
+                "description": f"Durable pull consumer {durable!r}.",
+                **reference,
+            }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "relisten pipeline events",
+            "version": version,
+            "description": (
+                "Events between relisten's services over NATS JetStream. Payloads carry Object "
+                "Store references, never audio; every event names its job."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "servers": {"nats": _server(nats_url)},
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages, "schemas": schemas},
+    }
