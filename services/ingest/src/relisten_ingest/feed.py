@@ -15,12 +15,13 @@ taken from the job view once the replay has caught up.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, TypeVar
 
 import anyio
 import msgspec
@@ -141,9 +142,9 @@ class JobFeed:
 
     async def _load_first_pass(self, ref: str) -> FirstPass | None:
         try:
-            result = await self.infra.data.get(ref)
+            result = await _bounded(lambda: self.infra.data.get(ref))
             return _first_pass_decoder.decode(result.data or b"")
-        except (NotFoundError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (NotFoundError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.warning("job %s: first pass %s unreadable: %r", self.snapshot.id, ref, exc)
             return None
 
@@ -152,10 +153,26 @@ class JobFeed:
             log.error("job %s completed without naming its transcript", self.snapshot.id)
             return None
         try:
-            return await load_transcript(self.infra.data, ref)
-        except (TranscriptMissing, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return await _bounded(lambda: load_transcript(self.infra.data, ref))
+        except (TranscriptMissing, TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.error("job %s: transcript %s unreadable: %r", self.snapshot.id, ref, exc)
             return None
+
+
+T = TypeVar("T")
+LOAD_TIMEOUT_S = 10.0
+LOAD_ATTEMPTS = 3
+
+
+async def _bounded(load: Callable[[], Awaitable[T]]) -> T:
+    """An Object Store read with a deadline, tried a few times: a read that hangs (seen once in a
+    dozen runs) must not freeze the stream, whose heartbeats share this task."""
+    for attempt in range(1, LOAD_ATTEMPTS + 1):
+        try:
+            return await asyncio.wait_for(load(), LOAD_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("object store read timed out (attempt %d of %d)", attempt, LOAD_ATTEMPTS)
+    raise TimeoutError(f"object store read did not finish in {LOAD_ATTEMPTS} x {LOAD_TIMEOUT_S} s")
 
 
 def _event_of(msg: Msg, job_key: bytes) -> AnyEvent | None:

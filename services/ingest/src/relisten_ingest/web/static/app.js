@@ -75,7 +75,8 @@ function errorText(error) {
   return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
-function megabytes(bytes) {
+function byteSize(bytes) {
+  if (bytes < 1e6) return `${Math.max(1, Math.round(bytes / 1e3))} kB`;
   return `${(bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0)} MB`;
 }
 
@@ -152,7 +153,7 @@ function chooseFile(file) {
   page.file = file || null;
   const name = $("drop-file");
   if (page.file) {
-    name.textContent = `${page.file.name} · ${megabytes(page.file.size)}`;
+    name.textContent = `${page.file.name} · ${byteSize(page.file.size)}`;
     drop.classList.add("chosen");
   } else {
     name.textContent = "";
@@ -219,7 +220,7 @@ uploadForm.addEventListener("submit", async (event) => {
         if (!total) return;
         bar.max = 100;
         bar.value = (loaded / total) * 100;
-        status.textContent = `Uploading ${percent(loaded / total)} · ${megabytes(loaded)} of ${megabytes(total)}`;
+        status.textContent = `Uploading ${percent(loaded / total)} · ${byteSize(loaded)} of ${byteSize(total)}`;
       },
       onSent() {
         bar.removeAttribute("value"); // indeterminate while the server decodes the audio
@@ -436,7 +437,7 @@ function updateLiveLine() {
   } else if (status === "queued") {
     text = "Waiting for a worker…";
   } else if (status === "transcribing") {
-    text = `First pass: transcribing the whole recording · ${percent($("job-progress").value)}`;
+    text = "First pass: transcribing the whole recording…";
   } else if (status === "correcting") {
     const count = page.clipCount || (view && view.clips ? view.clips.total : 0);
     const done = Math.max(page.clipsDone.size, view && view.clips ? view.clips.done : 0);
@@ -447,8 +448,11 @@ function updateLiveLine() {
   } else if (status === "merging") {
     text = "Merging the corrections into the transcript…";
   }
-  $("job-live").textContent = text;
+  // Only a change of text is announced (role=status), so the percentage stays outside it.
+  if ($("job-live").textContent !== text) $("job-live").textContent = text;
   show($("job-live"), Boolean(text));
+  const running = status && !TERMINAL.has(status);
+  $("job-percent").textContent = running ? percent($("job-progress").value) : "";
 }
 
 function describeJob(view) {

@@ -7,6 +7,7 @@ export const EVENT_NAMES = ["state", "status", "first_pass", "clip", "correction
 const TERMINAL = new Set(["completed", "failed"]);
 const POLL_MS = 1000;
 const MAX_STREAM_ERRORS = 3;
+const QUIET_MS = 10000; // a stream this long without an event: check the job view once
 
 /**
  * Follows one job and calls handlers[name](payload) for the event names above. Polling
@@ -21,6 +22,8 @@ export class JobFeed {
     this.timer = 0;
     this.stopped = false;
     this.errors = 0;
+    this.watchdog = 0;
+    this.lastEvent = 0;
   }
 
   start() {
@@ -33,6 +36,7 @@ export class JobFeed {
     if (this.source) this.source.close();
     this.source = null;
     clearTimeout(this.timer);
+    clearInterval(this.watchdog);
   }
 
   emit(name, payload) {
@@ -43,10 +47,13 @@ export class JobFeed {
   openStream() {
     const source = new EventSource(withToken(`/v1/jobs/${encodeURIComponent(this.jobId)}/events`));
     this.source = source;
+    this.lastEvent = Date.now();
+    this.watchdog = setInterval(() => this.checkQuietStream(), QUIET_MS);
     for (const name of EVENT_NAMES) {
       source.addEventListener(name, (event) => {
         if (this.stopped || source !== this.source) return;
         this.errors = 0;
+        this.lastEvent = Date.now();
         let payload;
         try {
           payload = JSON.parse(event.data);
@@ -69,9 +76,27 @@ export class JobFeed {
       if (source.readyState === EventSource.CLOSED || this.errors >= MAX_STREAM_ERRORS) {
         source.close();
         this.source = null;
+        clearInterval(this.watchdog);
         this.startPolling();
       }
     });
+  }
+
+  /**
+   * A safety net under the stream: when it has been quiet for a while (a long stage, or a stream
+   * that missed the end), ask for the job view once; if the job is over, finish from it. A view
+   * still running is not applied, as it may lag behind what the stream already said.
+   */
+  async checkQuietStream() {
+    if (this.stopped || !this.source || Date.now() - this.lastEvent < QUIET_MS) return;
+    let view;
+    try {
+      view = await getJSON(`/v1/jobs/${encodeURIComponent(this.jobId)}`);
+    } catch {
+      return; // the stream is still the main source; a 401 has already asked for a key
+    }
+    if (this.stopped || !TERMINAL.has(view.status)) return;
+    this.view(view);
   }
 
   startPolling() {

@@ -348,11 +348,14 @@ export function correctionItem(correction, index, finalWords = null) {
     if (hunks.length > MAX_HUNKS) changes.append(el("p", { class: "hint", text: `and ${hunks.length - MAX_HUNKS} more changes` }));
     item.append(changes);
   } else if (hunks) {
-    item.append(el("p", { class: "hint same", text: "The second pass heard the same words." }));
+    const same = before === after ? "The second pass heard exactly the same:" : "Same words; only punctuation or case differ:";
+    item.append(el("p", { class: "hint same", text: same }));
   }
-  if (!hunks || before.split(/\s+/).length > 12) {
-    const full = diffLine(split(before), split(after));
-    item.append(hunks ? el("details", { class: "full" }, el("summary", { text: "Whole stretch" }), full) : full);
+  const full = diffLine(split(before), split(after));
+  if (hunks && hunks.length && before.split(/\s+/).length > 12) {
+    item.append(el("details", { class: "full" }, el("summary", { text: "Whole stretch" }), full));
+  } else if (!hunks || !hunks.length) {
+    item.append(full); // nothing shorter to show
   }
   if (reason || correction.backend) {
     item.append(
