@@ -32,7 +32,9 @@ class Child:
 
     def start(self) -> None:
         log_file = open(self.log_path, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(self.command, env=self.env, stdout=log_file, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            self.command, env=self.env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log_file.close()
         self.started_at = time.monotonic()
 

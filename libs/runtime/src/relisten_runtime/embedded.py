@@ -73,6 +73,8 @@ class EmbeddedNats:
             stdout=out,
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
+            # Its own session: Ctrl-C reaches the supervisor, which stops the services before NATS.
+            start_new_session=True,
         )
         try:
             wait_for_port(self.host, self.port)

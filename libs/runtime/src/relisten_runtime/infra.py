@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import msgspec
 import nats
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
@@ -62,7 +63,12 @@ class Infra:
         return result.data or b""
 
     async def close(self) -> None:
-        await self.nc.drain()
+        """Drain if the server is still there; a connection already lost has nothing left to flush."""
+        try:
+            await self.nc.drain()
+        except (ConnectionError, nats.errors.Error) as exc:
+            log.info("NATS connection closed without draining: %r", exc)
+            await self.nc.close()
 
 
 async def connect(url: str, name: str) -> NATS:
