@@ -44,6 +44,7 @@ __all__ = [
     "flag_words",
     "plan_windows",
     "to_sample_range",
+    "within_budget",
 ]
 
 
@@ -86,6 +87,10 @@ class ClipPolicy:
     timestamps are only accurate to a tenth of a second or two."""
     context_chars: int = 200
     """Characters of preceding first-pass text offered to the second pass as a prompt."""
+    max_redecode_fraction: float = 1.0
+    """Budget: at most this fraction of the audio is re-listened to. When the windows cover more, the
+    most doubtful ones (lowest trigger confidence) are kept first, so cost stays bounded on a recording
+    the first pass found hard everywhere. 1.0: no budget."""
 
     def __post_init__(self) -> None:
         non_negative = {
@@ -103,6 +108,8 @@ class ClipPolicy:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if self.max_window_s <= 0:
             raise ValueError(f"max_window_s must be > 0, got {self.max_window_s}")
+        if not 0.0 <= self.max_redecode_fraction <= 1.0:
+            raise ValueError(f"max_redecode_fraction must be within [0, 1], got {self.max_redecode_fraction}")
         if self.min_window_s > self.max_window_s:
             raise ValueError(f"min_window_s ({self.min_window_s}) exceeds max_window_s ({self.max_window_s})")
 
@@ -394,12 +401,33 @@ def _windows_over(
     return windows
 
 
+def within_budget(windows: Sequence[Window], duration_s: float, fraction: float) -> list[Window]:
+    """The windows to keep when at most ``fraction`` of ``duration_s`` may be re-listened to.
+
+    The most doubtful windows (lowest trigger confidence; ties: the earlier) are kept first; a window
+    that no longer fits is skipped and a shorter, less doubtful one may still fit. The kept windows
+    stay in time order.
+    """
+    budget = fraction * duration_s
+    if sum(window.duration_s for window in windows) <= budget:
+        return list(windows)
+    kept: set[int] = set()
+    used = 0.0
+    for position in sorted(range(len(windows)), key=lambda i: (windows[i].trigger_confidence, i)):
+        length = windows[position].duration_s
+        if used + length <= budget:
+            kept.add(position)
+            used += length
+    return [window for position, window in enumerate(windows) if position in kept]
+
+
 def find_windows(
     words: Sequence[Word], segments: Sequence[Segment], duration_s: float, policy: ClipPolicy
 ) -> list[Window]:
-    """``flag_words``, ``cluster_flags`` and ``plan_windows`` in one call."""
+    """``flag_words``, ``cluster_flags``, ``plan_windows`` and ``within_budget`` in one call."""
     flagged = flag_words(words, segments, policy)
-    return plan_windows(words, cluster_flags(words, flagged, policy.cluster_gap_s), duration_s, policy)
+    windows = plan_windows(words, cluster_flags(words, flagged, policy.cluster_gap_s), duration_s, policy)
+    return within_budget(windows, duration_s, policy.max_redecode_fraction)
 
 
 def to_sample_range(start_s: float, end_s: float, sample_rate: int, total_samples: int) -> tuple[int, int]:

@@ -6,12 +6,21 @@ from relisten_runtime.settings import CommonSettings
 
 class ClipperSettings(CommonSettings):
     cluster_gap_s: float = Field(5.0, gt=0, description="Flagged words closer than this form one cluster.")
-    half_window_s: float = Field(10.0, gt=0, description="Half the window length around a cluster's centre.")
+    half_window_s: float = Field(10.0, ge=0, description="Half the window length around a cluster's centre.")
     context_pad_s: float = Field(1.0, ge=0, description="Audio always kept around flagged words.")
     max_window_s: float = Field(30.0, gt=0, description="Longer windows are split at pauses.")
     snap_search_s: float = Field(1.5, ge=0, description="How far a window edge may move to reach a pause.")
     flag_repetition_loops: bool = Field(True, description="Flag segments with a high compression ratio.")
     flag_low_logprob: bool = Field(True, description="Flag segments with a low average log-probability.")
+    flag_no_speech: bool = Field(
+        False, description="Flag segments the decoder thought were probably silence."
+    )
+    max_redecode_fraction: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="At most this fraction of a job's audio is re-listened to; the most doubtful windows first.",
+    )
 
     def policy_fields(self) -> dict[str, object]:
         return {
@@ -24,5 +33,7 @@ class ClipperSettings(CommonSettings):
                 "snap_search_s",
                 "flag_repetition_loops",
                 "flag_low_logprob",
+                "flag_no_speech",
+                "max_redecode_fraction",
             )
         }

@@ -19,7 +19,12 @@ def build_worker(settings: CorrectorSettings | None = None) -> Worker:
     if load is not None:
         load()  # join and load the bundled model at start-up, not on the first job
     worker.on_stop(backend.aclose)
-    concurrency = 1 if isinstance(backend, FasterWhisperBackend) else settings.max_concurrency
-    handler = CorrectionHandler(worker, backend, concurrency)
+    in_process = isinstance(backend, FasterWhisperBackend)
+    handler = CorrectionHandler(
+        worker,
+        backend,
+        concurrency=1 if in_process else settings.max_concurrency,
+        batch_audio_s=settings.batch_audio_s if in_process and settings.pack_clips else None,
+    )
     worker.consume(Subject.CLIPS_READY, "corrector", "correcting", handler)
     return worker

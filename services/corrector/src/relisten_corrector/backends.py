@@ -30,6 +30,7 @@ from relisten_contracts import Word
 
 from relisten_corrector.cleaning import clean_answer
 from relisten_corrector.model_files import BundledModelError, display_name, resolve_model
+from relisten_corrector.packing import assign_words, chunk_at, pack_audio
 from relisten_corrector.remote import (
     BackendError,
     RetryPolicy,
@@ -171,6 +172,76 @@ class FasterWhisperBackend:
         ]
         text = " ".join(segment.text.strip() for segment in decoded if segment.text.strip())
         return SecondPassAnswer(text=text, words=words)
+
+    async def transcribe_many(
+        self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
+    ) -> list[SecondPassAnswer]:
+        """Every clip in one batched decode: the clips are packed side by side into <= 30 s chunks
+        (silence between them), the chunks decoded together by faster-whisper's batched pipeline, and
+        the words handed back to the clip they were heard in (times relative to that clip).
+
+        ``prompt`` is shared by every chunk (the job's glossary): a chunk holds several clips from
+        different places, so no one clip's preceding text belongs in front of it.
+        """
+        checked = [_check_audio(clip) for clip in clips]
+        async with self._queue:
+            return await asyncio.to_thread(self._transcribe_many_blocking, checked, prompt, language)
+
+    def _transcribe_many_blocking(
+        self, clips: list[np.ndarray], prompt: str | None, language: str | None
+    ) -> list[SecondPassAnswer]:
+        model = self.load()
+        max_chunk = int(self._settings.chunk_s * SAMPLE_RATE)
+        answers: list[SecondPassAnswer | None] = [None] * len(clips)
+        packable = [index for index, clip in enumerate(clips) if 0 < clip.size <= max_chunk]
+        for index, clip in enumerate(clips):
+            if clip.size == 0:
+                answers[index] = SecondPassAnswer(text="", words=[])
+            elif clip.size > max_chunk:
+                # Longer than one chunk (the clipper keeps windows shorter): decode it on its own.
+                answers[index] = self._transcribe_blocking(clip, prompt, language)
+        if packable:
+            packed = pack_audio(
+                [clips[index] for index in packable], max_chunk, int(self._settings.pack_gap_s * SAMPLE_RATE)
+            )
+            from faster_whisper import BatchedInferencePipeline
+
+            with self._decode_lock:
+                segments, _info = BatchedInferencePipeline(model).transcribe(
+                    packed.audio,
+                    language=_supported_language(model, language),
+                    beam_size=self._settings.beam_size,
+                    word_timestamps=True,
+                    initial_prompt=prompt or None,
+                    clip_timestamps=[
+                        {"start": start / SAMPLE_RATE, "end": end / SAMPLE_RATE}
+                        for start, end in packed.chunks
+                    ],
+                    batch_size=self._settings.batch_size,
+                )
+                # Each segment's ``seek`` is its chunk's start, in frames of 10 ms.
+                heard = [
+                    (w, chunk_at(packed, segment.seek / 100, SAMPLE_RATE))
+                    for segment in segments
+                    for w in segment.words or ()
+                    if w.word.strip()
+                ]
+            spans = [(float(w.start), float(w.end)) for w, _ in heard]
+            chunks = [chunk for _, chunk in heard]
+            for position, placed in enumerate(assign_words(spans, packed, SAMPLE_RATE, chunks)):
+                words = [
+                    Word(
+                        word=heard[i][0].word.strip(),
+                        start=start,
+                        end=end,
+                        probability=float(heard[i][0].probability),
+                    )
+                    for i, start, end in placed
+                ]
+                answers[packable[position]] = SecondPassAnswer(
+                    text=" ".join(word.word for word in words), words=words
+                )
+        return [answer or SecondPassAnswer(text="", words=[]) for answer in answers]
 
     async def aclose(self) -> None:
         self._model = None

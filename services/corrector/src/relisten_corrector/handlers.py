@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import msgspec
 import numpy as np
@@ -28,7 +30,7 @@ from relisten_runtime.audio import NotNormalisedAudio, pcm_from_wav
 from relisten_runtime.infra import Infra
 from relisten_runtime.worker import PermanentFailure, Worker
 
-from relisten_corrector.backends import SecondPassBackend
+from relisten_corrector.backends import SAMPLE_RATE, SecondPassAnswer, SecondPassBackend
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +65,24 @@ def shift_words(words: list[Word] | None, offset_s: float, clip_length_s: float)
     ]
 
 
+class BatchingBackend(SecondPassBackend, Protocol):
+    """A backend that decodes many clips in one call (faster-whisper in process, packed)."""
+
+    async def transcribe_many(
+        self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
+    ) -> list[SecondPassAnswer]: ...
+
+
 @dataclass
 class CorrectionHandler:
     worker: Worker
     backend: SecondPassBackend
     concurrency: int = 1
-    """Clips of one job decoded at once: 1 for an in-process model (it decodes one clip at a time, and
-    timing each clip alone keeps ``second_pass_seconds`` honest), more for a remote server."""
+    """Clips of one job decoded at once, one call each, when the backend does not batch: 1 for an
+    in-process model, more for a remote server."""
+    batch_audio_s: float | None = None
+    """When set and the backend can batch, the job's clips are decoded in batches of about this much
+    audio, each batch in one call; results are stored and announced batch by batch."""
 
     @property
     def infra(self) -> Infra:
@@ -79,13 +92,47 @@ class CorrectionHandler:
         if not event.clips:
             return
         await self.infra.publish(JobProgress(job_id=event.job_id, stage="correcting", progress=0.0))
-        gate = asyncio.Semaphore(self.concurrency)
+        batching = self._batching_backend()
+        if batching is None:
+            gate = asyncio.Semaphore(self.concurrency)
 
-        async def correct(clip: ClipSpec) -> None:
-            async with gate:
-                await self._correct(event, clip)
+            async def correct(clip: ClipSpec) -> None:
+                async with gate:
+                    await self._correct(event, clip)
 
-        await asyncio.gather(*(correct(clip) for clip in event.clips))
+            await asyncio.gather(*(correct(clip) for clip in event.clips))
+            return
+
+        missing: list[ClipSpec] = []
+        for clip in event.clips:
+            stored = await self._stored(result_key(event.job_id, clip.index))
+            if stored is None:
+                missing.append(clip)
+            else:
+                await self._announce(event, clip, stored)
+        for batch in self._batches(missing):
+            for clip, result in zip(batch, await self._run_batch(batching, event, batch), strict=True):
+                await self.infra.clips.put(result_key(event.job_id, clip.index), encode(result))
+                await self._announce(event, clip, result)
+
+    def _batching_backend(self) -> BatchingBackend | None:
+        if self.batch_audio_s is None or not callable(getattr(self.backend, "transcribe_many", None)):
+            return None
+        return cast(BatchingBackend, self.backend)
+
+    def _batches(self, clips: list[ClipSpec]) -> list[list[ClipSpec]]:
+        limit = self.batch_audio_s or float("inf")
+        batches: list[list[ClipSpec]] = []
+        total = 0.0
+        for clip in clips:
+            length = clip.end_s - clip.start_s
+            if batches and total + length <= limit:
+                batches[-1].append(clip)
+                total += length
+            else:
+                batches.append([clip])
+                total = length
+        return batches
 
     async def _correct(self, event: ClipsReady, clip: ClipSpec) -> None:
         key = result_key(event.job_id, clip.index)
@@ -93,6 +140,9 @@ class CorrectionHandler:
         if result is None:
             result = await self._run_second_pass(event, clip)
             await self.infra.clips.put(key, encode(result))
+        await self._announce(event, clip, result)
+
+    async def _announce(self, event: ClipsReady, clip: ClipSpec, result: ClipResult) -> None:
         await self.infra.publish(
             ClipCorrected(
                 job_id=event.job_id,
@@ -101,7 +151,7 @@ class CorrectionHandler:
                 plan_ref=event.plan_ref,
                 ok=result.ok,
                 backend=result.backend,
-                result_key=key,
+                result_key=result_key(event.job_id, clip.index),
                 seconds=result.seconds,
                 error=result.error,
                 options=event.options,
@@ -115,15 +165,70 @@ class CorrectionHandler:
             return None
         return msgspec.json.decode(entry.value or b"", type=ClipResult)
 
-    async def _run_second_pass(self, event: ClipsReady, clip: ClipSpec) -> ClipResult:
+    async def _load_clip(self, clip: ClipSpec) -> np.ndarray:
         try:
             pcm = pcm_from_wav(await self.infra.get_blob(self.infra.audio, clip.audio_ref))
         except NotFoundError as exc:
             raise PermanentFailure("clip_missing", f"clip {clip.audio_ref} is not stored") from exc
         except NotNormalisedAudio as exc:
             raise PermanentFailure("clip_invalid", f"clip {clip.audio_ref} is unusable: {exc}") from exc
-        audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-        clip_length_s = len(audio) / 16000
+        return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+
+    async def _run_batch(
+        self, backend: BatchingBackend, event: ClipsReady, clips: list[ClipSpec]
+    ) -> list[ClipResult]:
+        audios = [await self._load_clip(clip) for clip in clips]
+        lengths = [len(audio) / SAMPLE_RATE for audio in audios]
+        started = time.perf_counter()
+        try:
+            answers = await backend.transcribe_many(
+                audios,
+                prompt=second_pass_prompt(event.options.prompt, ""),
+                language=event.language or event.options.language,
+            )
+        except Exception as exc:
+            log.warning("job %s: batched second pass of %d clips failed: %r", event.job_id, len(clips), exc)
+            seconds = time.perf_counter() - started
+            code = getattr(exc, "code", "second_pass_failed")
+            error = ErrorInfo(code=str(code), message=str(exc) or type(exc).__name__)
+            return [
+                ClipResult(
+                    clip_index=clip.index,
+                    ok=False,
+                    backend=backend.name,
+                    text="",
+                    seconds=seconds / len(clips),
+                    audio_seconds=length,
+                    error=error,
+                )
+                for clip, length in zip(clips, lengths, strict=True)
+            ]
+        seconds = time.perf_counter() - started
+        total = sum(lengths) or 1.0
+        log.info(
+            "job %s: %d clips, %.1f s of audio, re-decoded in one batch in %.1f s",
+            event.job_id,
+            len(clips),
+            sum(lengths),
+            seconds,
+        )
+        # The batch's time is shared among its clips by length, so the clips' seconds add up to it.
+        return [
+            ClipResult(
+                clip_index=clip.index,
+                ok=True,
+                backend=backend.name,
+                text=answer.text,
+                words=shift_words(answer.words, clip.start_s, length),
+                seconds=seconds * length / total,
+                audio_seconds=length,
+            )
+            for clip, answer, length in zip(clips, answers, lengths, strict=True)
+        ]
+
+    async def _run_second_pass(self, event: ClipsReady, clip: ClipSpec) -> ClipResult:
+        audio = await self._load_clip(clip)
+        clip_length_s = len(audio) / SAMPLE_RATE
         started = time.perf_counter()
         try:
             answer = await self.backend.transcribe(

@@ -63,6 +63,25 @@ class CorrectorSettings(CommonSettings):
         0, ge=0, description="CPU threads for faster-whisper; 0 keeps the library default."
     )
     beam_size: int = Field(5, ge=1, description="Beam size of the faster-whisper decoder.")
+    pack_clips: bool = Field(
+        True,
+        description="faster-whisper: pack a job's clips side by side into <= chunk_s chunks and decode them "
+        "in one batched call (Whisper pads every input to 30 s, so a short clip alone costs a full pass); "
+        "false decodes each clip on its own, with its preceding first-pass text as a prompt.",
+    )
+    chunk_s: float = Field(
+        29.5, gt=1.0, le=30.0, description="Longest packed chunk; Whisper hears at most 30 s at once."
+    )
+    pack_gap_s: float = Field(
+        1.0, ge=0.0, le=5.0, description="Silence between two clips packed into the same chunk."
+    )
+    batch_size: int = Field(8, ge=1, description="Chunks the batched pipeline decodes at once.")
+    batch_audio_s: float = Field(
+        240.0,
+        gt=0,
+        description="Clips of one job are decoded in batches of about this much audio; each batch's "
+        "results are stored (and announced) before the next starts.",
+    )
     model_cache_dir: Path = Field(
         default_factory=default_model_cache_dir,
         description="Where the bundled model is assembled once (its model.bin ships in two parts).",

@@ -13,10 +13,7 @@ from relisten_merger.settings import MergerSettings
 def build_worker(settings: MergerSettings | None = None) -> Worker:
     settings = settings or MergerSettings()
     worker = Worker("merger", settings)
-    handler = MergeHandler(
-        worker,
-        MergePolicy(max_drift=settings.max_drift, require_more_confident=settings.require_more_confident),
-    )
+    handler = MergeHandler(worker, MergePolicy(**settings.policy_fields()))  # type: ignore[arg-type]
     worker.consume(Subject.CLIPS_READY, "merger-plans", "merging", handler.on_clips_ready)
     worker.consume(Subject.CLIP_CORRECTED, "merger-clips", "merging", handler.on_clip_corrected)
     return worker

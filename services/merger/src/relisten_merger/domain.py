@@ -77,6 +77,9 @@ class MergePolicy:
     second pass reports probabilities at all)."""
     min_confidence_gain: float = 0.0
     """How much more confident (mean probability) the second pass must be for a replacement."""
+    min_second_probability: float = 0.0
+    """A replacement also needs the second pass's own mean probability over the region to reach this:
+    a stronger model that is itself unsure is not evidence enough."""
     unscored_probability: float = 0.0
     """Probability recorded for a replacement word whose backend gives none: unknown, so it shows
     as unsure rather than claiming a confidence nobody measured."""
@@ -361,7 +364,9 @@ def _second_more_confident(
             heard[p] for p in (region.second_start - 1, region.second_start) if 0 <= p < len(heard)
         ]
     second_mean = fmean(w.probability for w in second_side if w.probability is not None)
-    return second_mean > first_mean + policy.min_confidence_gain
+    return (
+        second_mean > first_mean + policy.min_confidence_gain and second_mean >= policy.min_second_probability
+    )
 
 
 def _apply(

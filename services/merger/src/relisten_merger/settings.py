@@ -11,3 +11,20 @@ class MergerSettings(CommonSettings):
     require_more_confident: bool = Field(
         True, description="Replace a flagged stretch only where the second pass is more confident."
     )
+    min_confidence_gain: float = Field(
+        0.0, ge=0, le=1, description="How much more confident the second pass must be to replace a stretch."
+    )
+    min_second_probability: float = Field(
+        0.0, ge=0, le=1, description="Lowest mean second-pass probability over a stretch it may replace."
+    )
+
+    def policy_fields(self) -> dict[str, object]:
+        return {
+            name: getattr(self, name)
+            for name in (
+                "max_drift",
+                "require_more_confident",
+                "min_confidence_gain",
+                "min_second_probability",
+            )
+        }
