@@ -14,15 +14,17 @@ import numpy as np
 import pytest
 from relisten_corrector.backends import split_at_pauses, transcription_instruction, words_from_verbose_json
 from relisten_corrector.cleaning import clean_answer
-from relisten_corrector.remote import (
-    BackendError,
+from relisten_corrector.settings import CorrectorSettings
+from relisten_runtime.remote import (
+    RemoteCallError as BackendError,
+)
+from relisten_runtime.remote import (
     RetryPolicy,
     api_root,
     pcm16_from_float,
     retry_after_s,
     wav_from_float,
 )
-from relisten_corrector.settings import CorrectorSettings
 
 CLEANING_CASES = [
     # Lead-ins the brief and Qwen2-Audio are known for.

@@ -23,9 +23,10 @@ from typing import Any, Protocol
 
 import numpy as np
 from relisten_contracts import FirstPass, Segment, Word
-
-from relisten_asr.remote import (
-    EngineError,
+from relisten_runtime.remote import (
+    RemoteCallError as EngineError,
+)
+from relisten_runtime.remote import (
     RetryPolicy,
     api_root,
     json_body,
@@ -33,6 +34,7 @@ from relisten_asr.remote import (
     post_with_retries,
     wav_from_float,
 )
+
 from relisten_asr.settings import AsrSettings
 
 __all__ = [

@@ -13,10 +13,10 @@ from nats.js.errors import NotFoundError
 from relisten_contracts import FirstPass, JobCreated, JobProgress, WordsScored, encode
 from relisten_runtime.audio import NotNormalisedAudio, pcm_from_wav
 from relisten_runtime.infra import Infra
+from relisten_runtime.remote import RemoteCallError as EngineError
 from relisten_runtime.worker import PermanentFailure, Worker
 
 from relisten_asr.engines import FirstPassEngine
-from relisten_asr.remote import EngineError
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,10 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 from relisten_contracts import Word
-
-from relisten_corrector.cleaning import clean_answer
-from relisten_corrector.model_files import BundledModelError, display_name, resolve_model
-from relisten_corrector.packing import assign_words, chunk_at, pack_audio
-from relisten_corrector.remote import (
-    BackendError,
+from relisten_runtime.remote import (
+    RemoteCallError as BackendError,
+)
+from relisten_runtime.remote import (
     RetryPolicy,
     api_root,
     json_body,
@@ -40,6 +38,10 @@ from relisten_corrector.remote import (
     post_with_retries,
     wav_from_float,
 )
+
+from relisten_corrector.cleaning import clean_answer
+from relisten_corrector.model_files import BundledModelError, display_name, resolve_model
+from relisten_corrector.packing import assign_words, chunk_at, pack_audio
 from relisten_corrector.settings import CorrectorSettings
 
 __all__ = [

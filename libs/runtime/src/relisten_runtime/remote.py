@@ -1,9 +1,9 @@
-"""HTTP plumbing of the remote backends: WAV encoding, and POSTs with bounded, classified retries.
+"""HTTP plumbing shared by the remote speech engines (asr) and backends (corrector): WAV encoding, and
+POSTs with bounded, classified retries.
 
 What is retried: timeouts, connection errors, 408, 429 and 5xx (a busy or restarting GPU server), with
 exponential backoff and jitter, and never sooner than the server's ``Retry-After``. What is not: any
-other 4xx (a bad request or a wrong key does not get better by asking again). The asr service carries a
-twin of this module; the two services install separately and share nothing but the contracts and runtime.
+other 4xx (a bad request or a wrong key does not get better by asking again).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+
 from relisten_runtime.audio import SAMPLE_RATE, wav_bytes
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class BackendError(Exception):
-    """The second pass could not answer for this clip; ``code`` is short and stable, for the record."""
+class RemoteCallError(Exception):
+    """A remote speech server could not answer; ``code`` is short and stable, ``retryable`` says whether
+    asking again could help."""
 
     def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
@@ -80,7 +82,7 @@ class RetryPolicy:
     backoff_s: float
     max_backoff_s: float = 30.0
     max_retry_after_s: float = 120.0
-    """A server asking for a longer pause than this is treated as down for this clip."""
+    """A server asking for a longer pause than this is treated as down for now."""
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Pause after failed attempt ``attempt`` (1-based): exponential, in its upper half at random."""
@@ -111,32 +113,34 @@ async def post_with_retries(
     ``gate``, when given, bounds the requests in flight; a pause between attempts does not hold it.
     """
     rng = rng or random.Random()
-    last: BackendError | None = None
+    last: RemoteCallError | None = None
     for attempt in range(1, policy.max_attempts + 1):
         wait_at_least = 0.0
         try:
             async with gate or contextlib.nullcontext():
                 response = await client.post(url, **request)
         except httpx.TimeoutException as exc:
-            last = BackendError(
+            last = RemoteCallError(
                 "timeout", f"no answer from {url} within the timeout ({exc!r})", retryable=True
             )
         except httpx.TransportError as exc:
-            last = BackendError("unreachable", f"cannot reach {url}: {exc!r}", retryable=True)
+            last = RemoteCallError("unreachable", f"cannot reach {url}: {exc!r}", retryable=True)
         else:
             if response.is_success:
                 return response
             detail = response.text[:300].strip()
             if response.status_code not in RETRYABLE_STATUS:
-                raise BackendError(
+                raise RemoteCallError(
                     f"http_{response.status_code}", f"{url} refused the request: {detail}", retryable=False
                 )
             code = "rate_limited" if response.status_code == 429 else f"http_{response.status_code}"
-            last = BackendError(code, f"{url} answered {response.status_code}: {detail}", retryable=True)
+            last = RemoteCallError(code, f"{url} answered {response.status_code}: {detail}", retryable=True)
             asked = retry_after_s(response)
             if asked is not None:
                 if asked > policy.max_retry_after_s:
-                    raise BackendError(code, f"{url} asked to wait {asked:.0f} s: giving up", retryable=True)
+                    raise RemoteCallError(
+                        code, f"{url} asked to wait {asked:.0f} s: giving up", retryable=True
+                    )
                 wait_at_least = asked
         if attempt == policy.max_attempts:
             break
@@ -151,7 +155,7 @@ async def post_with_retries(
         )
         await asyncio.sleep(pause)
     assert last is not None
-    raise BackendError(last.code, f"{last.message} (after {policy.max_attempts} attempts)", retryable=True)
+    raise RemoteCallError(last.code, f"{last.message} (after {policy.max_attempts} attempts)", retryable=True)
 
 
 def json_body(response: httpx.Response) -> dict[str, Any]:
@@ -159,7 +163,7 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError as exc:
-        raise BackendError("bad_response", f"answer is not JSON: {response.text[:200]!r}") from exc
+        raise RemoteCallError("bad_response", f"answer is not JSON: {response.text[:200]!r}") from exc
     if not isinstance(body, dict):
-        raise BackendError("bad_response", f"answer is not a JSON object: {response.text[:200]!r}")
+        raise RemoteCallError("bad_response", f"answer is not a JSON object: {response.text[:200]!r}")
     return body
