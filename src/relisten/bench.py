@@ -384,7 +384,7 @@ def _wait(client: httpx.Client, job_id: str, timeout_s: float, stack: Stack | No
                 f"service(s) {', '.join(dead)} exited; logs in {stack.work_dir if stack else '?'}"
             )
         try:
-            view: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+            view: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", timeout=15).json()
         except httpx.HTTPError:
             time.sleep(1.0)  # a busy machine: the job goes on, ask again
             continue
@@ -408,7 +408,7 @@ def _dead_services(stack: Stack | None) -> list[str]:
 def _get_json(client: httpx.Client, path: str, attempts: int = 5) -> Any:
     for attempt in range(attempts):
         try:
-            response = client.get(path)
+            response = client.get(path, timeout=30)
             response.raise_for_status()
             return response.json()
         except httpx.HTTPError:
@@ -576,6 +576,7 @@ class Report:
     references: dict[str, str]
     systems: list[SystemResult]
     checks: dict[str, bool] = field(default_factory=dict)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def system(self, key: str) -> SystemResult | None:
         return next((s for s in self.systems if s.key == key), None)
@@ -667,6 +668,7 @@ class Report:
             ],
             "ratios": self.ratios(),
             "checks": self.checks,
+            "settings": self.settings,
         }
 
     def to_markdown(self) -> str:
@@ -701,6 +703,11 @@ class Report:
             per.append(dict(zip(header, cells, strict=True)))
         lines += _markdown_table(per)
         lines += ["", f"Scoring: {NORMALISATION}", ""]
+        if self.settings:
+            lines += ["Service settings in effect:", ""]
+            for service, values in self.settings.items():
+                lines.append(f"- {service}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+            lines.append("")
         return "\n".join(lines)
 
 
@@ -792,13 +799,19 @@ def _parser() -> argparse.ArgumentParser:
         "--systems",
         default="a,b,c",
         help="which systems to run, comma-separated: a (first model alone), b (second model alone), "
-        "c (pipeline), g (pipeline with a garbage second pass)",
+        "c (pipeline), g (pipeline with a garbage second pass), a0/b0 (a/b decoding sequentially)",
     )
     parser.add_argument(
         "--second-pass-garbage",
         action="store_true",
         help="also run (g): the pipeline with a second pass that answers unrelated text; its WER must "
         "equal the first pass's",
+    )
+    parser.add_argument(
+        "--sequential-baselines",
+        action="store_true",
+        help="also run (a0) and (b0): both models alone decoding sequentially (RELISTEN_ASR_BATCH_SIZE=0), "
+        "for reference; the ratios stay against (b)",
     )
     parser.add_argument(
         "--env",
@@ -829,7 +842,9 @@ def main(argv: list[str] | None = None) -> int:
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     if args.second_pass_garbage and "g" not in systems:
         systems.append("g")
-    unknown = set(systems) - {"a", "b", "c", "g"}
+    if args.sequential_baselines:
+        systems += [key for key in ("a0", "b0") if key not in systems]
+    unknown = set(systems) - {"a", "b", "c", "g", "a0", "b0"}
     if unknown:
         console.print(f"[red]unknown systems: {', '.join(sorted(unknown))}")
         return 2
@@ -866,15 +881,28 @@ def main(argv: list[str] | None = None) -> int:
     first_label, second_label = short_name(args.first_model), short_name(args.second_model)
 
     results: list[SystemResult] = []
+    mode = _decoding_mode(None)
     if "a" in systems:
         console.print(f"(a) {first_label} alone on the whole audio")
         results.append(
             run_whole_audio(
                 "a",
-                f"(a) {first_label} alone",
+                f"(a) {first_label} alone, {mode}",
                 args.first_model,
                 recordings,
                 batch_size=None,
+                console=console,
+            )
+        )
+    if "a0" in systems:
+        console.print(f"(a0) {first_label} alone on the whole audio, sequential")
+        results.append(
+            run_whole_audio(
+                "a0",
+                f"(a0) {first_label} alone, {_decoding_mode(0)}",
+                args.first_model,
+                recordings,
+                batch_size=0,
                 console=console,
             )
         )
@@ -884,7 +912,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(
                 run_whole_audio(
                     "b",
-                    f"(b) {second_label} alone",
+                    f"(b) {second_label} alone, {mode}",
                     args.second_model,
                     recordings,
                     batch_size=None,
@@ -902,6 +930,18 @@ def main(argv: list[str] | None = None) -> int:
                     model=args.second_model,
                 )
             )
+    if "b0" in systems and args.second_backend == "faster-whisper":
+        console.print(f"(b0) {second_label} alone on the whole audio, sequential")
+        results.append(
+            run_whole_audio(
+                "b0",
+                f"(b0) {second_label} alone, {_decoding_mode(0)}",
+                args.second_model,
+                recordings,
+                batch_size=0,
+                console=console,
+            )
+        )
     if "c" in systems:
         console.print(f"(c) relisten: {first_label} then {second_label} on the flagged windows")
         results.append(
@@ -966,6 +1006,7 @@ def main(argv: list[str] | None = None) -> int:
         if alone is not None:
             checks["(g) WER equals (a)'s"] = _same(report.wer(guarded_result), report.wer(alone))
     report.checks = checks
+    report.settings = service_settings(pipeline_env)
     print_report(report, console)
     for path in args.output:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -975,6 +1016,58 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(report.to_markdown(), encoding="utf-8")
         console.print(f"wrote {path}")
     return 0 if all(checks.values()) else 1
+
+
+def _decoding_mode(batch_size: int | None) -> str:
+    from relisten_asr.settings import AsrSettings
+
+    size = AsrSettings().batch_size if batch_size is None else batch_size
+    return f"batched ({size})" if size > 0 else "sequential"
+
+
+def service_settings(env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The settings the services start with under ``env`` (what produced the numbers)."""
+    from relisten_asr.settings import AsrSettings
+    from relisten_clipper.settings import ClipperSettings
+    from relisten_corrector.settings import CorrectorSettings
+    from relisten_merger.settings import MergerSettings
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        asr, corrector = AsrSettings(), CorrectorSettings()
+        return {
+            "asr": {
+                name: getattr(asr, name)
+                for name in (
+                    "engine",
+                    "first_pass_model",
+                    "batch_size",
+                    "beam_size",
+                    "compute_type",
+                    "cpu_threads",
+                )
+            },
+            "clipper": ClipperSettings().policy_fields(),
+            "corrector": {
+                name: getattr(corrector, name)
+                for name in (
+                    "backend",
+                    "second_pass_model",
+                    "beam_size",
+                    "compute_type",
+                    "cpu_threads",
+                    "pack_clips",
+                    "chunk_s",
+                    "pack_gap_s",
+                    "batch_size",
+                )
+            },
+            "merger": MergerSettings().policy_fields(),
+        }
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _same(a: float, b: float) -> bool:

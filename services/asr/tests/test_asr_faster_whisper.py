@@ -61,7 +61,7 @@ def check_first_pass(result: FirstPass, duration: float) -> float:
 
 
 async def test_tiny_en_transcribes_real_speech_with_progress(speech: np.ndarray) -> None:
-    engine = build_engine(AsrSettings())
+    engine = build_engine(AsrSettings(batch_size=0))  # sequential: progress window by window
     assert isinstance(engine, FasterWhisperEngine)
     assert engine.name == "faster-whisper:tiny.en"
     await asyncio.to_thread(engine.load)

@@ -1,13 +1,26 @@
-"""Settings of the clipper (env prefix ``RELISTEN_``); the confidence threshold is per job."""
+"""Settings of the clipper (env prefix ``RELISTEN_``); the confidence threshold is per job.
+
+The defaults are what ``make bench`` measured best on the development set (docs/benchmark.md), not
+the seed's values (which ``ClipPolicy`` keeps as its own defaults): tight windows -- each cluster of
+flagged words plus 1 s of context on each side, no 20-second window around it -- and a budget of a
+quarter of the audio, spent on the most doubtful windows first.
+"""
 
 from pydantic import Field
 from relisten_runtime.settings import CommonSettings
 
 
 class ClipperSettings(CommonSettings):
-    cluster_gap_s: float = Field(5.0, gt=0, description="Flagged words closer than this form one cluster.")
-    half_window_s: float = Field(10.0, ge=0, description="Half the window length around a cluster's centre.")
-    context_pad_s: float = Field(1.0, ge=0, description="Audio always kept around flagged words.")
+    cluster_gap_s: float = Field(1.0, gt=0, description="Flagged words closer than this form one cluster.")
+    half_window_s: float = Field(
+        0.0,
+        ge=0,
+        description="Half a window's length around its cluster's centre; 0 keeps just the cluster and its "
+        "context padding (the seed: 10).",
+    )
+    context_pad_s: float = Field(
+        1.0, ge=0, description="Audio decoded around flagged words (context; replaced only where flagged)."
+    )
     max_window_s: float = Field(30.0, gt=0, description="Longer windows are split at pauses.")
     snap_search_s: float = Field(1.5, ge=0, description="How far a window edge may move to reach a pause.")
     flag_repetition_loops: bool = Field(True, description="Flag segments with a high compression ratio.")
@@ -16,7 +29,7 @@ class ClipperSettings(CommonSettings):
         False, description="Flag segments the decoder thought were probably silence."
     )
     max_redecode_fraction: float = Field(
-        1.0,
+        0.25,
         ge=0,
         le=1,
         description="At most this fraction of a job's audio is re-listened to; the most doubtful windows first.",

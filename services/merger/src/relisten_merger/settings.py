@@ -15,7 +15,11 @@ class MergerSettings(CommonSettings):
         0.0, ge=0, le=1, description="How much more confident the second pass must be to replace a stretch."
     )
     min_second_probability: float = Field(
-        0.0, ge=0, le=1, description="Lowest mean second-pass probability over a stretch it may replace."
+        0.6,
+        ge=0,
+        le=1,
+        description="A flagged stretch is replaced only where the second pass's own mean probability over it "
+        "reaches this (a stronger model that is itself unsure is not evidence enough).",
     )
 
     def policy_fields(self) -> dict[str, object]:

@@ -1,0 +1,221 @@
+"""The corrector's handler without NATS: batched decoding of a job's clips, idempotency, one
+clip.corrected per clip, and the per-clip path for backends that cannot batch."""
+
+from __future__ import annotations
+
+import io
+import wave
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+from nats.js.errors import KeyNotFoundError
+from relisten_contracts import ClipCorrected, ClipResult, ClipSpec, ClipsReady, JobOptions, Word, encode
+from relisten_corrector.backends import SecondPassAnswer
+from relisten_corrector.handlers import CorrectionHandler, result_key
+
+RATE = 16000
+
+
+def wav(seconds: float) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as file:
+        file.setnchannels(1)
+        file.setsampwidth(2)
+        file.setframerate(RATE)
+        file.writeframes(np.zeros(int(seconds * RATE), dtype="<i2").tobytes())
+    return out.getvalue()
+
+
+@dataclass
+class Entry:
+    value: bytes
+
+
+@dataclass
+class FakeKV:
+    entries: dict[str, bytes] = field(default_factory=dict)
+
+    async def get(self, key: str) -> Entry:
+        if key not in self.entries:
+            raise KeyNotFoundError
+        return Entry(self.entries[key])
+
+    async def put(self, key: str, value: bytes) -> None:
+        self.entries[key] = value
+
+
+@dataclass
+class FakeInfra:
+    blobs: dict[str, bytes]
+    clips: FakeKV = field(default_factory=FakeKV)
+    published: list[Any] = field(default_factory=list)
+    audio: object = object()
+
+    async def get_blob(self, store: object, name: str) -> bytes:
+        return self.blobs[name]
+
+    async def publish(self, event: Any) -> None:
+        self.published.append(event)
+
+
+@dataclass
+class FakeWorker:
+    infra: FakeInfra
+
+
+class BatchingBackend:
+    name = "fake:batched"
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    async def transcribe(
+        self, audio: np.ndarray, *, prompt: str | None, language: str | None
+    ) -> SecondPassAnswer:
+        raise AssertionError("a batching backend is asked once per batch")
+
+    async def transcribe_many(
+        self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
+    ) -> list[SecondPassAnswer]:
+        self.calls.append(len(clips))
+        return [
+            SecondPassAnswer(
+                text=f"clip of {len(clip) / RATE:.1f}",
+                words=[Word(word="heard", start=0.1, end=0.4, probability=0.9)],
+            )
+            for clip in clips
+        ]
+
+    async def aclose(self) -> None:
+        return None
+
+
+class PerClipBackend:
+    name = "fake:per-clip"
+
+    def __init__(self) -> None:
+        self.prompts: list[str | None] = []
+
+    async def transcribe(
+        self, audio: np.ndarray, *, prompt: str | None, language: str | None
+    ) -> SecondPassAnswer:
+        self.prompts.append(prompt)
+        return SecondPassAnswer(text="said", words=None)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def job(lengths: list[float]) -> tuple[ClipsReady, dict[str, bytes]]:
+    clips, blobs, cursor = [], {}, 0.0
+    for index, length in enumerate(lengths):
+        ref = f"job/clips/{index:04d}.wav"
+        blobs[ref] = wav(length)
+        clips.append(
+            ClipSpec(
+                index=index,
+                start_s=cursor,
+                end_s=cursor + length,
+                start_sample=int(cursor * RATE),
+                end_sample=int((cursor + length) * RATE),
+                audio_ref=ref,
+                flagged_word_indices=[index],
+                trigger_confidence=0.2,
+                context_prompt=f"before {index}",
+            )
+        )
+        cursor += length + 10.0
+    ready = ClipsReady(
+        job_id="job",
+        audio_ref="job/audio.wav",
+        words_ref="job/words.json",
+        plan_ref="job/plan.json",
+        language="en",
+        duration_s=cursor,
+        first_pass_seconds=1.0,
+        words_flagged=len(lengths),
+        clips=clips,
+        options=JobOptions(prompt="Quilter"),
+    )
+    return ready, blobs
+
+
+def corrected(infra: FakeInfra) -> list[ClipCorrected]:
+    return [event for event in infra.published if isinstance(event, ClipCorrected)]
+
+
+async def test_a_job_s_clips_are_decoded_in_batches_and_announced_one_by_one() -> None:
+    ready, blobs = job([3.0, 2.0, 4.0, 1.0])
+    infra = FakeInfra(blobs)
+    backend = BatchingBackend()
+    handler = CorrectionHandler(FakeWorker(infra), backend, batch_audio_s=6.0)  # type: ignore[arg-type]
+    await handler(ready)
+
+    assert backend.calls == [2, 2]  # 3 + 2 s, then 4 + 1 s
+    assert sorted(e.clip_index for e in corrected(infra)) == [0, 1, 2, 3]
+    results = {
+        index: msgspec.json.decode(infra.clips.entries[result_key("job", index)], type=ClipResult)
+        for index in range(4)
+    }
+    assert all(r.ok and r.backend == "fake:batched" for r in results.values())
+    # Word times move onto the job's timeline; each clip's text is its own.
+    assert results[2].words is not None and results[2].words[0].start == pytest.approx(
+        ready.clips[2].start_s + 0.1
+    )
+    assert results[2].text == "clip of 4.0"
+    # The batch's time is shared among its clips by length.
+    first_batch = results[0].seconds + results[1].seconds
+    assert results[0].seconds == pytest.approx(first_batch * 3 / 5)
+
+
+async def test_a_redelivered_job_decodes_only_what_is_missing() -> None:
+    ready, blobs = job([3.0, 2.0, 4.0])
+    infra = FakeInfra(blobs)
+    stored = ClipResult(clip_index=1, ok=True, backend="earlier", text="kept", seconds=1.0)
+    infra.clips.entries[result_key("job", 1)] = encode(stored)
+    backend = BatchingBackend()
+    handler = CorrectionHandler(FakeWorker(infra), backend, batch_audio_s=240.0)  # type: ignore[arg-type]
+    await handler(ready)
+
+    assert backend.calls == [2]
+    assert msgspec.json.decode(infra.clips.entries[result_key("job", 1)], type=ClipResult) == stored
+    assert sorted(e.clip_index for e in corrected(infra)) == [0, 1, 2]
+    assert next(e for e in corrected(infra) if e.clip_index == 1).backend == "earlier"
+
+    # Everything stored: nothing decoded, every clip announced again (the stream drops duplicates).
+    infra.published.clear()
+    await handler(ready)
+    assert backend.calls == [2]
+    assert sorted(e.clip_index for e in corrected(infra)) == [0, 1, 2]
+
+
+async def test_a_failing_batch_leaves_its_clips_unresolved() -> None:
+    ready, blobs = job([3.0, 2.0])
+    infra = FakeInfra(blobs)
+
+    class Broken(BatchingBackend):
+        async def transcribe_many(
+            self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
+        ) -> list[SecondPassAnswer]:
+            raise RuntimeError("out of memory")
+
+    handler = CorrectionHandler(FakeWorker(infra), Broken(), batch_audio_s=240.0)  # type: ignore[arg-type]
+    await handler(ready)
+    results = [msgspec.json.decode(v, type=ClipResult) for v in infra.clips.entries.values()]
+    assert len(results) == 2 and not any(r.ok for r in results)
+    assert all(r.error is not None and "out of memory" in r.error.message for r in results)
+    assert all(not e.ok for e in corrected(infra))
+
+
+async def test_without_batching_each_clip_is_asked_alone_with_its_context() -> None:
+    ready, blobs = job([3.0, 2.0])
+    infra = FakeInfra(blobs)
+    backend = PerClipBackend()
+    handler = CorrectionHandler(FakeWorker(infra), backend, concurrency=2)  # type: ignore[arg-type]
+    await handler(ready)
+    assert sorted(backend.prompts, key=str) == ["before 0 Quilter", "before 1 Quilter"]
+    assert sorted(e.clip_index for e in corrected(infra)) == [0, 1]
