@@ -198,7 +198,8 @@ def test_upload_a_recording_and_explore_its_transcript(
 
 def upload_and_explore(driver: WebDriver, base_url: str, recording_path: Path) -> None:
     driver.get(f"{base_url}/")
-    assert driver.title == "relisten"
+    # get() can return before a loaded machine has parsed the document: wait for it, don't assume it.
+    wait_until(driver, lambda d: d.title == "relisten" or None, UI_TIMEOUT_S, "the page loads")
     wait_until(driver, jobs_loaded, UI_TIMEOUT_S, "the job list loads")
 
     # Choose the file (what the hidden input gets from a click or a drop) and upload it.
