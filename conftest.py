@@ -1,3 +1,14 @@
-"""Loads the repository's shared fixtures (``nats_url``) for every test below this folder."""
+"""Loads the repository's shared fixtures (``nats_url``) for every test below this folder, and the
+Hypothesis profile."""
+
+import os
+
+from hypothesis import settings
 
 pytest_plugins = ("relisten.testing",)
+
+# The same examples on every run, so CI is repeatable; HYPOTHESIS_PROFILE=explore draws new ones
+# (run it when changing the properties or the code under them).
+settings.register_profile("repeatable", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))

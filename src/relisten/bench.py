@@ -814,6 +814,14 @@ def _parser() -> argparse.ArgumentParser:
         "for reference; the ratios stay against (b)",
     )
     parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL:KEY=VALUE,...",
+        help="also run the pipeline with these settings on top (c1, c2, ... in the table), to measure "
+        "one lever at a time in the same run; repeatable",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -955,6 +963,22 @@ def main(argv: list[str] | None = None) -> int:
                 keep_dir=args.keep_dir / "c" if args.keep_dir else None,
             )
         )
+    for number, variant in enumerate(args.variant, start=1):
+        label, _, assignments = variant.partition(":")
+        variant_env = dict(pipeline_env)
+        variant_env |= dict(item.split("=", 1) for item in assignments.split(",") if item.strip())
+        console.print(f"(c{number}) relisten variant {label}: {assignments}")
+        results.append(
+            run_pipeline(
+                f"c{number}",
+                f"(c{number}) {label}",
+                recordings,
+                env=variant_env,
+                form=form,
+                console=console,
+                keep_dir=args.keep_dir / f"c{number}" if args.keep_dir else None,
+            )
+        )
     checks: dict[str, bool] = {}
     if "g" in systems:
         console.print("(g) relisten with a second pass answering unrelated text")
@@ -1026,44 +1050,31 @@ def _decoding_mode(batch_size: int | None) -> str:
 
 
 def service_settings(env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """The settings the services start with under ``env`` (what produced the numbers)."""
+    """The settings the model-facing services start with under ``env`` (what produced the numbers):
+    each service's own fields, without addresses and secrets."""
     from relisten_asr.settings import AsrSettings
     from relisten_clipper.settings import ClipperSettings
     from relisten_corrector.settings import CorrectorSettings
     from relisten_merger.settings import MergerSettings
+    from relisten_runtime.settings import CommonSettings
 
+    common = set(CommonSettings.model_fields)
+    hidden = {"api_key", "base_url", "model_cache_dir", "timeout_s", "max_attempts", "backoff_s"}
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        asr, corrector = AsrSettings(), CorrectorSettings()
         return {
-            "asr": {
-                name: getattr(asr, name)
-                for name in (
-                    "engine",
-                    "first_pass_model",
-                    "batch_size",
-                    "beam_size",
-                    "compute_type",
-                    "cpu_threads",
-                )
-            },
-            "clipper": ClipperSettings().policy_fields(),
-            "corrector": {
-                name: getattr(corrector, name)
-                for name in (
-                    "backend",
-                    "second_pass_model",
-                    "beam_size",
-                    "compute_type",
-                    "cpu_threads",
-                    "pack_clips",
-                    "chunk_s",
-                    "pack_gap_s",
-                    "batch_size",
-                )
-            },
-            "merger": MergerSettings().policy_fields(),
+            name: {
+                key: value
+                for key, value in settings_class().model_dump().items()
+                if key not in common and key not in hidden
+            }
+            for name, settings_class in (
+                ("asr", AsrSettings),
+                ("clipper", ClipperSettings),
+                ("corrector", CorrectorSettings),
+                ("merger", MergerSettings),
+            )
         }
     finally:
         os.environ.clear()

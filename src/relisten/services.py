@@ -27,7 +27,8 @@ async def run_service(name: str) -> None:
     """Run one service in this process until SIGINT/SIGTERM."""
     if name not in SERVICES:
         raise ValueError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
-    configure_logging(CommonSettings().log_level, name)
+    common = CommonSettings()
+    configure_logging(common.log_level, name, common.log_format)
     if name == "ingest":
         ingest = importlib.import_module("relisten_ingest.app")
         await ingest.serve()

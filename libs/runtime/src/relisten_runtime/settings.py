@@ -1,5 +1,7 @@
 """Typed settings from the environment (prefix ``RELISTEN_``), built once per process."""
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -22,3 +24,10 @@ class CommonSettings(BaseSettings):
     retry_backoff_s: float = Field(2.0, ge=0, description="First nack delay; doubles on every redelivery.")
     heartbeat_s: float = Field(10.0, gt=0, description="Interval of in-progress heartbeats during long work.")
     log_level: str = Field("INFO", description="Python logging level.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description=(
+            "Log lines as text (with a ``job=`` field) or as one JSON object per line carrying "
+            "``job_id`` (RELISTEN_LOG_FORMAT)."
+        ),
+    )

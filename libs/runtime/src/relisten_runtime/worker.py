@@ -24,6 +24,7 @@ from faststream.nats.annotations import NatsMessage
 from relisten_contracts import STREAM_NAME, ErrorInfo, Event, JobFailed, JobOptions, decode_event
 
 from relisten_runtime.infra import Infra, open_infra
+from relisten_runtime.logs import job_context
 from relisten_runtime.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,10 @@ class Worker:
             log.error("rejecting undecodable message on %s: %s", msg.raw_message.subject, exc)
             await msg.reject()
             return
+        with job_context(event.job_id):
+            await self._handle(msg, event, stage, handler)
+
+    async def _handle(self, msg: NatsMessage, event: Event, stage: str, handler: EventHandler) -> None:
         heartbeat = asyncio.create_task(_heartbeat(msg, self.settings.heartbeat_s))
         try:
             await handler(event)

@@ -28,6 +28,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from prometheus_client import CONTENT_TYPE_LATEST
 from relisten_contracts import STREAM_NAME, JobCreated, JobView, encode
 from relisten_runtime.infra import Infra
+from relisten_runtime.logs import bind_job
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -49,7 +50,6 @@ from relisten_ingest.audio import AudioRejected, AudioTooLong, NoAudio, normalis
 from relisten_ingest.domain import OptionError, apply_event, parse_options, present_view, safe_filename
 from relisten_ingest.feed import JobFeed
 from relisten_ingest.formats import to_srt, to_text, to_vtt
-from relisten_ingest.logs import bind_job
 from relisten_ingest.runtime import IngestRuntime, NotReady
 from relisten_ingest.uploads import (
     FILE_FIELD,

@@ -13,7 +13,6 @@ from relisten_runtime.logs import configure_logging
 from relisten_ingest import openai_api, web
 from relisten_ingest.access import ApiKeyMiddleware
 from relisten_ingest.api import install_error_handlers, router
-from relisten_ingest.logs import install_job_logging
 from relisten_ingest.runtime import IngestRuntime
 from relisten_ingest.settings import IngestSettings
 
@@ -60,8 +59,7 @@ async def serve(settings: IngestSettings | None = None) -> None:
     re-raises the signal, so the process ends the way an unhandled SIGTERM ends it.
     """
     settings = settings or IngestSettings()
-    configure_logging(settings.log_level, "ingest")  # a no-op when the CLI configured logging already
-    install_job_logging("ingest", settings.log_format)
+    configure_logging(settings.log_level, "ingest", settings.log_format)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

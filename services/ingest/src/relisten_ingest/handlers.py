@@ -12,10 +12,10 @@ import logging
 from typing import Final
 
 from relisten_contracts import Event
+from relisten_runtime.logs import job_context
 from relisten_runtime.worker import Worker
 
 from relisten_ingest.adapters import JobViews
-from relisten_ingest.logs import job_context
 from relisten_ingest.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)

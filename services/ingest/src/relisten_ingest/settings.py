@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
@@ -48,13 +48,6 @@ class IngestSettings(CommonSettings):  # type: ignore[misc]
         2.0, gt=0, description="How long /readyz waits for NATS to describe the stream and buckets."
     )
     access_log: bool = Field(True, description="Log one line per HTTP request.")
-    log_format: Literal["text", "json"] = Field(
-        "text",
-        description=(
-            "Log lines as text (with a ``job=`` field) or as one JSON object per line carrying "
-            "``job_id`` (RELISTEN_LOG_FORMAT)."
-        ),
-    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description=(

@@ -465,13 +465,21 @@ def merge(
         window_first = min(max(window.word_first, cursor), len(source))
         window_last = min(max(window.word_last, window_first), len(source))
         words.extend(_as_transcript_word(word) for word in source[cursor:window_first])
-        low = max(window.start_s, words[-1].end) if words else window.start_s
-        high = min(window.end_s, source[window_last].start) if window_last < len(source) else window.end_s
+        inside = source[window_first:window_last]
+        # Clip edges are quantised to samples, so a window may start a hair after its first word (or
+        # end a hair before its last): the gap for new words spans both, and never crosses the
+        # neighbouring words outside the window.
+        low = min(window.start_s, inside[0].start) if inside else window.start_s
+        high = max(window.end_s, inside[-1].end) if inside else window.end_s
+        if words:
+            low = max(low, words[-1].end)
+        if window_last < len(source):
+            high = min(high, source[window_last].start)
         result = results.get(window.index) or ClipResult(
             clip_index=window.index, ok=False, backend="", text="", error=_NO_RESULT
         )
         outcome = reconcile_window(
-            source[window_first:window_last],
+            inside,
             set(window.flagged),
             window_first,
             result,

@@ -116,12 +116,24 @@ class MergeHandler:
         except NotFoundError as exc:
             raise PermanentFailure(code, f"{ref} is not stored") from exc
 
+    async def _stored_transcript(self, ref: str) -> Transcript | None:
+        try:
+            return msgspec.json.decode(await self.infra.get_blob(self.infra.data, ref), type=Transcript)
+        except NotFoundError:
+            return None
+
     async def _merge(self, plan: ClipsReady, results: dict[int, ClipResult]) -> None:
-        await self.infra.publish(JobProgress(job_id=plan.job_id, stage="merging", progress=0.0))
-        first = await self._load(plan.words_ref, FirstPass, "words_missing")
-        transcript = build_transcript(plan, first, results, self.policy)
         ref = transcript_ref(plan.job_id)
-        await self.infra.data.put(ref, encode(transcript))
+        # Every clip.corrected that finds all results triggers a merge, and a redelivery may too. The
+        # merge is deterministic, so a stored transcript is final: announce it again rather than store
+        # it again (replacing an object under a reader's feet can leave that reader waiting for chunks
+        # that are gone).
+        transcript = await self._stored_transcript(ref)
+        if transcript is None:
+            await self.infra.publish(JobProgress(job_id=plan.job_id, stage="merging", progress=0.0))
+            first = await self._load(plan.words_ref, FirstPass, "words_missing")
+            transcript = build_transcript(plan, first, results, self.policy)
+            await self.infra.data.put(ref, encode(transcript))
         stats = transcript.stats
         log.info(
             "job %s merged: %d corrections accepted, %d rejected, %d unresolved",

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 
-from relisten_ingest.logs import JobIdFilter, JsonFormatter, job_context, text_formatter
+from relisten_runtime.logs import JobIdFilter, JsonFormatter, job_context, text_formatter
 
 
 def capture(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:
