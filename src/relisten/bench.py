@@ -51,7 +51,14 @@ from typing import Any
 import httpx
 import numpy as np
 
-from relisten.dataset import DEFAULT_DATA_DIR, SAMPLE_RATE, Recording, long_form_recordings, normalise_text
+from relisten.dataset import (
+    DEFAULT_DATA_DIR,
+    SAMPLE_RATE,
+    Recording,
+    joined,
+    long_form_recordings,
+    normalise_text,
+)
 from relisten.stack import Stack
 
 __all__ = ["GARBAGE_WORDS", "GarbageServer", "main", "served_audio"]
@@ -794,6 +801,13 @@ def _parser() -> argparse.ArgumentParser:
         "--threshold", type=float, help="confidence threshold sent with every job (default: the service's)"
     )
     parser.add_argument("--limit", type=int, help="only the first N recordings (by name)")
+    parser.add_argument(
+        "--joined",
+        action="store_true",
+        help="join the recordings into one long recording (2 s of silence between them), as an "
+        "hour-long upload would be: per-job fixed costs (one second-pass chunk at least) then weigh "
+        "as they would on long audio",
+    )
     parser.add_argument("--recordings", help="comma-separated recording names to run (instead of all)")
     parser.add_argument(
         "--systems",
@@ -863,6 +877,8 @@ def main(argv: list[str] | None = None) -> int:
         recordings = [r for r in recordings if r.name in wanted]
     if args.limit:
         recordings = recordings[: args.limit]
+    if args.joined and recordings:
+        recordings = [joined(recordings)]
     if not recordings:
         console.print(f"[red]no long-form recordings in {args.data_dir}")
         return 2

@@ -94,6 +94,18 @@ def long_form_recordings(data_dir: Path = DEFAULT_DATA_DIR, include_sonnets: boo
     return sorted(recordings, key=lambda r: r.name)
 
 
+def joined(recordings: list[Recording], gap_s: float = 2.0) -> Recording:
+    """The recordings as one long recording, in order, ``gap_s`` of silence between them (the shape
+    of an hour-long upload: the second pass's chunks then fill up as they would on one)."""
+    gap = np.zeros(int(gap_s * SAMPLE_RATE), dtype=np.float32)
+    parts: list[np.ndarray] = []
+    for recording in recordings:
+        parts.extend([recording.audio, gap])
+    return Recording(
+        f"joined-{len(recordings)}", np.concatenate(parts[:-1]), " ".join(r.reference for r in recordings)
+    )
+
+
 _NUMBER_WORDS = {
     "1": "one",
     "2": "two",

@@ -34,6 +34,7 @@ from relisten_runtime.remote import (
     post_with_retries,
     wav_from_float,
 )
+from relisten_runtime.settings import model_cpu_threads
 
 from relisten_asr.settings import AsrSettings
 
@@ -153,7 +154,7 @@ class FasterWhisperEngine:
                         self._source,
                         device=self._settings.device,
                         compute_type=self._settings.compute_type,
-                        cpu_threads=self._settings.cpu_threads,
+                        cpu_threads=model_cpu_threads(self._settings.cpu_threads),
                     )
                 except (OSError, RuntimeError, ValueError) as exc:
                     raise EngineError(

@@ -50,7 +50,7 @@ class AsrSettings(CommonSettings):
         "int8", description="CTranslate2 compute type for faster-whisper (int8 on CPU)."
     )
     cpu_threads: int = Field(
-        0, ge=0, description="CPU threads for faster-whisper; 0 keeps the library default."
+        0, ge=0, description="CPU threads for faster-whisper; 0: one per CPU available, at most 4."
     )
     beam_size: int = Field(5, ge=1, description="Beam size of the faster-whisper decoder.")
     vad_filter: bool = Field(

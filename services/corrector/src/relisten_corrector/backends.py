@@ -38,6 +38,7 @@ from relisten_runtime.remote import (
     post_with_retries,
     wav_from_float,
 )
+from relisten_runtime.settings import model_cpu_threads
 
 from relisten_corrector.cleaning import clean_answer
 from relisten_corrector.model_files import BundledModelError, display_name, resolve_model
@@ -129,7 +130,7 @@ class FasterWhisperBackend:
                         source,
                         device=self._settings.device,
                         compute_type=self._settings.compute_type,
-                        cpu_threads=self._settings.cpu_threads,
+                        cpu_threads=model_cpu_threads(self._settings.cpu_threads),
                     )
                 except (BundledModelError, OSError, RuntimeError, ValueError) as exc:
                     raise BackendError(
