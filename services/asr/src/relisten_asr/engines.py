@@ -36,6 +36,7 @@ from relisten_runtime.remote import (
 )
 from relisten_runtime.settings import model_cpu_threads
 
+from relisten_asr.recovery import unheard_speech
 from relisten_asr.settings import AsrSettings
 
 __all__ = [
@@ -108,6 +109,67 @@ class _WordTimeline:
 
 
 # --- faster-whisper in process ---------------------------------------------------------------------
+
+
+def _assemble(pieces: Sequence[Any], duration: float) -> tuple[list[Word], list[Segment]]:
+    """The words of every piece ``(offset, end, segment)`` in time order, and segments as contiguous
+    runs of them.
+
+    A recovered piece's words fill a gap that may lie inside a segment of the main decode; that
+    segment is then split around them, each part keeping its decoder signals. Words a recovered
+    decode places outside its own span are dropped (they were heard by the main decode already).
+    """
+    heard: list[tuple[float, int, int, Any]] = []
+    empty: list[tuple[float, int]] = []
+    for number, (offset, end, segment) in enumerate(pieces):
+        own = [w for w in segment.words or () if w.word.strip() and offset <= offset + float(w.start) <= end]
+        heard.extend((offset + float(w.start), number, position, w) for position, w in enumerate(own))
+        if not own and offset == 0.0:
+            empty.append((float(segment.start), number))
+    heard.sort(key=lambda item: (item[0], item[1], item[2]))
+    timeline = _WordTimeline(duration)
+    runs: list[tuple[int, int, int]] = []  # (piece, first word, last word)
+    for _, number, _, w in heard:
+        offset, end = pieces[number][0], pieces[number][1]
+        before = len(timeline.words)
+        timeline.add(w.word, offset + float(w.start), min(offset + float(w.end), end), float(w.probability))
+        if len(timeline.words) == before:
+            continue
+        if runs and runs[-1][0] == number:
+            runs[-1] = (number, runs[-1][1], len(timeline.words))
+        else:
+            runs.append((number, before, len(timeline.words)))
+    for start, number in empty:
+        at = next((i for i, run in enumerate(runs) if timeline.words[run[1]].start > start), len(runs))
+        position = runs[at - 1][2] if at > 0 else 0
+        runs.insert(at, (number, position, position))
+    whole = {number: sum(1 for run in runs if run[0] == number) == 1 for number, _, _ in runs}
+    segments: list[Segment] = []
+    for number, first, last in runs:
+        offset, end, segment = pieces[number]
+        inside = timeline.words[first:last]
+        segments.append(
+            Segment(
+                start=min(offset + float(segment.start), end, duration)
+                if whole[number] or not inside
+                else inside[0].start,
+                end=min(offset + float(segment.end), end, duration)
+                if whole[number] or not inside
+                else inside[-1].end,
+                text=segment.text.strip() if whole[number] else " ".join(w.word for w in inside),
+                avg_logprob=float(segment.avg_logprob),
+                compression_ratio=float(segment.compression_ratio),
+                no_speech_prob=float(segment.no_speech_prob),
+                first_word=first,
+                last_word=last,
+            )
+        )
+    return timeline.words, segments
+
+
+def _silence(segment: Any) -> bool:
+    """Whisper's own test for a window it should have left empty."""
+    return float(segment.no_speech_prob) > 0.6 and float(segment.avg_logprob) < -1.0
 
 
 def resolve_model(spec: str) -> tuple[str, str]:
@@ -198,41 +260,62 @@ class FasterWhisperEngine:
         with self._decode_lock:
             started = time.perf_counter()
             segments, info = self._start_decode(model, audio, language, prompt)
-            timeline = _WordTimeline(duration)
-            collected: list[Segment] = []
+            pieces: list[Any] = []
             reported = 0.0
             # The generator decodes lazily, window by window: progress is reported as it goes.
             for segment in segments:
-                first = len(timeline.words)
-                for w in segment.words or ():
-                    timeline.add(w.word, float(w.start), float(w.end), float(w.probability))
-                collected.append(
-                    Segment(
-                        start=min(float(segment.start), duration),
-                        end=min(float(segment.end), duration),
-                        text=segment.text.strip(),
-                        avg_logprob=float(segment.avg_logprob),
-                        compression_ratio=float(segment.compression_ratio),
-                        no_speech_prob=float(segment.no_speech_prob),
-                        first_word=first,
-                        last_word=len(timeline.words),
-                    )
-                )
+                pieces.append((0.0, duration, segment))
                 fraction = min(float(segment.end) / duration, 1.0)
                 if on_progress is not None and fraction > reported:
                     reported = fraction
                     on_progress(fraction)
+            if self._settings.recover_unheard_speech:
+                pieces.extend(self._recover(model, audio, pieces, str(info.language), prompt))
             seconds = time.perf_counter() - started
         if on_progress is not None and reported < 1.0:
             on_progress(1.0)
+        words, collected = _assemble(pieces, duration)
         return FirstPass(
             language=str(info.language),
             duration_s=duration,
-            words=timeline.words,
+            words=words,
             segments=collected,
             engine=self.name,
             seconds=seconds,
         )
+
+    def _recover(
+        self, model: Any, audio: np.ndarray, pieces: Sequence[Any], language: str, prompt: str | None
+    ) -> list[Any]:
+        """Decode again, one by one, the long gaps between words that sound like speech
+        (:mod:`relisten_asr.recovery`); their segments come back as pieces ``(offset, end, segment)``."""
+        heard = [
+            Word(word=w.word, start=float(w.start), end=float(w.end), probability=float(w.probability))
+            for _, _, segment in pieces
+            for w in segment.words or ()
+        ]
+        recovered: list[Any] = []
+        for start, end in unheard_speech(sorted(heard, key=lambda w: w.start), audio, SAMPLE_RATE):
+            part = audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
+            segments, _ = model.transcribe(
+                part,
+                language=language,
+                beam_size=self._settings.beam_size,
+                word_timestamps=True,
+                initial_prompt=prompt or None,
+                condition_on_previous_text=False,
+                vad_filter=False,
+            )
+            found = [segment for segment in segments if segment.words and not _silence(segment)]
+            log.info(
+                "first pass: %.1f s of speech at %.1f-%.1f s had no words; decoded again: %d words",
+                end - start,
+                start,
+                end,
+                sum(len(segment.words) for segment in found),
+            )
+            recovered.extend((start, end, segment) for segment in found)
+        return recovered
 
     async def aclose(self) -> None:
         self._model = None

@@ -66,6 +66,11 @@ class AsrSettings(CommonSettings):
         "on previous text); 0 decodes sequentially. Measured on the development set (make bench), batched "
         "tiny.en was both faster and better: 11.7 % WER in 49 CPU s against 14.0 % in 74 CPU s.",
     )
+    recover_unheard_speech: bool = Field(
+        True,
+        description="Decode again, on its own, any long gap between words that is as loud as speech "
+        "(Whisper sometimes skips a whole sentence; no word confidence can flag words never written).",
+    )
     base_url: str = Field(
         "http://127.0.0.1:8000",
         description="Root of the OpenAI-compatible server (openai engine); a trailing /v1 is accepted.",
