@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -51,6 +52,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
+MAX_CHUNK_S = 29.5
+"""Longest audio Whisper hears at once (its window is 30 s)."""
 BUNDLED_PREFIX = "bundled:"
 BUNDLED_TINY_EN = "bundled:tiny.en"
 
@@ -112,8 +115,9 @@ class _WordTimeline:
 
 
 def _assemble(pieces: Sequence[Any], duration: float) -> tuple[list[Word], list[Segment]]:
-    """The words of every piece ``(offset, end, segment)`` in time order, and segments as contiguous
-    runs of them.
+    """The words of every piece ``(offset, low, high, segment)`` in time order (a piece's times are
+    ``offset`` plus the segment's, and only its words starting within ``[low, high]`` count), and
+    segments as contiguous runs of them.
 
     A recovered piece's words fill a gap that may lie inside a segment of the main decode; that
     segment is then split around them, each part keeping its decoder signals. Words a recovered
@@ -121,18 +125,18 @@ def _assemble(pieces: Sequence[Any], duration: float) -> tuple[list[Word], list[
     """
     heard: list[tuple[float, int, int, Any]] = []
     empty: list[tuple[float, int]] = []
-    for number, (offset, end, segment) in enumerate(pieces):
-        own = [w for w in segment.words or () if w.word.strip() and offset <= offset + float(w.start) <= end]
+    for number, (offset, low, high, segment) in enumerate(pieces):
+        own = [w for w in segment.words or () if w.word.strip() and low <= offset + float(w.start) <= high]
         heard.extend((offset + float(w.start), number, position, w) for position, w in enumerate(own))
-        if not own and offset == 0.0:
-            empty.append((float(segment.start), number))
+        if not own:
+            empty.append((offset + float(segment.start), number))
     heard.sort(key=lambda item: (item[0], item[1], item[2]))
     timeline = _WordTimeline(duration)
     runs: list[tuple[int, int, int]] = []  # (piece, first word, last word)
     for _, number, _, w in heard:
-        offset, end = pieces[number][0], pieces[number][1]
+        offset, _, high, _ = pieces[number]
         before = len(timeline.words)
-        timeline.add(w.word, offset + float(w.start), min(offset + float(w.end), end), float(w.probability))
+        timeline.add(w.word, offset + float(w.start), min(offset + float(w.end), high), float(w.probability))
         if len(timeline.words) == before:
             continue
         if runs and runs[-1][0] == number:
@@ -146,7 +150,7 @@ def _assemble(pieces: Sequence[Any], duration: float) -> tuple[list[Word], list[
     whole = {number: sum(1 for run in runs if run[0] == number) == 1 for number, _, _ in runs}
     segments: list[Segment] = []
     for number, first, last in runs:
-        offset, end, segment = pieces[number]
+        offset, _, end, segment = pieces[number]
         inside = timeline.words[first:last]
         segments.append(
             Segment(
@@ -165,6 +169,14 @@ def _assemble(pieces: Sequence[Any], duration: float) -> tuple[list[Word], list[
             )
         )
     return timeline.words, segments
+
+
+def _at_most(span: tuple[float, float], longest: float) -> list[tuple[float, float]]:
+    """``span`` cut into equal pieces no longer than ``longest``."""
+    start, end = span
+    count = max(1, math.ceil((end - start) / longest))
+    step = (end - start) / count
+    return [(start + i * step, start + (i + 1) * step) for i in range(count)]
 
 
 def _silence(segment: Any) -> bool:
@@ -264,7 +276,7 @@ class FasterWhisperEngine:
             reported = 0.0
             # The generator decodes lazily, window by window: progress is reported as it goes.
             for segment in segments:
-                pieces.append((0.0, duration, segment))
+                pieces.append((0.0, 0.0, duration, segment))
                 fraction = min(float(segment.end) / duration, 1.0)
                 if on_progress is not None and fraction > reported:
                     reported = fraction
@@ -287,34 +299,45 @@ class FasterWhisperEngine:
     def _recover(
         self, model: Any, audio: np.ndarray, pieces: Sequence[Any], language: str, prompt: str | None
     ) -> list[Any]:
-        """Decode again, one by one, the long gaps between words that sound like speech
-        (:mod:`relisten_asr.recovery`); their segments come back as pieces ``(offset, end, segment)``."""
+        """Decode again the long gaps between words that sound like speech
+        (:mod:`relisten_asr.recovery`), all in one batched call (as the main batched decode does: one
+        try per chunk, no temperature fallback to loop on); their segments come back as pieces."""
+        from faster_whisper import BatchedInferencePipeline
+
         heard = [
             Word(word=w.word, start=float(w.start), end=float(w.end), probability=float(w.probability))
-            for _, _, segment in pieces
+            for _, _, _, segment in pieces
             for w in segment.words or ()
         ]
+        spans = [
+            piece
+            for span in unheard_speech(sorted(heard, key=lambda w: w.start), audio, SAMPLE_RATE)
+            for piece in _at_most(span, MAX_CHUNK_S)
+        ]
+        if not spans:
+            return []
+        segments, _ = BatchedInferencePipeline(model).transcribe(
+            audio,
+            language=language,
+            beam_size=self._settings.beam_size,
+            word_timestamps=True,
+            initial_prompt=prompt or None,
+            clip_timestamps=[{"start": start, "end": end} for start, end in spans],
+            batch_size=max(self._settings.batch_size, 1),
+        )
         recovered: list[Any] = []
-        for start, end in unheard_speech(sorted(heard, key=lambda w: w.start), audio, SAMPLE_RATE):
-            part = audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
-            segments, _ = model.transcribe(
-                part,
-                language=language,
-                beam_size=self._settings.beam_size,
-                word_timestamps=True,
-                initial_prompt=prompt or None,
-                condition_on_previous_text=False,
-                vad_filter=False,
-            )
-            found = [segment for segment in segments if segment.words and not _silence(segment)]
-            log.info(
-                "first pass: %.1f s of speech at %.1f-%.1f s had no words; decoded again: %d words",
-                end - start,
-                start,
-                end,
-                sum(len(segment.words) for segment in found),
-            )
-            recovered.extend((start, end, segment) for segment in found)
+        for segment in segments:
+            if not segment.words or _silence(segment):
+                continue
+            # Each segment belongs to the span its chunk started at (seek: frames of 10 ms).
+            lo, hi = min(spans, key=lambda span: abs(span[0] - segment.seek / 100))
+            recovered.append((0.0, lo, hi, segment))
+        log.info(
+            "first pass: %.1f s of speech in %d gaps had no words; decoded again: %d words",
+            sum(end - start for start, end in spans),
+            len(spans),
+            sum(len(segment.words) for *_, segment in recovered),
+        )
         return recovered
 
     async def aclose(self) -> None:
