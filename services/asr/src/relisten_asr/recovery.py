@@ -37,8 +37,9 @@ def frame_levels(audio: np.ndarray, sample_rate: int, frame_s: float) -> np.ndar
     count = len(audio) // size
     if count == 0:
         return np.zeros(0, dtype=np.float64)
-    frames = audio[: count * size].astype(np.float64).reshape(count, size)
-    rms = np.sqrt(np.mean(frames * frames, axis=1))
+    frames = np.asarray(audio[: count * size], dtype=np.float32).reshape(count, size)
+    # einsum sums each frame's squares without a copy of the audio (an hour is 230 MB as float32)
+    rms = np.sqrt(np.einsum("ij,ij->i", frames, frames).astype(np.float64) / size)
     return np.asarray(20.0 * np.log10(np.maximum(rms, 1e-6)), dtype=np.float64)
 
 
