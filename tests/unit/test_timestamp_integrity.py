@@ -145,9 +145,16 @@ def test_merged_words_keep_their_timeline(
         for index, (w, length) in enumerate(zip(windows, lengths, strict=True))
     ]
     packable = [words is not None and length > 0 for (_, words), length in zip(answers, lengths, strict=True)]
-    repacked = through_packing(
-        [words or [] for (_, words), ok in zip(answers, packable, strict=True) if ok],
-        [length for length, ok in zip(lengths, packable, strict=True) if ok],
+    packed_clips = [index for index, ok in enumerate(packable) if ok]
+    repacked = dict(
+        zip(
+            packed_clips,
+            through_packing(
+                [answers[index][1] or [] for index in packed_clips],
+                [lengths[index] for index in packed_clips],
+            ),
+            strict=True,
+        )
     )
     results: dict[int, ClipResult] = {}
     for index, ((start, end), (text, words)) in enumerate(zip(ranges, answers, strict=True)):
@@ -157,7 +164,7 @@ def test_merged_words_keep_their_timeline(
             )
             continue
         if packable[index]:
-            words = repacked.pop(0) if repacked else []
+            words = repacked[index]
             text = " ".join(word.word for word in words)
         results[index] = ClipResult(
             clip_index=index,
