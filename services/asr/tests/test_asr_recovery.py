@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import jiwer
 import numpy as np
 import pytest
 from faster_whisper import decode_audio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from relisten_asr.engines import FasterWhisperEngine
 from relisten_asr.recovery import RecoveryPolicy, frame_levels, unheard_speech
 from relisten_asr.settings import AsrSettings
@@ -113,3 +116,30 @@ async def test_skipped_speech_is_decoded_again(speech: np.ndarray, batch_size: i
     assert result.segments[0].first_word == 0 and result.segments[-1].last_word == len(result.words)
     for before, after in zip(result.segments, result.segments[1:], strict=False):
         assert before.last_word == after.first_word
+
+
+@st.composite
+def words_and_audio(draw: st.DrawFn) -> tuple[list[Word], np.ndarray]:
+    seconds = draw(st.integers(1, 30))
+    levels = draw(st.lists(st.sampled_from([0.0, 0.001, 0.05, 0.3]), min_size=seconds, max_size=seconds))
+    audio = np.concatenate([tone(1.0, level) for level in levels])
+    times = sorted(draw(st.lists(st.floats(0.0, float(seconds)), max_size=40)))
+    words = [word(f"w{i}", a, b) for i, (a, b) in enumerate(zip(times[::2], times[1::2], strict=False))]
+    return words, audio
+
+
+@settings(max_examples=200, deadline=None)
+@given(words_and_audio())
+def test_spans_lie_in_long_gaps_in_order(case: tuple[list[Word], np.ndarray]) -> None:
+    words, audio = case
+    policy = RecoveryPolicy()
+    spans = unheard_speech(words, audio, RATE, policy)
+    duration = len(audio) / RATE
+    edges = [0.0, *(t for w in words for t in (w.start, w.end)), duration]
+    gaps = [(a, b) for a, b in zip(edges[::2], edges[1::2], strict=True) if b - a >= policy.min_gap_s]
+    for start, end in spans:
+        assert 0.0 <= start < end <= duration
+        assert any(a <= start and end <= b for a, b in gaps)
+        assert end - start >= policy.min_speech_s
+    assert spans == sorted(spans)
+    assert all(before[1] <= after[0] for before, after in itertools.pairwise(spans))
