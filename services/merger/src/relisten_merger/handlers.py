@@ -94,9 +94,14 @@ class MergeHandler:
             await self._merge(event, {})
 
     async def on_clip_corrected(self, event: ClipCorrected) -> None:
-        results = await self._results(event.job_id, event.clip_count)
-        if results is None:
-            return  # other clips are still being re-listened to; the last one triggers the merge
+        # Once merged, later clip events of the job (the corrector finishes a batch of clips at once)
+        # need no look at every clip result again: _merge announces the stored transcript.
+        results: dict[int, ClipResult] = {}
+        if await self._stored_transcript(transcript_ref(event.job_id)) is None:
+            found = await self._results(event.job_id, event.clip_count)
+            if found is None:
+                return  # other clips are still being re-listened to; the last one triggers the merge
+            results = found
         plan = await self._load(event.plan_ref, ClipsReady, "plan_missing")
         await self._merge(plan, results)
 
@@ -129,19 +134,21 @@ class MergeHandler:
         # it again (replacing an object under a reader's feet can leave that reader waiting for chunks
         # that are gone).
         transcript = await self._stored_transcript(ref)
-        if transcript is None:
+        if transcript is not None:
+            log.debug("job %s was merged already; announcing its transcript again", plan.job_id)
+        else:
             await self.infra.publish(JobProgress(job_id=plan.job_id, stage="merging", progress=0.0))
             first = await self._load(plan.words_ref, FirstPass, "words_missing")
             transcript = build_transcript(plan, first, results, self.policy)
             await self.infra.data.put(ref, encode(transcript))
+            log.info(
+                "job %s merged: %d corrections accepted, %d rejected, %d unresolved",
+                plan.job_id,
+                transcript.stats.corrections_accepted,
+                transcript.stats.corrections_rejected,
+                transcript.stats.corrections_unresolved,
+            )
         stats = transcript.stats
-        log.info(
-            "job %s merged: %d corrections accepted, %d rejected, %d unresolved",
-            plan.job_id,
-            stats.corrections_accepted,
-            stats.corrections_rejected,
-            stats.corrections_unresolved,
-        )
         await self.infra.publish(
             JobMerged(
                 job_id=plan.job_id,
