@@ -113,6 +113,18 @@ def test_invalid_options(field: str, value: str) -> None:
     assert caught.value.message.startswith(f"{field}: ")
 
 
+@pytest.mark.parametrize(
+    "url", ["http://localhost:9000/hook", "http://127.0.0.1/x", "https://[::1]/", "http://169.254.169.254/"]
+)
+def test_internal_callbacks_are_refused_only_when_denied(url: str) -> None:
+    assert parse_options({"callback_url": url}).callback_url == url
+    with pytest.raises(OptionError) as caught:
+        parse_options({"callback_url": url}, deny_internal_callbacks=True)
+    assert caught.value.field == "callback_url" and "internal address" in caught.value.message
+    public = "https://hooks.example.org/relisten"
+    assert parse_options({"callback_url": public}, deny_internal_callbacks=True).callback_url == public
+
+
 @pytest.mark.parametrize("value", ["0", "1", "0.0", "1.0", "0.6"])
 def test_threshold_bounds_are_inclusive(value: str) -> None:
     assert parse_options({"confidence_threshold": value}).confidence_threshold == float(value)

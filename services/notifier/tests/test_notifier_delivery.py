@@ -399,3 +399,34 @@ async def test_a_refused_callback_is_given_up_and_the_event_acked(nats_url: str)
             assert delivered.outcome == "delivered" and delivered.attempts == 2
         finally:
             await worker.stop()
+
+
+@pytest.mark.nats
+async def test_callbacks_to_internal_addresses_are_refused_when_denied(
+    nats_url: str, receivers: tuple[Receiver, Receiver]
+) -> None:
+    discord, callback = receivers  # both on loopback: Discord is configured by the operator, the
+    job_id = f"job-{uuid.uuid4().hex[:8]}"  # callback URL comes from whoever submitted the job
+    settings = notifier_settings(nats_url, discord).model_copy(update={"callback_private_addresses": "deny"})
+    worker = build_worker(settings)
+    await worker.start()
+    try:
+        event = JobFailed(
+            job_id=job_id,
+            stage="transcribing",
+            error=ErrorInfo(code="bad_audio", message="could not decode the upload"),
+            options=JobOptions(callback_url=f"{callback.url}/internal"),
+        )
+        await worker.infra.publish(event)
+        ack = await worker.infra.js.publish(
+            Subject.JOB_FAILED, encode(event), stream=STREAM_NAME, headers={"Nats-Msg-Id": uuid.uuid4().hex}
+        )
+        await wait_acked(worker, "notifier-failed", ack.seq)
+
+        assert callback.requests == []
+        assert len(discord.requests) == 1
+        refused = await latch(worker, latch_key(job_id, "failed", "callback"))
+        assert refused.outcome == "gave_up" and refused.attempts == 0
+        assert "127.0.0.1" in refused.reason and "RELISTEN_CALLBACK_PRIVATE_ADDRESSES" in refused.reason
+    finally:
+        await worker.stop()

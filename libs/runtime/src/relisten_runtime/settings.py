@@ -24,6 +24,11 @@ class CommonSettings(BaseSettings):
     max_deliver: int = Field(5, ge=1, description="Deliveries of one event before its job is failed.")
     retry_backoff_s: float = Field(2.0, ge=0, description="First nack delay; doubles on every redelivery.")
     heartbeat_s: float = Field(10.0, gt=0, description="Interval of in-progress heartbeats during long work.")
+    callback_private_addresses: Literal["allow", "deny"] = Field(
+        "allow",
+        description="'deny' refuses job callbacks to loopback, private, link-local and other internal "
+        "addresses (set it where the people submitting jobs must not reach the internal network).",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     log_format: Literal["text", "json"] = Field(
         "text",

@@ -258,7 +258,11 @@ async def admit_upload(request: Request, check: FormCheck = _no_check) -> JobVie
             raise ApiError(400, "incomplete_upload", "the client went away during the upload") from None
 
         try:
-            options = parse_options(form.fields, max_prompt_chars=settings.max_prompt_chars)
+            options = parse_options(
+                form.fields,
+                max_prompt_chars=settings.max_prompt_chars,
+                deny_internal_callbacks=settings.callback_private_addresses == "deny",
+            )
         except OptionError as exc:
             raise ApiError(422, "invalid_option", exc.message, param=exc.field) from None
         check(form)

@@ -27,6 +27,7 @@ from relisten_contracts import (
     Stage,
     WordsScored,
 )
+from relisten_runtime.addresses import literal_internal_host
 
 # ---------------------------------------------------------------------------------------------
 # Job options
@@ -78,7 +79,7 @@ def parse_confidence_threshold(value: str) -> float:
     return number
 
 
-def parse_callback_url(value: str) -> str | None:
+def parse_callback_url(value: str, *, deny_internal: bool = False) -> str | None:
     text = value.strip()
     if not text:
         return None
@@ -93,10 +94,16 @@ def parse_callback_url(value: str) -> str | None:
         raise OptionError("callback_url", f"not a valid URL ({exc})") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise OptionError("callback_url", "must be an absolute http:// or https:// URL with a host")
+    if deny_internal and (host := literal_internal_host(text)) is not None:
+        raise OptionError(
+            "callback_url", f"{host} is an internal address; this server sends callbacks to public hosts only"
+        )
     return text
 
 
-def parse_options(fields: Mapping[str, str], *, max_prompt_chars: int = 4000) -> JobOptions:
+def parse_options(
+    fields: Mapping[str, str], *, max_prompt_chars: int = 4000, deny_internal_callbacks: bool = False
+) -> JobOptions:
     """The :class:`JobOptions` asked for by the form fields; raises :class:`OptionError`.
 
     Absent and empty fields take their defaults. Fields this API does not know are ignored, so
@@ -117,7 +124,9 @@ def parse_options(fields: Mapping[str, str], *, max_prompt_chars: int = 4000) ->
         prompt=prompt,
         correction="auto" if correction == "auto" else "off",
         confidence_threshold=parse_confidence_threshold(fields.get("confidence_threshold", "")),
-        callback_url=parse_callback_url(fields.get("callback_url", "")),
+        callback_url=parse_callback_url(
+            fields.get("callback_url", ""), deny_internal=deny_internal_callbacks
+        ),
     )
 
 

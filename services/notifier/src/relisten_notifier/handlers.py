@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from relisten_contracts import JobFailed, JobMerged, encode
+from relisten_runtime.addresses import internal_address_of
 from relisten_runtime.worker import Worker
 
 from relisten_notifier.adapters import DeliveryLatch, DeliveryResult, HttpPoster
@@ -160,6 +161,15 @@ class NotifyHandler:
         )
 
     async def _send_callback(self, event: Notice, url: str) -> DeliveryResult:
+        if self.settings.callback_private_addresses == "deny":
+            internal = await internal_address_of(url)
+            if internal is not None:
+                return DeliveryResult(
+                    False,
+                    0,
+                    reason=f"callback host resolves to the internal address {internal}, "
+                    "refused (RELISTEN_CALLBACK_PRIVATE_ADDRESSES=deny)",
+                )
         if self._key is None and not self._warned_unsigned:
             self._warned_unsigned = True
             log.warning("RELISTEN_WEBHOOK_SECRET is not set: job callbacks are sent unsigned")
