@@ -59,11 +59,11 @@ from relisten.dataset import (
     long_form_recordings,
     normalise_text,
 )
+from relisten.services import SERVICES
 from relisten.stack import Stack
 
 __all__ = ["GARBAGE_WORDS", "GarbageServer", "main", "served_audio"]
 
-SERVICES = ("ingest", "asr", "clipper", "corrector", "merger", "notifier")
 MODEL_SERVICES = ("asr", "corrector")
 GARBAGE_WORDS: tuple[str, ...] = (
     "lorem",
@@ -371,47 +371,6 @@ async def _first_pass_text(nats_url: str, job_id: str) -> str:
         await nc.close()
 
 
-def _submit(client: httpx.Client, recording: Recording, form: dict[str, str]) -> str:
-    response = client.post(
-        "/v1/jobs",
-        files={"file": (f"{recording.name}.wav", recording.wav_bytes(), "audio/wav")},
-        data=form,
-    )
-    response.raise_for_status()
-    return str(response.json()["id"])
-
-
-def _wait(client: httpx.Client, job_id: str, timeout_s: float, stack: Stack | None = None) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    status = "unknown"
-    while time.monotonic() < deadline:
-        dead = _dead_services(stack)
-        if dead:
-            raise RuntimeError(
-                f"service(s) {', '.join(dead)} exited; logs in {stack.work_dir if stack else '?'}"
-            )
-        try:
-            view: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", timeout=15).json()
-        except httpx.HTTPError:
-            time.sleep(1.0)  # a busy machine: the job goes on, ask again
-            continue
-        status = str(view["status"])
-        if status in ("completed", "failed"):
-            return view
-        time.sleep(0.05)
-    raise TimeoutError(f"job {job_id} still {status} after {timeout_s} s")
-
-
-def _dead_services(stack: Stack | None) -> list[str]:
-    if stack is None:
-        return []
-    return [
-        name
-        for name, service in stack.services.items()
-        if service.process and service.process.poll() is not None
-    ]
-
-
 def _get_json(client: httpx.Client, path: str, attempts: int = 5) -> Any:
     for attempt in range(attempts):
         try:
@@ -454,7 +413,7 @@ def run_pipeline(
             with httpx.Client(base_url=stack.base_url, timeout=300) as client:
                 # Warm-up job (not counted): every service connected, both models loaded and run once.
                 warm = Recording("warm-up", recordings[0].audio[: 20 * SAMPLE_RATE], "")
-                view = _wait(client, _submit(client, warm, form), job_timeout_s, stack)
+                view = stack.wait_for(stack.submit(warm, **form)["id"], timeout_s=job_timeout_s, poll_s=0.05)
                 if view["status"] != "completed":
                     raise RuntimeError(f"warm-up job failed: {view}\n{stack.logs()}")
                 result.notes.append(
@@ -505,8 +464,8 @@ def _run_job(
 
     before = {name: process_cpu_seconds(pid) or 0.0 for name, pid in pids.items()}
     started = time.perf_counter()
-    job_id = _submit(client, recording, form)
-    view = _wait(client, job_id, job_timeout_s, stack)
+    job_id = str(stack.submit(recording, **form)["id"])
+    view = stack.wait_for(job_id, timeout_s=job_timeout_s, poll_s=0.05)
     wall = time.perf_counter() - started
     after = {name: process_cpu_seconds(pid) or 0.0 for name, pid in pids.items()}
     used = {name: after[name] - before[name] for name in pids}
@@ -857,9 +816,14 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 200)
-    env = dict(item.split("=", 1) for item in args.env)
+    env = _assignments(args.env, parser)
+    variants = [
+        (label, _assignments([item for item in assignments.split(",") if item.strip()], parser))
+        for label, _, assignments in (variant.partition(":") for variant in args.variant)
+    ]
     os.environ.update(env)  # the in-process decodes read the same RELISTEN_ASR_* settings as the services
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     if args.second_pass_garbage and "g" not in systems:
@@ -979,17 +943,14 @@ def main(argv: list[str] | None = None) -> int:
                 keep_dir=args.keep_dir / "c" if args.keep_dir else None,
             )
         )
-    for number, variant in enumerate(args.variant, start=1):
-        label, _, assignments = variant.partition(":")
-        variant_env = dict(pipeline_env)
-        variant_env |= dict(item.split("=", 1) for item in assignments.split(",") if item.strip())
+    for number, (label, assignments) in enumerate(variants, start=1):
         console.print(f"(c{number}) relisten variant {label}: {assignments}")
         results.append(
             run_pipeline(
                 f"c{number}",
                 f"(c{number}) {label}",
                 recordings,
-                env=variant_env,
+                env=pipeline_env | assignments,
                 form=form,
                 console=console,
                 keep_dir=args.keep_dir / f"c{number}" if args.keep_dir else None,
@@ -1056,6 +1017,14 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(report.to_markdown(), encoding="utf-8")
         console.print(f"wrote {path}")
     return 0 if all(checks.values()) else 1
+
+
+def _assignments(items: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, str]:
+    """``KEY=VALUE`` items as a mapping; anything else stops the run with a usage error."""
+    malformed = [item for item in items if "=" not in item]
+    if malformed:
+        parser.error(f"expected KEY=VALUE, got {', '.join(map(repr, malformed))}")
+    return dict(item.split("=", 1) for item in items)
 
 
 def _decoding_mode(batch_size: int | None) -> str:

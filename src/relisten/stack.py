@@ -11,11 +11,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from relisten_runtime.embedded import free_port
+
+from relisten.dataset import Recording
 
 __all__ = ["ServiceProcess", "Stack", "process_cpu_seconds"]
 
@@ -62,6 +66,10 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def exited(self) -> bool:
+        """Started, then ended (crashed, killed or stopped)."""
+        return self.process is not None and self.process.poll() is not None
 
     def cpu_seconds(self) -> float | None:
         """CPU seconds the running process has used (None when it is not running)."""
@@ -120,6 +128,58 @@ class Stack:
     def stop(self) -> None:
         for service in self.services.values():
             service.stop()
+
+    def submit(self, recording: Recording, **form: str) -> dict[str, Any]:
+        """Upload ``recording`` as a WAV file with ``form`` as the job's options; the 202 answer's body.
+
+        Any other answer raises :class:`httpx.HTTPStatusError` carrying the answer's body.
+        """
+        response = httpx.post(
+            f"{self.base_url}/v1/jobs",
+            files={"file": (f"{recording.name}.wav", recording.wav_bytes(), "audio/wav")},
+            data=form,
+            timeout=60,
+        )
+        if response.status_code != 202:
+            raise httpx.HTTPStatusError(
+                f"upload of {recording.name}: HTTP {response.status_code}: {response.text[:2000]}",
+                request=response.request,
+                response=response,
+            )
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait_for(
+        self,
+        job_id: str,
+        statuses: Collection[str] = ("completed", "failed"),
+        *,
+        timeout_s: float = 600.0,
+        poll_s: float = 0.1,
+    ) -> dict[str, Any]:
+        """The job's view as soon as its status is one of ``statuses``.
+
+        Raises :class:`RuntimeError` when a service process exits meanwhile and :class:`TimeoutError`
+        when time runs out, both with the services' logs.
+        """
+        deadline = time.monotonic() + timeout_s
+        status = "unknown"
+        while time.monotonic() < deadline:
+            dead = [name for name, service in self.services.items() if service.exited()]
+            if dead:
+                raise RuntimeError(
+                    f"service(s) {', '.join(dead)} exited while job {job_id} was {status}:\n{self.logs()}"
+                )
+            try:
+                view: dict[str, Any] = httpx.get(f"{self.base_url}/v1/jobs/{job_id}", timeout=15).json()
+            except httpx.HTTPError:
+                time.sleep(1.0)  # a busy machine: the job goes on, ask again
+                continue
+            status = str(view["status"])
+            if status in statuses:
+                return view
+            time.sleep(poll_s)
+        raise TimeoutError(f"job {job_id} still {status} after {timeout_s} s:\n{self.logs()}")
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds used so far by each running service process."""

@@ -12,11 +12,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.stack import Stack
+from relisten.services import SERVICES
+from relisten.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
 
-SERVICES = ("ingest", "asr", "clipper", "corrector", "merger", "notifier")
 API_KEY = "e2e-events-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 IRON = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "ls-test-other-1688-142285-0000.flac"

@@ -15,7 +15,8 @@ import pytest
 from relisten_runtime.embedded import free_port
 
 from relisten.dataset import Recording, long_form_recordings
-from tests.stack import Stack
+from relisten.services import SERVICES
+from relisten.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
 
@@ -60,21 +61,7 @@ def recording() -> Recording:
 
 
 def run_job(stack: Stack, recording: Recording, **form: str) -> dict[str, Any]:
-    response = httpx.post(
-        f"{stack.base_url}/v1/jobs",
-        files={"file": ("speech.wav", recording.wav_bytes(), "audio/wav")},
-        data=form,
-        timeout=60,
-    )
-    assert response.status_code == 202, response.text
-    job_id = response.json()["id"]
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        view: dict[str, Any] = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}", timeout=10).json()
-        if view["status"] in {"completed", "failed"}:
-            return view
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} never ended:\n{stack.logs()}")
+    return stack.wait_for(str(stack.submit(recording, **form)["id"]), timeout_s=300)
 
 
 @pytest.fixture()
@@ -99,7 +86,7 @@ def test_a_stage_that_cannot_succeed_fails_the_job_and_notifies(
             "RELISTEN_ASR_BASE_URL": refusing_first_pass.url,
             "RELISTEN_WEBHOOK_SECRET": "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQ=",
         },
-    ).start(("ingest", "asr", "clipper", "corrector", "merger", "notifier"))
+    ).start(SERVICES)
     try:
         view = run_job(stack, recording, callback_url=f"{callback.url}/hook")
         assert view["status"] == "failed", view

@@ -8,7 +8,6 @@ for word and time for time, and its WER is the first pass's.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,20 +58,8 @@ async def stored_first_pass(nats_url: str, job_id: str) -> FirstPass:
 
 
 def transcribe(stack: Stack, recording: Recording, **form: str) -> tuple[str, dict[str, Any]]:
-    response = httpx.post(
-        f"{stack.base_url}/v1/jobs",
-        files={"file": (f"{recording.name}.wav", recording.wav_bytes(), "audio/wav")},
-        data=form,
-        timeout=60,
-    )
-    assert response.status_code == 202, response.text
-    job_id = str(response.json()["id"])
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        view = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}", timeout=10).json()
-        if view["status"] in ("completed", "failed"):
-            break
-        time.sleep(0.2)
+    job_id = str(stack.submit(recording, **form)["id"])
+    view = stack.wait_for(job_id)
     assert view["status"] == "completed", f"{view}\n{stack.logs()}"
     transcript: dict[str, Any] = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}/transcript", timeout=30).json()
     return job_id, transcript

@@ -12,11 +12,11 @@ import openai
 import pytest
 
 from relisten.dataset import word_error_rate
-from tests.stack import Stack
+from relisten.services import SERVICES
+from relisten.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
 
-SERVICES = ("ingest", "asr", "clipper", "corrector", "merger", "notifier")
 API_KEY = "e2e-openai-key"
 AUDIO = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
 QUILTER = AUDIO / "ls-dev-clean-1272-128104-0000.wav"

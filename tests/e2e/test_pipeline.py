@@ -18,11 +18,10 @@ import pytest
 from relisten_contracts import DATA_BUCKET, STREAM_NAME, FirstPass, Subject, decode_event
 
 from relisten.dataset import Recording, long_form_recordings, word_error_rate
-from tests.stack import Stack
+from relisten.services import SERVICES
+from relisten.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
-
-SERVICES = ("ingest", "asr", "clipper", "corrector", "merger", "notifier")
 
 
 @pytest.fixture(scope="module")
@@ -40,26 +39,9 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 
 
 def submit(stack: Stack, recording: Recording, **form: str) -> str:
-    response = httpx.post(
-        f"{stack.base_url}/v1/jobs",
-        files={"file": (f"{recording.name}.wav", recording.wav_bytes(), "audio/wav")},
-        data=form,
-        timeout=60,
-    )
-    assert response.status_code == 202, response.text
-    body = response.json()
+    body = stack.submit(recording, **form)
     assert body["status"] == "queued"
     return str(body["id"])
-
-
-def wait_for(stack: Stack, job_id: str, statuses: set[str], timeout_s: float = 600) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        view: dict[str, Any] = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}", timeout=10).json()
-        if view["status"] in statuses:
-            return view
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} never reached {statuses}:\n{stack.logs()}")
 
 
 async def events_of(nats_url: str, job_id: str) -> list[Any]:
@@ -97,7 +79,7 @@ def test_long_form_recording_is_transcribed_and_corrected(
     recording = recordings["chapter-1688-142285"]
     started = time.monotonic()
     job_id = submit(stack, recording)
-    view = wait_for(stack, job_id, {"completed", "failed"})
+    view = stack.wait_for(job_id)
     elapsed = time.monotonic() - started
     assert view["status"] == "completed", view
     assert view["progress"] == 1.0
@@ -132,7 +114,7 @@ def test_long_form_recording_is_transcribed_and_corrected(
 def test_job_without_correction_completes(stack: Stack, recordings: dict[str, Recording]) -> None:
     recording = recordings["chapter-2414-128291"]
     job_id = submit(stack, recording, correction="off")
-    view = wait_for(stack, job_id, {"completed", "failed"})
+    view = stack.wait_for(job_id)
     assert view["status"] == "completed", view
     transcript = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}/transcript", timeout=30).json()
     assert transcript["corrections"] == []
@@ -145,14 +127,14 @@ def test_killing_a_service_mid_job_still_gives_one_transcript(
 ) -> None:
     audio = recordings["chapter-2609-156975"]
     job_id = submit(stack, audio)
-    wait_for(stack, job_id, {"transcribing"}, timeout_s=120)
+    stack.wait_for(job_id, {"transcribing"}, timeout_s=120)
     stack.services["asr"].kill()
     view = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}", timeout=10).json()
     assert view["status"] == "transcribing", (
         "the kill must land mid-transcription for this test to mean anything"
     )
     stack.services["asr"].start()
-    view = wait_for(stack, job_id, {"completed", "failed"})
+    view = stack.wait_for(job_id)
     assert view["status"] == "completed", view
 
     events = asyncio.run(events_of(nats_url, job_id))

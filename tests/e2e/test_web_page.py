@@ -30,13 +30,13 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from relisten.dataset import long_form_recordings
-from tests.stack import Stack
+from relisten.services import SERVICES
+from relisten.stack import Stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "screenshot-web.png"
-SERVICES = ("ingest", "asr", "clipper", "corrector", "merger", "notifier")
 RECORDING = "chapter-1688-142285"  # a real recording whose first pass gets corrected
 JOB_TIMEOUT_S = 300.0
 UI_TIMEOUT_S = 30.0
