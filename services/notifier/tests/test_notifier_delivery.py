@@ -298,6 +298,22 @@ async def wait_acked(worker: Worker, durable: str, stream_seq: int, timeout_s: f
     raise AssertionError(f"{durable} did not ack stream sequence {stream_seq} within {timeout_s} s")
 
 
+async def fail_job_twice(worker: Worker, job_id: str, callback_url: str) -> None:
+    """Publish a job.failed, then a redelivered copy the stream cannot deduplicate (another message
+    id), and wait until the notifier has acknowledged both."""
+    event = JobFailed(
+        job_id=job_id,
+        stage="transcribing",
+        error=ErrorInfo(code="bad_audio", message="could not decode the upload"),
+        options=JobOptions(callback_url=callback_url),
+    )
+    await worker.infra.publish(event)
+    ack = await worker.infra.js.publish(
+        Subject.JOB_FAILED, encode(event), stream=STREAM_NAME, headers={"Nats-Msg-Id": uuid.uuid4().hex}
+    )
+    await wait_acked(worker, "notifier-failed", ack.seq)
+
+
 async def latch(worker: Worker, key: str) -> DeliveryRecord:
     entry = await worker.infra.notify.get(key)
     return msgspec.json.decode(entry.value or b"", type=DeliveryRecord)
@@ -371,20 +387,7 @@ async def test_a_refused_callback_is_given_up_and_the_event_acked(nats_url: str)
         worker = build_worker(notifier_settings(nats_url, discord))
         await worker.start()
         try:
-            event = JobFailed(
-                job_id=job_id,
-                stage="transcribing",
-                error=ErrorInfo(code="bad_audio", message="could not decode the upload"),
-                options=JobOptions(callback_url=f"{callback.url}/gone"),
-            )
-            await worker.infra.publish(event)
-            ack = await worker.infra.js.publish(
-                Subject.JOB_FAILED,
-                encode(event),
-                stream=STREAM_NAME,
-                headers={"Nats-Msg-Id": uuid.uuid4().hex},
-            )
-            await wait_acked(worker, "notifier-failed", ack.seq)
+            await fail_job_twice(worker, job_id, f"{callback.url}/gone")
 
             assert len(discord.requests) == 2  # the 429, then the post that went through
             embed = discord.requests[1].json()["embeds"][0]
@@ -405,23 +408,15 @@ async def test_a_refused_callback_is_given_up_and_the_event_acked(nats_url: str)
 async def test_callbacks_to_internal_addresses_are_refused_when_denied(
     nats_url: str, receivers: tuple[Receiver, Receiver]
 ) -> None:
-    discord, callback = receivers  # both on loopback: Discord is configured by the operator, the
-    job_id = f"job-{uuid.uuid4().hex[:8]}"  # callback URL comes from whoever submitted the job
+    # Both receivers are on loopback; only the callback URL, which comes from whoever submitted the
+    # job, is checked: Discord's URL is the operator's.
+    discord, callback = receivers
+    job_id = f"job-{uuid.uuid4().hex[:8]}"
     settings = notifier_settings(nats_url, discord).model_copy(update={"callback_private_addresses": "deny"})
     worker = build_worker(settings)
     await worker.start()
     try:
-        event = JobFailed(
-            job_id=job_id,
-            stage="transcribing",
-            error=ErrorInfo(code="bad_audio", message="could not decode the upload"),
-            options=JobOptions(callback_url=f"{callback.url}/internal"),
-        )
-        await worker.infra.publish(event)
-        ack = await worker.infra.js.publish(
-            Subject.JOB_FAILED, encode(event), stream=STREAM_NAME, headers={"Nats-Msg-Id": uuid.uuid4().hex}
-        )
-        await wait_acked(worker, "notifier-failed", ack.seq)
+        await fail_job_twice(worker, job_id, f"{callback.url}/internal")
 
         assert callback.requests == []
         assert len(discord.requests) == 1
