@@ -91,19 +91,20 @@ class MergeHandler:
 
     async def on_clips_ready(self, event: ClipsReady) -> None:
         if not event.clips:
-            await self._merge(event, {})
+            await self._merge(event, {}, await self._stored_transcript(transcript_ref(event.job_id)))
 
     async def on_clip_corrected(self, event: ClipCorrected) -> None:
         # Once merged, later clip events of the job (the corrector finishes a batch of clips at once)
-        # need no look at every clip result again: _merge announces the stored transcript.
+        # need no look at every clip result again: the stored transcript is announced again.
+        stored = await self._stored_transcript(transcript_ref(event.job_id))
         results: dict[int, ClipResult] = {}
-        if await self._stored_transcript(transcript_ref(event.job_id)) is None:
+        if stored is None:
             found = await self._results(event.job_id, event.clip_count)
             if found is None:
                 return  # other clips are still being re-listened to; the last one triggers the merge
             results = found
         plan = await self._load(event.plan_ref, ClipsReady, "plan_missing")
-        await self._merge(plan, results)
+        await self._merge(plan, results, stored)
 
     async def _results(self, job_id: str, clip_count: int) -> dict[int, ClipResult] | None:
         results = {}
@@ -127,13 +128,18 @@ class MergeHandler:
         except NotFoundError:
             return None
 
-    async def _merge(self, plan: ClipsReady, results: dict[int, ClipResult]) -> None:
+    async def _merge(
+        self, plan: ClipsReady, results: dict[int, ClipResult], stored: Transcript | None
+    ) -> None:
+        """Build, store and announce the transcript, or announce ``stored`` again.
+
+        Every clip.corrected that finds all results triggers a merge, and a redelivery may too. The
+        merge is deterministic, so a stored transcript is final: it is announced again rather than
+        stored again (replacing an object under a reader's feet can leave that reader waiting for
+        chunks that are gone).
+        """
         ref = transcript_ref(plan.job_id)
-        # Every clip.corrected that finds all results triggers a merge, and a redelivery may too. The
-        # merge is deterministic, so a stored transcript is final: announce it again rather than store
-        # it again (replacing an object under a reader's feet can leave that reader waiting for chunks
-        # that are gone).
-        transcript = await self._stored_transcript(ref)
+        transcript = stored
         if transcript is not None:
             log.debug("job %s was merged already; announcing its transcript again", plan.job_id)
         else:
