@@ -11,6 +11,7 @@ import json
 import re
 import wave
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,29 +82,30 @@ def long_form_recordings(data_dir: Path = DEFAULT_DATA_DIR, include_sonnets: boo
             recordings.append(
                 Recording(str(item["id"]), decode(data_dir / str(item["audio"])), str(item["reference"]))
             )
-    gap = np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32)
     for chapter, items in sorted(by_chapter.items()):
         if len(items) < 10:
             continue
         items.sort(key=lambda item: str(item["id"]))
-        parts: list[np.ndarray] = []
-        for item in items:
-            parts.extend([decode(data_dir / str(item["audio"])), gap])
+        audio = _with_gaps([decode(data_dir / str(item["audio"])) for item in items], GAP_S)
         reference = " ".join(str(item["reference"]) for item in items)
-        recordings.insert(0, Recording(f"chapter-{chapter}", np.concatenate(parts[:-1]), reference))
+        recordings.insert(0, Recording(f"chapter-{chapter}", audio, reference))
     return sorted(recordings, key=lambda r: r.name)
 
 
 def joined(recordings: list[Recording], gap_s: float = 2.0) -> Recording:
     """The recordings as one long recording, in order, ``gap_s`` of silence between them (the shape
     of an hour-long upload: the second pass's chunks then fill up as they would on one)."""
-    gap = np.zeros(int(gap_s * SAMPLE_RATE), dtype=np.float32)
-    parts: list[np.ndarray] = []
-    for recording in recordings:
-        parts.extend([recording.audio, gap])
     return Recording(
-        f"joined-{len(recordings)}", np.concatenate(parts[:-1]), " ".join(r.reference for r in recordings)
+        f"joined-{len(recordings)}",
+        _with_gaps([r.audio for r in recordings], gap_s),
+        " ".join(r.reference for r in recordings),
     )
+
+
+def _with_gaps(parts: Sequence[np.ndarray], gap_s: float) -> np.ndarray:
+    """``parts`` one after another with ``gap_s`` of silence between each two."""
+    gap = np.zeros(int(gap_s * SAMPLE_RATE), dtype=np.float32)
+    return np.concatenate([piece for part in parts for piece in (part, gap)][:-1])
 
 
 _NUMBER_WORDS = {

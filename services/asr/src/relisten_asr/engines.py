@@ -19,6 +19,7 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -147,20 +148,21 @@ def _assemble(pieces: Sequence[Any], duration: float) -> tuple[list[Word], list[
         at = next((i for i, run in enumerate(runs) if timeline.words[run[1]].start > start), len(runs))
         position = runs[at - 1][2] if at > 0 else 0
         runs.insert(at, (number, position, position))
-    whole = {number: sum(1 for run in runs if run[0] == number) == 1 for number, _, _ in runs}
+    runs_of = Counter(number for number, _, _ in runs)
     segments: list[Segment] = []
     for number, first, last in runs:
         offset, _, end, segment = pieces[number]
         inside = timeline.words[first:last]
+        whole = runs_of[number] == 1  # the piece's words were not split by recovered ones
         segments.append(
             Segment(
                 start=min(offset + float(segment.start), end, duration)
-                if whole[number] or not inside
+                if whole or not inside
                 else inside[0].start,
                 end=min(offset + float(segment.end), end, duration)
-                if whole[number] or not inside
+                if whole or not inside
                 else inside[-1].end,
-                text=segment.text.strip() if whole[number] else " ".join(w.word for w in inside),
+                text=segment.text.strip() if whole else " ".join(w.word for w in inside),
                 avg_logprob=float(segment.avg_logprob),
                 compression_ratio=float(segment.compression_ratio),
                 no_speech_prob=float(segment.no_speech_prob),
