@@ -143,3 +143,38 @@ def test_spans_lie_in_long_gaps_in_order(case: tuple[list[Word], np.ndarray]) ->
         assert end - start >= policy.min_speech_s
     assert spans == sorted(spans)
     assert all(before[1] <= after[0] for before, after in itertools.pairwise(spans))
+
+
+def test_segments_without_words_keep_their_place() -> None:
+    from types import SimpleNamespace
+
+    from relisten_asr.engines import _assemble
+
+    def heard(text: str, start: float, end: float) -> SimpleNamespace:
+        return SimpleNamespace(word=text, start=start, end=end, probability=0.9)
+
+    def segment(start: float, end: float, words: list[SimpleNamespace]) -> SimpleNamespace:
+        return SimpleNamespace(
+            start=start,
+            end=end,
+            text=" ".join(w.word for w in words) or "...",
+            avg_logprob=-0.2,
+            compression_ratio=1.2,
+            no_speech_prob=0.1,
+            words=words,
+        )
+
+    pieces = [
+        (0.0, 0.0, 10.0, segment(1.0, 3.0, [heard("a", 1.0, 1.5), heard("b", 1.5, 2.0)])),
+        (0.0, 0.0, 10.0, segment(0.2, 0.4, [])),
+        (0.0, 0.0, 10.0, segment(4.0, 5.0, [])),
+        (0.0, 0.0, 10.0, segment(6.0, 7.0, [])),
+    ]
+    words, segments = _assemble(pieces, 10.0)
+    assert [w.word for w in words] == ["a", "b"]
+    assert [(s.start, s.first_word, s.last_word) for s in segments] == [
+        (0.2, 0, 0),
+        (1.0, 0, 2),
+        (4.0, 2, 2),
+        (6.0, 2, 2),
+    ]

@@ -145,7 +145,11 @@ def _assemble(pieces: Sequence[Any], duration: float) -> tuple[list[Word], list[
         else:
             runs.append((number, before, len(timeline.words)))
     for start, number in empty:
-        at = next((i for i, run in enumerate(runs) if timeline.words[run[1]].start > start), len(runs))
+        # before the first run of words starting after it (runs without words have no time of their own)
+        at = next(
+            (i for i, run in enumerate(runs) if run[1] < run[2] and timeline.words[run[1]].start > start),
+            len(runs),
+        )
         position = runs[at - 1][2] if at > 0 else 0
         runs.insert(at, (number, position, position))
     runs_of = Counter(number for number, _, _ in runs)
