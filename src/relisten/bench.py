@@ -413,7 +413,7 @@ def run_pipeline(
             with httpx.Client(base_url=stack.base_url, timeout=300) as client:
                 # Warm-up job (not counted): every service connected, both models loaded and run once.
                 warm = Recording("warm-up", recordings[0].audio[: 20 * SAMPLE_RATE], "")
-                view = stack.wait_for(stack.submit(warm, **form)["id"], timeout_s=job_timeout_s, poll_s=0.05)
+                view = stack.wait_for(stack.submit(warm, **form)["id"], timeout_s=job_timeout_s)
                 if view["status"] != "completed":
                     raise RuntimeError(f"warm-up job failed: {view}\n{stack.logs()}")
                 result.notes.append(
@@ -465,7 +465,7 @@ def _run_job(
     before = {name: process_cpu_seconds(pid) or 0.0 for name, pid in pids.items()}
     started = time.perf_counter()
     job_id = str(stack.submit(recording, **form)["id"])
-    view = stack.wait_for(job_id, timeout_s=job_timeout_s, poll_s=0.05)
+    view = stack.wait_for(job_id, timeout_s=job_timeout_s)
     wall = time.perf_counter() - started
     after = {name: process_cpu_seconds(pid) or 0.0 for name, pid in pids.items()}
     used = {name: after[name] - before[name] for name in pids}
