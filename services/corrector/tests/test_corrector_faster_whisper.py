@@ -13,7 +13,13 @@ import jiwer
 import numpy as np
 import pytest
 from faster_whisper import decode_audio
-from relisten_corrector.backends import BackendError, FasterWhisperBackend, SecondPassAnswer, build_backend
+from relisten_corrector.backends import (
+    BackendError,
+    FasterWhisperBackend,
+    SecondPassAnswer,
+    build_backend,
+    encoder_frames,
+)
 from relisten_corrector.model_files import SIDE_FILES, bundled_base_dir, resolve_model
 from relisten_corrector.settings import CorrectorSettings
 
@@ -119,3 +125,54 @@ async def test_decodes_queue_one_at_a_time(model_cache: Path, speech: np.ndarray
     # Same clip, same greedy decoder: same words, whether or not the language was usable.
     assert first.text and first.text == second.text
     assert jiwer.wer(REFERENCE[:73], normalise(first.text)) < 0.3
+
+
+@pytest.mark.parametrize(
+    ("longest_s", "padding_s", "frames"), [(10.0, 8.0, 1800), (0.5, 0.0, 50), (29.5, 8.0, 3000)]
+)
+def test_the_encoder_hears_the_longest_chunk_plus_its_padding(
+    longest_s: float, padding_s: float, frames: int
+) -> None:
+    assert encoder_frames(int(longest_s * 16000), padding_s) == frames
+
+
+def test_encoder_frames_are_even_and_never_exceed_whisper_s_window() -> None:
+    for samples in range(0, 16000 * 31, 797):
+        frames = encoder_frames(samples, 8.0)
+        assert frames % 2 == 0 and frames <= 3000
+
+
+async def test_packed_clips_decode_alike_with_a_trimmed_encoder_input(
+    model_cache: Path, speech: np.ndarray
+) -> None:
+    # Three pieces of the chapter's first sentence: ~12 s of audio, under half a chunk.
+    pieces = [speech[: 16000 * 4], speech[16000 * 4 : 16000 * 8], speech[16000 * 8 : 16000 * 12]]
+    answers = {}
+    heard_frames = {}
+    for padding_s in (8.0, 30.0):
+        backend = FasterWhisperBackend(
+            CorrectorSettings(model_cache_dir=model_cache, encoder_padding_s=padding_s)
+        )
+        model = await asyncio.to_thread(backend.load)
+        frames: list[int] = []
+        encode = model.encode
+
+        def spy(features: np.ndarray, frames: list[int] = frames, encode: object = encode) -> object:
+            frames.append(int(features.shape[-1]))
+            return encode(features)  # type: ignore[operator]
+
+        model.encode = spy
+        try:
+            answers[padding_s] = await backend.transcribe_many(pieces, prompt=None, language="en")
+        finally:
+            await backend.aclose()
+        heard_frames[padding_s] = frames
+    assert heard_frames[30.0] == [3000]
+    assert heard_frames[8.0] == [2200]  # 12 s of clips, 2 s of gaps between them, 8 s of padding
+    trimmed = normalise(" ".join(answer.text for answer in answers[8.0]))
+    full = normalise(" ".join(answer.text for answer in answers[30.0]))
+    assert jiwer.wer(REFERENCE, trimmed) < 0.3
+    assert jiwer.wer(full, trimmed) < 0.15
+    for answer in answers[8.0]:
+        assert answer.words
+        assert all(0.0 <= w.start <= w.end <= 4.0 for w in answer.words)

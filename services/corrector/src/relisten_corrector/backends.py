@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -207,10 +209,10 @@ class FasterWhisperBackend:
             packed = pack_audio(
                 [clips[index] for index in packable], max_chunk, int(self._settings.pack_gap_s * SAMPLE_RATE)
             )
-            from faster_whisper import BatchedInferencePipeline
-
+            longest = max(end - start for start, end in packed.chunks)
+            frames = encoder_frames(longest, self._settings.encoder_padding_s)
             with self._decode_lock:
-                segments, _info = BatchedInferencePipeline(model).transcribe(
+                segments, _info = trimmed_pipeline(model, frames).transcribe(
                     packed.audio,
                     language=_supported_language(model, language),
                     beam_size=self._settings.beam_size,
@@ -248,6 +250,45 @@ class FasterWhisperBackend:
 
     async def aclose(self) -> None:
         self._model = None
+
+
+WHISPER_FRAMES = 3000
+"""Log-mel frames of Whisper's fixed 30 s input (10 ms each)."""
+
+
+def encoder_frames(longest_chunk: int, padding_s: float) -> int:
+    """Frames the encoder is given for chunks of at most ``longest_chunk`` samples: the chunk plus
+    ``padding_s`` of silence, even (the encoder's first convolution has stride 2), at most 30 s."""
+    frames = math.ceil(longest_chunk / (SAMPLE_RATE // 100) + padding_s * 100)
+    frames += frames % 2
+    return min(frames, WHISPER_FRAMES)
+
+
+def trimmed_pipeline(model: Any, frames: int) -> Any:
+    """faster-whisper's batched pipeline with the encoder input cut to ``frames`` log-mel frames.
+
+    The pipeline pads every chunk's features to 30 s; what lies past the chunk's audio is that padding,
+    so cutting it changes only the encoder's work (which grows faster than linearly with its input) and
+    what the decoder attends to. Measured here, a job's half-filled chunk decoded 30 % faster with the
+    same words in 97 % of places; with much less than 5 s of padding left, Whisper starts to loop
+    (docs/benchmark.md). Word alignment stays within the chunk's own frames.
+    """
+    return _trimmed_pipeline_class()(model, min(frames, WHISPER_FRAMES))
+
+
+@functools.cache
+def _trimmed_pipeline_class() -> type:
+    from faster_whisper import BatchedInferencePipeline
+
+    class TrimmedPipeline(BatchedInferencePipeline):  # type: ignore[misc]
+        def __init__(self, model: Any, frames: int) -> None:
+            super().__init__(model)
+            self.frames = frames
+
+        def generate_segment_batched(self, features: np.ndarray, tokenizer: Any, options: Any) -> Any:
+            return super().generate_segment_batched(features[..., : self.frames], tokenizer, options)
+
+    return TrimmedPipeline
 
 
 def _supported_language(model: Any, language: str | None) -> str | None:

@@ -75,6 +75,15 @@ class CorrectorSettings(CommonSettings):
     pack_gap_s: float = Field(
         1.0, ge=0.0, le=5.0, description="Silence between two clips packed into the same chunk."
     )
+    encoder_padding_s: float = Field(
+        8.0,
+        ge=0.0,
+        le=30.0,
+        description="Silence the encoder hears after the longest packed chunk of a call: the encoder "
+        "runs on that chunk plus this much (at most 30 s) instead of always 30 s, so a job whose clips "
+        "fill half a chunk costs about half an encoder pass. Below ~5 s Whisper tends to loop on the "
+        "shortened input; 30 always pads to 30 s, as Whisper itself does.",
+    )
     batch_size: int = Field(8, ge=1, description="Chunks the batched pipeline decodes at once.")
     batch_audio_s: float = Field(
         240.0,
