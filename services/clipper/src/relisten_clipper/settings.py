@@ -3,7 +3,7 @@
 The defaults are what ``make bench`` measured best on the development set (docs/benchmark.md), not
 the seed's values (which ``ClipPolicy`` keeps as its own defaults): tight windows -- each cluster of
 flagged words plus 1 s of context on each side, no 20-second window around it -- and a budget of a
-quarter of the audio, spent on the most doubtful windows first.
+fifth of the audio, spent on the most doubtful windows first.
 """
 
 from pydantic import Field
@@ -29,7 +29,7 @@ class ClipperSettings(CommonSettings):
         False, description="Flag segments the decoder thought were probably silence."
     )
     max_redecode_fraction: float = Field(
-        0.25,
+        0.2,
         ge=0,
         le=1,
         description="At most this fraction of a job's audio is re-listened to; the most doubtful windows first.",
