@@ -55,8 +55,7 @@ from relisten.dataset import (
     DEFAULT_DATA_DIR,
     SAMPLE_RATE,
     Recording,
-    joined,
-    long_form_recordings,
+    development_recordings,
     normalise_text,
 )
 from relisten.services import SERVICES
@@ -835,14 +834,12 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]unknown systems: {', '.join(sorted(unknown))}")
         return 2
 
-    recordings = long_form_recordings(args.data_dir)
-    if args.recordings:
-        wanted = [name.strip() for name in args.recordings.split(",")]
-        recordings = [r for r in recordings if r.name in wanted]
-    if args.limit:
-        recordings = recordings[: args.limit]
-    if args.joined and recordings:
-        recordings = [joined(recordings)]
+    recordings = development_recordings(
+        args.data_dir,
+        names=[name.strip() for name in args.recordings.split(",")] if args.recordings else None,
+        limit=args.limit,
+        join=args.joined,
+    )
     if not recordings:
         console.print(f"[red]no long-form recordings in {args.data_dir}")
         return 2

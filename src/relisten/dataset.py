@@ -92,6 +92,25 @@ def long_form_recordings(data_dir: Path = DEFAULT_DATA_DIR, include_sonnets: boo
     return sorted(recordings, key=lambda r: r.name)
 
 
+def development_recordings(
+    data_dir: Path = DEFAULT_DATA_DIR,
+    *,
+    names: Sequence[str] | None = None,
+    limit: int = 0,
+    join: bool = False,
+) -> list[Recording]:
+    """The long-form recordings a benchmark runs on: those named (all when ``names`` is None), the
+    first ``limit`` of them (all when 0), joined into one recording when ``join``."""
+    recordings = long_form_recordings(data_dir)
+    if names is not None:
+        recordings = [recording for recording in recordings if recording.name in names]
+    if limit:
+        recordings = recordings[:limit]
+    if join and recordings:
+        recordings = [joined(recordings)]
+    return recordings
+
+
 def joined(recordings: list[Recording], gap_s: float = 2.0) -> Recording:
     """The recordings as one long recording, in order, ``gap_s`` of silence between them (the shape
     of an hour-long upload: the second pass's chunks then fill up as they would on one)."""

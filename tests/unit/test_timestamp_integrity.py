@@ -20,6 +20,8 @@ from relisten_corrector.handlers import shift_words
 from relisten_corrector.packing import assign_words, pack_audio
 from relisten_merger.domain import MergePolicy, MergeWindow, merge
 
+from relisten.replay import windows_to_merge
+
 RATE = 1000  # samples per second; small so packed buffers stay small
 
 
@@ -173,18 +175,7 @@ def test_merged_words_keep_their_timeline(
             text=text,
             words=shift_words(words, start / RATE, (end - start) / RATE),
         )
-    merge_windows = [
-        MergeWindow(
-            index=index,
-            start_s=start / RATE,
-            end_s=end / RATE,
-            flagged=w.flagged,
-            trigger_confidence=w.trigger_confidence,
-            word_first=w.word_first,
-            word_last=w.word_last,
-        )
-        for index, (w, (start, end)) in enumerate(zip(windows, ranges, strict=True))
-    ]
+    merge_windows = windows_to_merge(windows, ranges, RATE)
     merged, corrections = merge(first, merge_windows, results, merge_policy)
 
     assert len(corrections) == len(windows)

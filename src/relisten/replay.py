@@ -1,0 +1,259 @@
+"""Replay the pipeline's decisions in one process, to sweep clipper, corrector and merger settings fast.
+
+``python -m relisten.replay --variant LABEL:KEY=VALUE,... [--variant ...]`` decodes each recording's
+first pass once, the way the asr service does, and then, for the defaults and for each variant, runs
+the code the services run on it: the clipper's ``find_windows``, the corrector's batched faster-whisper
+backend on the cut clips, and the merger's ``merge``. Each variant's ``RELISTEN_*`` values are in the
+environment while the services' own settings classes are built, so a setting means here what it means
+in a service. No NATS and no HTTP: a sweep over the development set takes minutes instead of the
+benchmark's quarter of an hour per pipeline run, and it gives the same WER as the pipeline
+(docs/benchmark.md). The seconds it prints are the second pass's alone; ``make bench`` remains the
+measure of what the whole system costs.
+
+Two simplifications, both exact for the development set: a job's clips are decoded in one batched call
+(the corrector splits them into calls of ``RELISTEN_CORRECTOR_BATCH_AUDIO_S``, 240 s by default), and
+settings of the first pass (``RELISTEN_ASR_*``) apply to all variants alike (``--env``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from relisten_clipper.domain import Window
+from relisten_contracts import ClipResult, FirstPass
+from relisten_merger.domain import MergeWindow
+
+from relisten.bench import _assignments, corpus_wer, resolve_model, served_audio
+from relisten.dataset import DEFAULT_DATA_DIR, SAMPLE_RATE, Recording, development_recordings
+
+__all__ = ["Outcome", "decode_first_passes", "main", "replay", "windows_to_merge"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    label: str
+    wer: float
+    first_pass_wer: float
+    clips: int
+    accepted: int
+    redecoded_s: float
+    duration_s: float
+    second_pass_s: float
+    words_decoded: int
+
+    @property
+    def redecoded_fraction(self) -> float:
+        return self.redecoded_s / self.duration_s if self.duration_s else 0.0
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` for the duration of the block, everything as it was afterwards."""
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def decode_first_passes(recordings: Sequence[Recording], model_spec: str) -> list[FirstPass]:
+    """Each recording's first pass, decoded as the asr service decodes (its settings from the environment)."""
+    from relisten_asr.engines import FasterWhisperEngine
+    from relisten_asr.settings import AsrSettings
+
+    engine = FasterWhisperEngine(AsrSettings(first_pass_model=resolve_model(model_spec)))
+
+    async def decode_all() -> list[FirstPass]:
+        try:
+            return [
+                await engine.transcribe(served_audio(recording), language=None, prompt=None)
+                for recording in recordings
+            ]
+        finally:
+            await engine.aclose()
+
+    return asyncio.run(decode_all())
+
+
+def windows_to_merge(
+    windows: Sequence[Window], ranges: Sequence[tuple[int, int]], sample_rate: int = SAMPLE_RATE
+) -> list[MergeWindow]:
+    """What the merger knows of each clip (its handler reads the same from the clip plan): the clipper's
+    window with the clip's sample-exact edges."""
+    return [
+        MergeWindow(
+            index=index,
+            start_s=lo / sample_rate,
+            end_s=hi / sample_rate,
+            flagged=window.flagged,
+            trigger_confidence=window.trigger_confidence,
+            word_first=window.word_first,
+            word_last=window.word_last,
+        )
+        for index, (window, (lo, hi)) in enumerate(zip(windows, ranges, strict=True))
+    ]
+
+
+def replay(
+    label: str,
+    recordings: Sequence[Recording],
+    first_passes: Sequence[FirstPass],
+    settings: Mapping[str, str],
+    *,
+    threshold: float | None = None,
+) -> Outcome:
+    """The pipeline's windows, second pass and merge over ``first_passes``, under ``settings``."""
+    import dataclasses
+    import time
+
+    from relisten_clipper.domain import ClipPolicy, find_windows, to_sample_range
+    from relisten_clipper.settings import ClipperSettings
+    from relisten_corrector.backends import FasterWhisperBackend
+    from relisten_corrector.handlers import shift_words
+    from relisten_corrector.settings import CorrectorSettings
+    from relisten_merger.domain import MergePolicy, merge, transcript_text
+    from relisten_merger.settings import MergerSettings
+
+    with environment(settings):
+        policy = ClipPolicy(**ClipperSettings().policy_fields())  # type: ignore[arg-type]
+        merge_policy = MergePolicy(**MergerSettings().policy_fields())  # type: ignore[arg-type]
+        backend = FasterWhisperBackend(CorrectorSettings())
+    if threshold is not None:
+        policy = dataclasses.replace(policy, threshold=threshold)
+    backend.load()
+
+    async def second_pass(clips: list[Any], language: str) -> tuple[list[Any], float]:
+        started = time.perf_counter()
+        answers = await backend.transcribe_many(clips, prompt=None, language=language) if clips else []
+        return answers, time.perf_counter() - started
+
+    hypotheses: list[str] = []
+    clips_total = accepted = words_decoded = 0
+    redecoded_s = second_pass_s = 0.0
+    for recording, first in zip(recordings, first_passes, strict=True):
+        audio = served_audio(recording)
+        windows = find_windows(first.words, first.segments, first.duration_s, policy)
+        ranges = [to_sample_range(w.start_s, w.end_s, SAMPLE_RATE, len(audio)) for w in windows]
+        answers, seconds = asyncio.run(second_pass([audio[lo:hi] for lo, hi in ranges], first.language))
+        results = {
+            index: ClipResult(
+                clip_index=index,
+                ok=True,
+                backend=backend.name,
+                text=answer.text,
+                words=shift_words(answer.words, lo / SAMPLE_RATE, (hi - lo) / SAMPLE_RATE),
+                audio_seconds=(hi - lo) / SAMPLE_RATE,
+            )
+            for index, ((lo, hi), answer) in enumerate(zip(ranges, answers, strict=True))
+        }
+        merge_windows = windows_to_merge(windows, ranges)
+        words, corrections = merge(first, merge_windows, results, merge_policy)
+        hypotheses.append(transcript_text(words))
+        clips_total += len(windows)
+        accepted += sum(correction.status == "accepted" for correction in corrections)
+        words_decoded += sum(len(answer.words or ()) for answer in answers)
+        redecoded_s += sum(hi - lo for lo, hi in ranges) / SAMPLE_RATE
+        second_pass_s += seconds
+    asyncio.run(backend.aclose())
+    references = [recording.reference for recording in recordings]
+    return Outcome(
+        label=label,
+        wer=corpus_wer(references, hypotheses),
+        first_pass_wer=corpus_wer(
+            references, [" ".join(w.word for w in first.words) for first in first_passes]
+        ),
+        clips=clips_total,
+        accepted=accepted,
+        redecoded_s=redecoded_s,
+        duration_s=sum(recording.duration_s for recording in recordings),
+        second_pass_s=second_pass_s,
+        words_decoded=words_decoded,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m relisten.replay",
+        description="Replay the clipper, the second pass and the merger in one process over cached first "
+        "passes, once with the defaults and once per --variant; prints WER and second-pass cost.",
+    )
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="development set directory")
+    parser.add_argument("--joined", action="store_true", help="the recordings as one long recording")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N recordings (by name)")
+    parser.add_argument("--first-model", default="bundled:tiny.en", help="first-pass faster-whisper model")
+    parser.add_argument("--second-model", default="bundled:base", help="second-pass faster-whisper model")
+    parser.add_argument("--threshold", type=float, default=None, help="per-job confidence threshold")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="settings for every run (repeatable)"
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL:KEY=VALUE,...",
+        help="also replay with these settings on top (repeatable)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    common = _assignments(args.env, parser)
+    common.setdefault("RELISTEN_CORRECTOR_SECOND_PASS_MODEL", args.second_model)
+    runs = [("defaults", common)] + [
+        (label, {**common, **_assignments([item for item in items.split(",") if item.strip()], parser)})
+        for label, _, items in (variant.partition(":") for variant in args.variant)
+    ]
+    recordings = development_recordings(args.data_dir, limit=args.limit, join=args.joined)
+    if not recordings:
+        console.print(f"[red]no long-form recordings in {args.data_dir}")
+        return 2
+    console.print(f"first pass of {len(recordings)} recordings with {args.first_model} ...")
+    with environment(common):
+        first_passes = decode_first_passes(recordings, args.first_model)
+    table = Table(title=f"replay: {args.first_model} then {args.second_model}")
+    for column in (
+        "run",
+        "WER",
+        "first pass WER",
+        "clips (accepted)",
+        "re-decoded",
+        "second pass s",
+        "words decoded",
+    ):
+        table.add_column(column)
+    for label, settings in runs:
+        outcome = replay(label, recordings, first_passes, settings, threshold=args.threshold)
+        table.add_row(
+            outcome.label,
+            f"{outcome.wer:.2%}",
+            f"{outcome.first_pass_wer:.2%}",
+            f"{outcome.clips} ({outcome.accepted})",
+            f"{outcome.redecoded_fraction:.1%}",
+            f"{outcome.second_pass_s:.1f}",
+            str(outcome.words_decoded),
+        )
+        console.print(
+            f"  {label}: WER {outcome.wer:.2%}, {outcome.clips} clips, {outcome.second_pass_s:.1f} s"
+        )
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
