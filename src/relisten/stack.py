@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from relisten_runtime.embedded import free_port
 
 from relisten.dataset import Recording
 
-__all__ = ["ServiceProcess", "Stack", "process_cpu_seconds"]
+__all__ = ["ServiceProcess", "Stack", "process_cpu_seconds", "server_sent_events"]
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -77,6 +77,20 @@ class ServiceProcess:
         if self.process is None or self.process.poll() is not None:
             return None
         return process_cpu_seconds(self.process.pid)
+
+
+def server_sent_events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """``(event, data)`` for each event of a ``text/event-stream`` body given line by line (comments,
+    ids and events without a name are skipped)."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if line == "":
+            if "event" in fields:
+                yield fields["event"], fields.get("data", "")
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
 
 
 EVENT_READ_TIMEOUT_S = 5.0
@@ -205,13 +219,8 @@ class Stack:
         timeout = httpx.Timeout(15.0, read=EVENT_READ_TIMEOUT_S)
         with httpx.stream("GET", f"{self.base_url}/v1/jobs/{job_id}/events", timeout=timeout) as response:
             response.raise_for_status()
-            event = ""
-            for line in response.iter_lines():
-                if line.startswith("event:"):
-                    event = line.removeprefix("event:").strip()
-                elif line.startswith("data:") and event:
-                    yield event, line.removeprefix("data:").strip()
-                    event = ""
+            for event in server_sent_events(response.iter_lines()):
+                yield event
                 if time.monotonic() > deadline:
                     return
 

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from relisten.services import SERVICES
-from relisten.stack import Stack
+from relisten.stack import Stack, server_sent_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
 
@@ -36,8 +36,6 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 def follow(stack: Stack, job_id: str) -> list[tuple[str, Any]]:
     """Every event of the job's stream until it ends, authenticated the way a browser's EventSource
     must be (``?access_token=``)."""
-    events: list[tuple[str, Any]] = []
-    fields: dict[str, str] = {}
     with httpx.stream(
         "GET",
         f"{stack.base_url}/v1/jobs/{job_id}/events",
@@ -46,15 +44,7 @@ def follow(stack: Stack, job_id: str) -> list[tuple[str, Any]]:
     ) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line == "":
-                if "event" in fields:
-                    events.append((fields["event"], json.loads(fields["data"])))
-                fields = {}
-            elif not line.startswith(":"):
-                name, _, value = line.partition(":")
-                fields[name] = value.removeprefix(" ")
-    return events
+        return [(name, json.loads(data)) for name, data in server_sent_events(response.iter_lines())]
 
 
 def test_a_recording_refines_itself_live(stack: Stack) -> None:
