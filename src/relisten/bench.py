@@ -42,7 +42,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -819,10 +820,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 200)
     env = _assignments(args.env, parser)
-    variants = [
-        (label, _assignments([item for item in assignments.split(",") if item.strip()], parser))
-        for label, _, assignments in (variant.partition(":") for variant in args.variant)
-    ]
+    variants = _variants(args.variant, parser)
     os.environ.update(env)  # the in-process decodes read the same RELISTEN_ASR_* settings as the services
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     if args.second_pass_garbage and "g" not in systems:
@@ -1024,6 +1022,14 @@ def _assignments(items: Sequence[str], parser: argparse.ArgumentParser) -> dict[
     return dict(item.split("=", 1) for item in items)
 
 
+def _variants(items: Sequence[str], parser: argparse.ArgumentParser) -> list[tuple[str, dict[str, str]]]:
+    """``LABEL:KEY=VALUE,...`` items as (label, settings); a malformed one stops the run."""
+    return [
+        (label, _assignments([item for item in assignments.split(",") if item.strip()], parser))
+        for label, _, assignments in (variant.partition(":") for variant in items)
+    ]
+
+
 def _decoding_mode(batch_size: int | None) -> str:
     from relisten_asr.settings import AsrSettings
 
@@ -1042,9 +1048,7 @@ def service_settings(env: dict[str, str]) -> dict[str, dict[str, Any]]:
 
     common = set(CommonSettings.model_fields)
     hidden = {"api_key", "base_url", "model_cache_dir", "timeout_s", "max_attempts", "backoff_s"}
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
+    with environment(env):
         return {
             name: {
                 key: value
@@ -1058,6 +1062,16 @@ def service_settings(env: dict[str, str]) -> dict[str, dict[str, Any]]:
                 ("merger", MergerSettings),
             )
         }
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` for the duration of the block, everything as it was afterwards
+    (settings classes read the environment when they are built)."""
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from relisten_clipper.domain import Window
 from relisten_contracts import ClipResult, FirstPass
 from relisten_merger.domain import MergeWindow
 
-from relisten.bench import _assignments, corpus_wer, resolve_model, served_audio
+from relisten.bench import _assignments, _variants, corpus_wer, environment, resolve_model, served_audio
 from relisten.dataset import DEFAULT_DATA_DIR, SAMPLE_RATE, Recording, development_recordings
 
 __all__ = ["Outcome", "decode_first_passes", "main", "replay", "windows_to_merge"]
@@ -52,18 +50,6 @@ class Outcome:
     @property
     def redecoded_fraction(self) -> float:
         return self.redecoded_s / self.duration_s if self.duration_s else 0.0
-
-
-@contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    """``values`` in ``os.environ`` for the duration of the block, everything as it was afterwards."""
-    saved = dict(os.environ)
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def decode_first_passes(recordings: Sequence[Recording], model_spec: str) -> list[FirstPass]:
@@ -216,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     common = _assignments(args.env, parser)
     common.setdefault("RELISTEN_CORRECTOR_SECOND_PASS_MODEL", args.second_model)
     runs = [("defaults", common)] + [
-        (label, {**common, **_assignments([item for item in items.split(",") if item.strip()], parser)})
-        for label, _, items in (variant.partition(":") for variant in args.variant)
+        (label, {**common, **settings}) for label, settings in _variants(args.variant, parser)
     ]
     recordings = development_recordings(args.data_dir, limit=args.limit, join=args.joined)
     if not recordings:
