@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from relisten_clipper.domain import Window
-from relisten_contracts import ClipResult, FirstPass
+from relisten_contracts import FirstPass
 from relisten_merger.domain import MergeWindow
 
 from relisten.bench import _assignments, _variants, corpus_wer, environment, resolve_model, served_audio
@@ -105,7 +105,7 @@ def replay(
     from relisten_clipper.domain import ClipPolicy, find_windows, to_sample_range
     from relisten_clipper.settings import ClipperSettings
     from relisten_corrector.backends import FasterWhisperBackend
-    from relisten_corrector.handlers import shift_words
+    from relisten_corrector.handlers import answered
     from relisten_corrector.settings import CorrectorSettings
     from relisten_merger.domain import MergePolicy, merge, transcript_text
     from relisten_merger.settings import MergerSettings
@@ -132,14 +132,7 @@ def replay(
         ranges = [to_sample_range(w.start_s, w.end_s, SAMPLE_RATE, len(audio)) for w in windows]
         answers, seconds = asyncio.run(second_pass([audio[lo:hi] for lo, hi in ranges], first.language))
         results = {
-            index: ClipResult(
-                clip_index=index,
-                ok=True,
-                backend=backend.name,
-                text=answer.text,
-                words=shift_words(answer.words, lo / SAMPLE_RATE, (hi - lo) / SAMPLE_RATE),
-                audio_seconds=(hi - lo) / SAMPLE_RATE,
-            )
+            index: answered(index, backend.name, answer, lo / SAMPLE_RATE, (hi - lo) / SAMPLE_RATE, 0.0)
             for index, ((lo, hi), answer) in enumerate(zip(ranges, answers, strict=True))
         }
         merge_windows = windows_to_merge(windows, ranges)

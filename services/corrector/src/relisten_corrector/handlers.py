@@ -65,6 +65,21 @@ def shift_words(words: list[Word] | None, offset_s: float, clip_length_s: float)
     ]
 
 
+def answered(
+    clip_index: int, backend: str, answer: SecondPassAnswer, start_s: float, length_s: float, seconds: float
+) -> ClipResult:
+    """What is stored for a clip the backend answered: its words moved onto the job's timeline."""
+    return ClipResult(
+        clip_index=clip_index,
+        ok=True,
+        backend=backend,
+        text=answer.text,
+        words=shift_words(answer.words, start_s, length_s),
+        seconds=seconds,
+        audio_seconds=length_s,
+    )
+
+
 class BatchingBackend(SecondPassBackend, Protocol):
     """A backend that decodes many clips in one call (faster-whisper in process, packed)."""
 
@@ -214,15 +229,7 @@ class CorrectionHandler:
         )
         # The batch's time is shared among its clips by length, so the clips' seconds add up to it.
         return [
-            ClipResult(
-                clip_index=clip.index,
-                ok=True,
-                backend=backend.name,
-                text=answer.text,
-                words=shift_words(answer.words, clip.start_s, length),
-                seconds=seconds * length / total,
-                audio_seconds=length,
-            )
+            answered(clip.index, backend.name, answer, clip.start_s, length, seconds * length / total)
             for clip, answer, length in zip(clips, answers, lengths, strict=True)
         ]
 
@@ -257,12 +264,4 @@ class CorrectionHandler:
             clip_length_s,
             seconds,
         )
-        return ClipResult(
-            clip_index=clip.index,
-            ok=True,
-            backend=self.backend.name,
-            text=answer.text,
-            words=shift_words(answer.words, clip.start_s, clip_length_s),
-            seconds=seconds,
-            audio_seconds=clip_length_s,
-        )
+        return answered(clip.index, self.backend.name, answer, clip.start_s, clip_length_s, seconds)
