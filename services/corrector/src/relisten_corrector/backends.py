@@ -265,7 +265,8 @@ def encoder_frames(longest_chunk: int, padding_s: float) -> int:
 
 
 def trimmed_pipeline(model: Any, frames: int) -> Any:
-    """faster-whisper's batched pipeline with the encoder input cut to ``frames`` log-mel frames.
+    """faster-whisper's batched pipeline with the encoder input cut to ``frames`` log-mel frames (see
+    :func:`encoder_frames`; more than 30 s cuts nothing).
 
     The pipeline pads every chunk's features to 30 s; what lies past the chunk's audio is that padding,
     so cutting it changes only the encoder's work (which grows faster than linearly with its input) and
@@ -273,7 +274,7 @@ def trimmed_pipeline(model: Any, frames: int) -> Any:
     same words in 97 % of places; with much less than 5 s of padding left, Whisper starts to loop
     (docs/benchmark.md). Word alignment stays within the chunk's own frames.
     """
-    return _trimmed_pipeline_class()(model, min(frames, WHISPER_FRAMES))
+    return _trimmed_pipeline_class()(model, frames)
 
 
 @functools.cache
