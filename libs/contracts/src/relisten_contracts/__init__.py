@@ -27,6 +27,7 @@ from relisten_contracts.events import (
     JobMerged,
     JobOptions,
     JobProgress,
+    JobWarning,
     Stage,
     WordsScored,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "JobOptions",
     "JobProgress",
     "JobView",
+    "JobWarning",
     "Segment",
     "Stage",
     "Subject",

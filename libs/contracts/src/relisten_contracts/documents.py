@@ -4,7 +4,7 @@ from typing import Literal
 
 import msgspec
 
-from relisten_contracts.events import ErrorInfo, JobOptions, Stage
+from relisten_contracts.events import ErrorInfo, JobOptions, JobWarning, Stage
 
 
 class Word(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,6 +38,8 @@ class FirstPass(msgspec.Struct, frozen=True, kw_only=True):
     segments: list[Segment]
     engine: str
     seconds: float
+    warnings: list[JobWarning] = msgspec.field(default_factory=list)
+    """What the first pass found suspicious about itself (carried into the transcript)."""
 
 
 class ClipResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,6 +105,7 @@ class Transcript(msgspec.Struct, frozen=True, kw_only=True):
     segments: list[TranscriptSegment]
     corrections: list[Correction]
     stats: TranscriptStats
+    warnings: list[JobWarning] = msgspec.field(default_factory=list)
 
 
 class JobView(msgspec.Struct, kw_only=True):

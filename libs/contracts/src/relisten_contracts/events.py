@@ -28,6 +28,17 @@ class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):
     message: str
 
 
+class JobWarning(msgspec.Struct, frozen=True, kw_only=True):
+    """Something the user should know about a transcript that still completed.
+
+    ``code`` is machine-readable (``mostly_unsure``, ``language_mismatch``, ``possible_hallucination``, ...),
+    ``message`` says it to a person.
+    """
+
+    code: str
+    message: str
+
+
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Base of every pipeline event."""
 
@@ -129,6 +140,7 @@ class JobMerged(Event, frozen=True, kw_only=True, tag="job.merged.v1"):
     second_pass_seconds: float
     audio_redecoded_seconds: float
     options: JobOptions = JobOptions()
+    warnings: list[JobWarning] = msgspec.field(default_factory=list)
 
 
 class JobFailed(Event, frozen=True, kw_only=True, tag="job.failed.v1"):

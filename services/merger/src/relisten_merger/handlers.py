@@ -77,6 +77,7 @@ def build_transcript(
         segments=build_segments(words, first.segments),
         corrections=corrections,
         stats=stats,
+        warnings=list(first.warnings),
     )
 
 
@@ -170,5 +171,6 @@ class MergeHandler:
                 second_pass_seconds=stats.second_pass_seconds,
                 audio_redecoded_seconds=stats.audio_redecoded_seconds,
                 options=plan.options,
+                warnings=list(transcript.warnings),
             )
         )
