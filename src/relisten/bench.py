@@ -324,7 +324,7 @@ def run_whole_audio_remote(
     from relisten_corrector.backends import build_backend
     from relisten_corrector.settings import CorrectorSettings
 
-    settings = CorrectorSettings(backend=backend, base_url=base_url, model=model)  # type: ignore[arg-type]
+    settings = CorrectorSettings(backend=backend, base_url=base_url, model=model)
     result = SystemResult(key, label, pipeline=False)
     result.notes.append("remote model: CPU time is the server's and is not measured")
 

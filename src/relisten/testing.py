@@ -16,7 +16,7 @@ def _docker_engine_available() -> bool:
     if not shutil.which("docker"):
         return False
     try:
-        import docker  # type: ignore[import-untyped]
+        import docker
 
         docker.from_env().ping()
         return True
@@ -33,7 +33,7 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store directory. ``RELISTEN_TEST_DOCKER=0`` forces the binary.
     """
     if os.environ.get("RELISTEN_TEST_DOCKER", "1") != "0" and _docker_engine_available():
-        from testcontainers.community.nats import NatsContainer  # type: ignore[import-untyped]
+        from testcontainers.community.nats import NatsContainer
 
         with NatsContainer(jetstream=True) as container:
             yield container.nats_uri()

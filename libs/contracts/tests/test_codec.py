@@ -56,7 +56,7 @@ def test_events_are_frozen_and_keyword_only() -> None:
     with pytest.raises(AttributeError):
         event.job_id = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
-        JobProgress("j", "queued")  # type: ignore[misc, call-arg, arg-type]
+        JobProgress("j", "queued")  # type: ignore[call-arg, arg-type]
 
 
 def test_unknown_payload_is_rejected() -> None:

@@ -212,7 +212,7 @@ def test_context_pad_is_kept_without_a_half_window() -> None:
 
 def test_edges_snap_to_the_middle_of_a_pause() -> None:
     # Touching words except one clear 0.3 s pause at 39.0 .. 39.3; the flag at 49.3 .. 49.8 puts
-    # the seed's start edge at 39.55, within reach of the pause.
+    # the original design's start edge at 39.55, within reach of the pause.
     words = [word(i * 0.5, i * 0.5 + 0.5) for i in range(78)]
     words += [word(39.3 + i * 0.5, 39.8 + i * 0.5, 0.3 if i == 20 else 0.9) for i in range(100)]
     flagged = [i for i, w in enumerate(words) if w.probability < 0.6]

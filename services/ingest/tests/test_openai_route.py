@@ -135,7 +135,7 @@ async def test_bad_fields_are_400s_in_openai_shape(
         await client.audio.transcriptions.create(
             model="whisper-1",
             file=("talk.wav", AUDIO),
-            response_format="diarized_json",  # type: ignore[arg-type]
+            response_format="diarized_json",
         )
     assert caught.value.param == "response_format" and caught.value.type == "invalid_request_error"
 

@@ -1,4 +1,4 @@
-"""Reconciliation of second-pass corrections: the seed's worked example, each guard as a table row,
+"""Reconciliation of second-pass corrections: the original design's worked example, each guard as a table row,
 and properties of ``merge`` (time order, nothing lost or duplicated, identity on agreement)."""
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def texts(words: list[TranscriptWord]) -> list[str]:
     return [x.word.strip() for x in words]
 
 
-# The seed's example (section 8.1): "The" ends at 10.5, "red" starts at 11.0.
+# The original design's worked example: "The" ends at 10.5, "red" starts at 11.0.
 RED_FOX = [w("The", 10.0, 10.5), w("red", 11.0, 11.4, 0.4), w("fox.", 11.5, 12.0)]
 
 
@@ -138,7 +138,7 @@ def test_word_drift(first: str, second: str, expected: float) -> None:
     assert word_drift(first.split(), second.split()) == pytest.approx(expected)
 
 
-# --- reconcile_window: the seed example and each guard -------------------------------------------
+# --- reconcile_window: the worked example and each guard -------------------------------------------
 
 
 def test_seed_example_inserts_quick_with_an_interpolated_time() -> None:

@@ -278,8 +278,8 @@ def receivers() -> Iterator[tuple[Receiver, Receiver]]:
 def notifier_settings(nats_url: str, discord: Receiver) -> NotifierSettings:
     return NotifierSettings(
         nats_url=nats_url,
-        discord_webhook_url=f"{discord.url}/api/webhooks/1/token?thread_id=7",  # type: ignore[arg-type]
-        webhook_secret=SECRET,  # type: ignore[arg-type]
+        discord_webhook_url=f"{discord.url}/api/webhooks/1/token?thread_id=7",
+        webhook_secret=SECRET,
         public_url="https://relisten.example",
         notify_backoff_s=0.01,
         notify_backoff_max_s=0.05,

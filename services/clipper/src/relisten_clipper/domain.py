@@ -6,7 +6,7 @@ Pure functions over the first pass's words and segments; no I/O. The pipeline is
 
 and ``find_windows`` chains the first three.
 
-The seed's algorithm (section 5.2) is kept -- words with p < 0.6, clusters of flags closer than
+The original design's algorithm is kept -- words with p < 0.6, clusters of flags closer than
 5 s, a window of +-10 s around each cluster's centre, overlapping windows merged -- with these
 changes, each for a measured or structural reason:
 
@@ -50,7 +50,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class ClipPolicy:
-    """Every knob of flagging and window planning; defaults are the seed's values.
+    """Every knob of flagging and window planning; defaults are the original design's values.
 
     ``threshold`` is per job (``JobOptions.confidence_threshold``): build the policy with
     ``dataclasses.replace(policy, threshold=options.confidence_threshold)``.

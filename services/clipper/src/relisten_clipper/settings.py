@@ -1,7 +1,7 @@
 """Settings of the clipper (env prefix ``RELISTEN_``); the confidence threshold is per job.
 
 The defaults are what ``make bench`` measured best on the development set (docs/benchmark.md), not
-the seed's values (which ``ClipPolicy`` keeps as its own defaults): tight windows -- each cluster of
+the original design's values (which ``ClipPolicy`` keeps as its own defaults): tight windows -- each cluster of
 flagged words plus 1 s of context on each side, no 20-second window around it -- and a budget of a
 fifth of the audio, spent on the most doubtful windows first.
 """
@@ -16,7 +16,7 @@ class ClipperSettings(CommonSettings):
         0.0,
         ge=0,
         description="Half a window's length around its cluster's centre; 0 keeps just the cluster and its "
-        "context padding (the seed: 10).",
+        "context padding (the original design: 10).",
     )
     context_pad_s: float = Field(
         1.0, ge=0, description="Audio decoded around flagged words (context; replaced only where flagged)."

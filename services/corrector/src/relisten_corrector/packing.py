@@ -3,8 +3,7 @@
 Whisper pads every input to 30 s, so a 3-second clip decoded alone costs the encoder as much as 30 s
 of audio. Measured on the development set, decoding each window alone made the hierarchy cost 4x the
 strong model run everywhere; packing the windows into <= 30 s chunks (a short silence between
-neighbours) and decoding the chunks in one batched call cost a fraction of it (ARCHITECTURE.md, "What
-we know about the second pass").
+neighbours) and decoding the chunks in one batched call cost a fraction of it (docs/benchmark.md).
 
 Pure functions, no model:
 

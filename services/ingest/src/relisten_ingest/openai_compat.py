@@ -115,7 +115,7 @@ def parse_transcription_request(fields: Mapping[str, Sequence[str]]) -> Transcri
             raise OptionError("temperature", f"{text[:40]} is not between 0 and 1")
     return TranscriptionRequest(
         model=_last(fields, "model")[:200] or DEFAULT_MODEL,
-        response_format=response_format,  # type: ignore[arg-type]
+        response_format=response_format,
         granularities=frozenset(granularities),
         temperature=temperature,
     )

@@ -13,7 +13,7 @@ GIB = 1024**3
 
 
 # relisten_runtime has no py.typed: checked on its own, this package sees CommonSettings as Any.
-class IngestSettings(CommonSettings):  # type: ignore[misc]
+class IngestSettings(CommonSettings):
     """HTTP listener, upload limits and scratch space of the ingest API."""
 
     host: str = Field("127.0.0.1", description="Address the HTTP API binds to (0.0.0.0 in a container).")

@@ -4,10 +4,9 @@ Pure functions; no I/O. ``merge`` walks the job's words once, copies the words o
 hands each window to ``reconcile_window``, which decides, records and applies that window's
 correction.
 
-The seed's algorithm (section 8) aligns the two texts, keeps agreeing "anchor" words, replaces what
-lies between anchors, interpolates timestamps for new words and discards a correction whose
-Levenshtein distance is too large. Two measured refinements (ARCHITECTURE.md, "What we know about
-the second pass") narrow what is replaced:
+The original design aligns the two texts, keeps agreeing "anchor" words, replaces what lies between
+anchors, interpolates timestamps for new words and discards a correction whose Levenshtein distance
+is too large. Two measured refinements (docs/benchmark.md) narrow what is replaced:
 
 * Only edit regions that touch a flagged word are replaced. Windows carry context padding that the
   second pass needs to hear but that the first pass was sure about; rewriting it made WER worse.

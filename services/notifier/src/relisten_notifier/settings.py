@@ -10,7 +10,7 @@ from relisten_notifier.domain import signing_key
 
 
 # relisten_runtime has no py.typed: checked on its own, this package sees CommonSettings as Any.
-class NotifierSettings(CommonSettings):  # type: ignore[misc]
+class NotifierSettings(CommonSettings):
     """Notification targets and delivery policy.
 
     Discord is announced to only when ``RELISTEN_DISCORD_WEBHOOK_URL`` is set; a job's own
