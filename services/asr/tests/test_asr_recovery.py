@@ -13,7 +13,7 @@ import pytest
 from faster_whisper import decode_audio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from relisten_asr.engines import FasterWhisperEngine
+from relisten_asr.engines import FasterWhisperEngine, Task
 from relisten_asr.recovery import RecoveryPolicy, frame_levels, unheard_speech
 from relisten_asr.settings import AsrSettings
 from relisten_contracts import Word
@@ -76,8 +76,15 @@ class SkippingEngine(FasterWhisperEngine):
     """The real engine, except that the main decode loses the words it heard between 4 s and 12 s, as
     Whisper does when it ends a window early."""
 
-    def _start_decode(self, model: Any, audio: np.ndarray, language: str | None, prompt: str | None) -> Any:
-        segments, info = super()._start_decode(model, audio, language, prompt)
+    def _start_decode(
+        self,
+        model: Any,
+        audio: np.ndarray,
+        language: str | None,
+        prompt: str | None,
+        task: Task = "transcribe",
+    ) -> Any:
+        segments, info = super()._start_decode(model, audio, language, prompt, task)
         kept = [
             dataclasses.replace(s, words=[w for w in s.words or () if not 4.0 < w.start < 12.0])
             for s in segments

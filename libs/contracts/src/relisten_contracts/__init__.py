@@ -5,10 +5,15 @@ Only msgspec lives here so that every service, whatever else it installs, agrees
 
 from relisten_contracts.codec import decode_event, encode, message_id
 from relisten_contracts.documents import (
+    AsrCapabilities,
     ClipResult,
     Correction,
     FirstPass,
     JobView,
+    LanguageCandidate,
+    LanguageDetection,
+    LanguageWindow,
+    Routing,
     Segment,
     Transcript,
     TranscriptSegment,
@@ -29,9 +34,11 @@ from relisten_contracts.events import (
     JobProgress,
     JobWarning,
     Stage,
+    Task,
     WordsScored,
 )
 from relisten_contracts.names import (
+    ASR_CAPABILITIES_REF,
     AUDIO_BUCKET,
     CLIPS_BUCKET,
     DATA_BUCKET,
@@ -44,6 +51,7 @@ from relisten_contracts.names import (
 )
 
 __all__ = [
+    "ASR_CAPABILITIES_REF",
     "AUDIO_BUCKET",
     "CLIPS_BUCKET",
     "DATA_BUCKET",
@@ -51,6 +59,7 @@ __all__ = [
     "NOTIFY_BUCKET",
     "STREAM_NAME",
     "STREAM_SUBJECTS",
+    "AsrCapabilities",
     "ClipCorrected",
     "ClipResult",
     "ClipSpec",
@@ -66,9 +75,14 @@ __all__ = [
     "JobProgress",
     "JobView",
     "JobWarning",
+    "LanguageCandidate",
+    "LanguageDetection",
+    "LanguageWindow",
+    "Routing",
     "Segment",
     "Stage",
     "Subject",
+    "Task",
     "Transcript",
     "TranscriptSegment",
     "TranscriptStats",

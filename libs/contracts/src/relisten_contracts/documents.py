@@ -29,6 +29,47 @@ class Segment(msgspec.Struct, frozen=True, kw_only=True):
     last_word: int
 
 
+class LanguageCandidate(msgspec.Struct, frozen=True, kw_only=True):
+    language: str
+    probability: float
+
+
+class LanguageWindow(msgspec.Struct, frozen=True, kw_only=True):
+    """What one stretch of speech sounded like; times in seconds of the job's audio."""
+
+    start: float
+    end: float
+    language: str
+    probability: float
+
+
+class LanguageDetection(msgspec.Struct, frozen=True, kw_only=True):
+    """Spoken-language identification over a few speech windows spread through the recording."""
+
+    language: str
+    probability: float
+    candidates: list[LanguageCandidate]
+    """The most likely languages, best first (probabilities averaged over the windows)."""
+    windows: list[LanguageWindow]
+    """Each window's own answer: windows that disagree confidently mean a mixed-language recording."""
+    model: str
+    seconds: float
+    mixed: bool = False
+
+
+class Routing(msgspec.Struct, frozen=True, kw_only=True):
+    """Which passes a job goes through and why (decided by the asr service from its language)."""
+
+    task: str
+    language: str
+    """The spoken language the first pass was told (or detected)."""
+    first_pass: str
+    """Engine of the first pass."""
+    second_pass: bool
+    """Whether doubtful stretches go to the second pass (skipped for languages it is not set up for)."""
+    reason: str
+
+
 class FirstPass(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the first pass heard."""
 
@@ -40,6 +81,8 @@ class FirstPass(msgspec.Struct, frozen=True, kw_only=True):
     seconds: float
     warnings: list[JobWarning] = msgspec.field(default_factory=list)
     """What the first pass found suspicious about itself (carried into the transcript)."""
+    language_detection: LanguageDetection | None = None
+    routing: Routing | None = None
 
 
 class ClipResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,6 +149,8 @@ class Transcript(msgspec.Struct, frozen=True, kw_only=True):
     corrections: list[Correction]
     stats: TranscriptStats
     warnings: list[JobWarning] = msgspec.field(default_factory=list)
+    language_detection: LanguageDetection | None = None
+    routing: Routing | None = None
 
 
 class JobView(msgspec.Struct, kw_only=True):
@@ -123,3 +168,15 @@ class JobView(msgspec.Struct, kw_only=True):
     transcript_ref: str | None = None
     clip_count: int | None = None
     clips_done: list[int] = msgspec.field(default_factory=list)
+
+
+class AsrCapabilities(msgspec.Struct, frozen=True, kw_only=True):
+    """What the asr service's configuration can do, stored by it at start-up (``ASR_CAPABILITIES_REF`` in
+    the data store) so that ingest can refuse, at submission, a language nothing here transcribes."""
+
+    languages: list[str]
+    """Whisper language codes some configured first-pass model transcribes."""
+    translate: bool
+    """Whether a multilingual model is there for ``task=translate``."""
+    engines: list[str]
+    updated_at: float = 0.0

@@ -9,6 +9,7 @@ import msgspec
 
 Stage = Literal["queued", "transcribing", "correcting", "merging", "completed", "failed"]
 Correction = Literal["auto", "off"]
+Task = Literal["transcribe", "translate"]
 
 
 class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -19,6 +20,8 @@ class JobOptions(msgspec.Struct, frozen=True, kw_only=True):
     correction: Correction = "auto"
     confidence_threshold: float = 0.6
     callback_url: str | None = None
+    task: Task = "transcribe"
+    """``translate``: English text out (Whisper's translate task with a multilingual model)."""
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True):

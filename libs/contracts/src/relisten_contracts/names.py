@@ -34,3 +34,7 @@ def subject_for(tag: str) -> Subject:
     """Subject of an event given its versioned tag (``"words.scored.v1"`` -> ``relisten.words.scored``)."""
     base = tag.rsplit(".v", 1)[0]
     return Subject(f"{SUBJECT_PREFIX}.{base}")
+
+
+ASR_CAPABILITIES_REF = "service/asr-capabilities.json"
+"""Object (in the data store) where the asr service records what languages and tasks it can do."""

@@ -1,22 +1,52 @@
-"""Wiring of the asr service: one durable consumer on job.created."""
+"""Wiring of the asr service: one durable consumer on job.created, and its capabilities on record."""
 
 from __future__ import annotations
 
-from relisten_contracts import Subject
+import logging
+
+from relisten_contracts import ASR_CAPABILITIES_REF, Subject, encode
 from relisten_runtime.worker import Worker
 
 from relisten_asr.engines import build_engine
 from relisten_asr.handlers import FirstPassHandler
+from relisten_asr.language import LanguageRouter
 from relisten_asr.settings import AsrSettings
+
+log = logging.getLogger(__name__)
+
+
+class AsrWorker(Worker):
+    """The worker, plus: on start it stores what languages and tasks this configuration can do, so that
+    ingest refuses at submission what no configured model can transcribe."""
+
+    def __init__(self, settings: AsrSettings, router: LanguageRouter) -> None:
+        super().__init__("asr", settings)
+        self.router = router
+
+    async def start(self) -> None:
+        await super().start()
+        capabilities = self.router.capabilities()
+        await self.infra.data.put(ASR_CAPABILITIES_REF, encode(capabilities))
+        log.info(
+            "capabilities: %d languages, translate %s (%s)",
+            len(capabilities.languages),
+            "yes" if capabilities.translate else "no",
+            ", ".join(capabilities.engines),
+        )
 
 
 def build_worker(settings: AsrSettings | None = None) -> Worker:
     settings = settings or AsrSettings()
-    worker = Worker("asr", settings)
     engine = build_engine(settings)
+    router = LanguageRouter(settings, engine)
+    worker = AsrWorker(settings, router)
     load = getattr(engine, "load", None)
     if load is not None:
-        load()  # fail at start-up on a model that cannot load, not on the first job
+        # fail at start-up on a model that cannot load, not on the first job
+        router.primary_loaded(load())
     worker.on_stop(engine.aclose)
-    worker.consume(Subject.JOB_CREATED, "asr", "transcribing", FirstPassHandler(worker, engine))
+    if router.multilingual is not None and router.multilingual is not engine:
+        worker.on_stop(router.multilingual.aclose)
+    handler = FirstPassHandler(worker, engine, router)
+    worker.consume(Subject.JOB_CREATED, "asr", "transcribing", handler)
     return worker

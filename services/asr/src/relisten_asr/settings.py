@@ -10,10 +10,12 @@ first-pass server by accident.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
+from relisten_runtime.models import default_model_cache_dir
 from relisten_runtime.settings import CommonSettings
 
 EngineKind = Literal["faster-whisper", "openai"]
@@ -70,6 +72,33 @@ class AsrSettings(CommonSettings):
         True,
         description="Decode again, on its own, any long gap between words that is as loud as speech "
         "(Whisper sometimes skips a whole sentence; no word confidence can flag words never written).",
+    )
+    multilingual_model: str = Field(
+        "bundled:base",
+        description="faster-whisper model for language identification, for the first pass of languages "
+        "the first-pass model does not know (tiny.en knows English only) and for task=translate: "
+        "'bundled:base' (no download), a size such as 'small', or a directory; loaded on first use. "
+        "Empty: none (jobs in other languages are refused).",
+    )
+    detect_language: bool = Field(
+        True,
+        description="Identify the spoken language of jobs that do not name one (with the multilingual "
+        "model, over a few speech windows); false: the first-pass model decides.",
+    )
+    language_windows: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="Speech windows (30 s each, spread through the recording) heard to identify the language.",
+    )
+    multilingual_second_pass: bool = Field(
+        False,
+        description="The second pass is set up for languages other than English (e.g. vLLM or large-v3): "
+        "non-English jobs then keep it; false: they skip it (the bundled base already did the first pass).",
+    )
+    model_cache_dir: Path = Field(
+        default_factory=default_model_cache_dir,
+        description="Where the bundled multilingual model is assembled once (its model.bin ships in two parts).",
     )
     base_url: str = Field(
         "http://127.0.0.1:8000",

@@ -9,13 +9,13 @@ sent to the second-pass server by accident.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
+from relisten_runtime.models import default_model_cache_dir as default_model_cache_dir
 from relisten_runtime.settings import CommonSettings
 
 BackendKind = Literal["faster-whisper", "vllm", "openai"]
@@ -23,12 +23,6 @@ BackendKind = Literal["faster-whisper", "vllm", "openai"]
 ENV_PREFIX = "RELISTEN_CORRECTOR_"
 DEFAULT_VLLM_MODEL = "Qwen/Qwen2-Audio-7B-Instruct"
 DEFAULT_OPENAI_MODEL = "whisper-1"
-
-
-def default_model_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/relisten/models`` (``~/.cache/relisten/models``): survives data-dir resets."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "relisten" / "models"
 
 
 class _FieldsFromEnv(EnvSettingsSource):

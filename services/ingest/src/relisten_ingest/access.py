@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from relisten_ingest import openai_compat
 
 PROTECTED_PREFIX: Final = "/v1"
-OPENAI_PATHS: Final = frozenset({"/v1/audio/transcriptions"})
+OPENAI_PATHS: Final = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations"})
 QUERY_TOKEN_PATH: Final = re.compile(r"^/v1/jobs/[^/]+/events$")
 QUERY_TOKEN: Final = "access_token"
 

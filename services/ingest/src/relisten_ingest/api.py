@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 import anyio
+import msgspec
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from relisten_contracts import STREAM_NAME, JobCreated, JobView, encode
+from relisten_contracts import STREAM_NAME, JobCreated, JobView, Task, encode
 from relisten_runtime.infra import Infra
 from relisten_runtime.logs import bind_job
 from starlette.background import BackgroundTask
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 
 JOBS_PATH: Final = "/v1/jobs"
 OPENAI_TRANSCRIPTIONS_PATH: Final = "/v1/audio/transcriptions"
+OPENAI_TRANSLATIONS_PATH: Final = "/v1/audio/translations"
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _TRANSCRIPT_MEDIA: Final = {
     "json": "application/json",
@@ -107,7 +109,7 @@ def error_response(
     param: str | None = None,
 ) -> JSONResponse:
     """An error in relisten's shape, or in OpenAI's on the OpenAI-compatible route (``path``)."""
-    if path == OPENAI_TRANSCRIPTIONS_PATH:
+    if path in (OPENAI_TRANSCRIPTIONS_PATH, OPENAI_TRANSLATIONS_PATH):
         body = openai_compat.error_body(message, status=status, code=code, param=param)
     else:
         body = {"error": {"code": code, "message": message}}
@@ -227,11 +229,14 @@ def _no_check(_: ReceivedForm) -> None:
     return None
 
 
-async def admit_upload(request: Request, check: FormCheck = _no_check) -> JobView:
+async def admit_upload(
+    request: Request, check: FormCheck = _no_check, *, task: Task | None = None
+) -> JobView:
     """Receive, validate and store an upload, publish ``job.created``; the new job's view.
 
     The one admission path of every route that creates jobs. ``check`` sees the form's fields
-    before the audio is decoded and raises :class:`ApiError` for fields its route does not accept.
+    before the audio is decoded and raises :class:`ApiError` for fields its route does not accept;
+    ``task`` is the route's own task (the OpenAI translations route), over the form's.
     """
     runtime = runtime_of(request)
     settings = runtime.settings
@@ -265,7 +270,11 @@ async def admit_upload(request: Request, check: FormCheck = _no_check) -> JobVie
             )
         except OptionError as exc:
             raise ApiError(422, "invalid_option", exc.message, param=exc.field) from None
+        if task is not None:
+            options = msgspec.structs.replace(options, task=task)
         check(form)
+        if (refusal := await runtime.languages.refusal(infra, options)) is not None:
+            raise ApiError(422, "unsupported_language", refusal, param="language") from None
         if form.file is None:
             raise ApiError(
                 400,

@@ -33,7 +33,7 @@ from relisten_runtime.addresses import literal_internal_host
 # Job options
 # ---------------------------------------------------------------------------------------------
 
-OPTION_FIELDS: Final = ("language", "prompt", "correction", "confidence_threshold", "callback_url")
+OPTION_FIELDS: Final = ("language", "prompt", "correction", "confidence_threshold", "callback_url", "task")
 DEFAULT_CONFIDENCE_THRESHOLD: Final = 0.6
 MAX_CALLBACK_URL_CHARS: Final = 2048
 MAX_FILENAME_CHARS: Final = 255
@@ -119,7 +119,12 @@ def parse_options(
     if correction not in ("auto", "off"):
         raise OptionError("correction", f"{correction[:40]!r} is neither 'auto' nor 'off'")
 
+    task = fields.get("task", "").strip().lower() or "transcribe"
+    if task not in ("transcribe", "translate"):
+        raise OptionError("task", f"{task[:40]!r} is neither 'transcribe' nor 'translate'")
+
     return JobOptions(
+        task="translate" if task == "translate" else "transcribe",
         language=language,
         prompt=prompt,
         correction="auto" if correction == "auto" else "off",
@@ -294,6 +299,7 @@ def present_view(view: JobView, base_path: str = "/v1/jobs") -> dict[str, Any]:
             "correction": options.correction,
             "confidence_threshold": options.confidence_threshold,
             "callback_url": options.callback_url,
+            "task": options.task,
         },
         "clips": None
         if view.clip_count is None

@@ -20,9 +20,17 @@ from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from relisten_contracts import Task
 
 from relisten_ingest import openai_compat
-from relisten_ingest.api import OPENAI_TRANSCRIPTIONS_PATH, ApiError, admit_upload, infra_of, runtime_of
+from relisten_ingest.api import (
+    OPENAI_TRANSCRIPTIONS_PATH,
+    OPENAI_TRANSLATIONS_PATH,
+    ApiError,
+    admit_upload,
+    infra_of,
+    runtime_of,
+)
 from relisten_ingest.domain import OptionError
 from relisten_ingest.feed import JobFeed
 from relisten_ingest.formats import to_srt, to_text, to_vtt
@@ -75,6 +83,23 @@ _OPENAI_SCHEMA: Final[dict[str, Any]] = {
     response_class=JSONResponse,
 )
 async def create_transcription(request: Request) -> Response:
+    return await serve_openai_job(request, "transcribe")
+
+
+@router.post(
+    OPENAI_TRANSLATIONS_PATH,
+    summary="Translate audio into English (OpenAI-compatible)",
+    description="``POST /v1/audio/translations``: the same as the transcription route, with Whisper's "
+    "translate task (English text out, words timed against the audio) on the multilingual model.",
+    openapi_extra=_OPENAI_SCHEMA,
+    response_class=JSONResponse,
+)
+async def create_translation(request: Request) -> Response:
+    return await serve_openai_job(request, "translate")
+
+
+async def serve_openai_job(request: Request, task: Task) -> Response:
+    """Admit the upload as a job with ``task``, follow it to its end, answer in OpenAI's shapes."""
     parsed: list[openai_compat.TranscriptionRequest] = []
 
     def check(form: ReceivedForm) -> None:
@@ -84,11 +109,12 @@ async def create_transcription(request: Request) -> Response:
         except OptionError as exc:
             raise ApiError(400, "invalid_value", exc.message, param=exc.field) from None
 
-    view = await admit_upload(request, check)
+    view = await admit_upload(request, check, task=task)
     asked = parsed[0]
     log.info(
-        "job %s: OpenAI transcription, model %r, response_format %s",
+        "job %s: OpenAI %s, model %r, response_format %s",
         view.id,
+        "translation" if task == "translate" else "transcription",
         asked.model,
         asked.response_format,
     )
@@ -149,7 +175,7 @@ async def create_transcription(request: Request) -> Response:
     if asked.response_format == "json":
         return JSONResponse(openai_compat.json_body(transcript), headers=job_header)
     if asked.response_format == "verbose_json":
-        body = openai_compat.verbose_json_body(transcript, asked, feed.first_pass)
+        body = openai_compat.verbose_json_body(transcript, asked, feed.first_pass, task=task)
         return JSONResponse(body, headers=job_header)
     render = {"text": to_text, "srt": to_srt, "vtt": to_vtt}[asked.response_format]
     return Response(render(transcript), media_type=media_type, headers=job_header)

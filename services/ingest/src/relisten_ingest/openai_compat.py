@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from relisten_contracts import FirstPass, Segment, Transcript, TranscriptSegment, TranscriptWord
+from relisten_contracts import FirstPass, Segment, Task, Transcript, TranscriptSegment, TranscriptWord
 
 from relisten_ingest.domain import OptionError
 
@@ -169,7 +169,11 @@ def json_body(transcript: Transcript) -> dict[str, Any]:
 
 
 def verbose_json_body(
-    transcript: Transcript, request: TranscriptionRequest, first_pass: FirstPass | None = None
+    transcript: Transcript,
+    request: TranscriptionRequest,
+    first_pass: FirstPass | None = None,
+    *,
+    task: Task = "transcribe",
 ) -> dict[str, Any]:
     """``response_format=verbose_json``: words (when asked) with probability, segments (by default).
 
@@ -177,7 +181,7 @@ def verbose_json_body(
     pipeline keeps words, not tokenizer ids.
     """
     body: dict[str, Any] = {
-        "task": "transcribe",
+        "task": task,
         "language": language_name(transcript.language),
         "duration": round(transcript.duration_s, 3),
         "text": transcript.text,

@@ -78,6 +78,8 @@ def build_transcript(
         corrections=corrections,
         stats=stats,
         warnings=list(first.warnings),
+        language_detection=first.language_detection,
+        routing=first.routing,
     )
 
 
