@@ -48,6 +48,7 @@ from relisten_ingest.adapters import (
 )
 from relisten_ingest.asyncapi import build_asyncapi
 from relisten_ingest.audio import AudioRejected, AudioTooLong, NoAudio, normalise_to_wav
+from relisten_ingest.deletion import JobRunning, delete_job
 from relisten_ingest.domain import OptionError, apply_event, parse_options, present_view, safe_filename
 from relisten_ingest.feed import JobFeed
 from relisten_ingest.formats import to_srt, to_text, to_vtt
@@ -409,6 +410,20 @@ async def list_jobs(
 async def get_job(request: Request, job_id: str) -> dict[str, Any]:
     view = await _view_or_404(infra_of(request), job_id)
     return present_view(view, JOBS_PATH)
+
+
+@router.delete(JOBS_PATH + "/{job_id}", summary="Delete a finished job: audio, artefacts and view")
+async def delete_job_route(request: Request, job_id: str) -> dict[str, Any]:
+    infra = infra_of(request)
+    await _view_or_404(infra, job_id)
+    try:
+        view = await delete_job(infra, job_id, "requested")
+    except JobRunning as exc:
+        raise ApiError(409, "job_running", str(exc)) from None
+    if view is None:  # deleted meanwhile by another request
+        raise ApiError(404, "job_not_found", f"there is no job {job_id[:80]!r}")
+    runtime_of(request).metrics.deleted.labels("requested").inc()
+    return {"id": job_id, "deleted": True, "status": view.status}
 
 
 @router.get(JOBS_PATH + "/{job_id}/transcript", summary="The transcript: json, text, srt or vtt")
