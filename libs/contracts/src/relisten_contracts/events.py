@@ -154,4 +154,18 @@ class JobFailed(Event, frozen=True, kw_only=True, tag="job.failed.v1"):
     options: JobOptions = JobOptions()
 
 
-AnyEvent = JobCreated | JobProgress | WordsScored | ClipsReady | ClipCorrected | JobMerged | JobFailed
+DeletionReason = Literal["requested", "retention"]
+
+
+class JobDeleted(Event, frozen=True, kw_only=True, tag="job.deleted.v1"):
+    """A finished job's audio, artefacts and view were removed: asked for by a client
+    (``requested``) or because it outlived ``RELISTEN_RETENTION_DAYS`` (``retention``)."""
+
+    reason: DeletionReason
+    status: Stage
+    """What the job had come to (``completed`` or ``failed``) when it was deleted."""
+
+
+AnyEvent = (
+    JobCreated | JobProgress | WordsScored | ClipsReady | ClipCorrected | JobMerged | JobFailed | JobDeleted
+)

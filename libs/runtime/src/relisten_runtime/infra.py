@@ -19,6 +19,8 @@ from relisten_contracts import (
     AUDIO_BUCKET,
     CLIPS_BUCKET,
     DATA_BUCKET,
+    IDEMPOTENCY_BUCKET,
+    IDEMPOTENCY_TTL_S,
     JOBS_BUCKET,
     NOTIFY_BUCKET,
     STREAM_NAME,
@@ -46,6 +48,7 @@ class Infra:
     notify: KeyValue
     audio: ObjectStore
     data: ObjectStore
+    idempotency: KeyValue
 
     async def publish(self, event: Event) -> None:
         """Publish with a deterministic ``Nats-Msg-Id`` and wait for the stream's acknowledgement."""
@@ -103,12 +106,13 @@ async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:
     await js.update_stream(config)
 
 
-async def ensure_kv(js: JetStreamContext, bucket: str, replicas: int) -> KeyValue:
+async def ensure_kv(js: JetStreamContext, bucket: str, replicas: int, ttl_s: float | None = None) -> KeyValue:
+    """Open ``bucket``, creating it first when missing; ``ttl_s``: entries expire after that long."""
     try:
         return await js.key_value(bucket)
     except BucketNotFoundError:
         return await js.create_key_value(
-            KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas)
+            KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas, ttl=ttl_s)
         )
 
 
@@ -134,4 +138,5 @@ async def open_infra(url: str, name: str, replicas: int = 1) -> Infra:
         notify=await ensure_kv(js, NOTIFY_BUCKET, replicas),
         audio=await ensure_object_store(js, AUDIO_BUCKET, replicas),
         data=await ensure_object_store(js, DATA_BUCKET, replicas),
+        idempotency=await ensure_kv(js, IDEMPOTENCY_BUCKET, replicas, ttl_s=IDEMPOTENCY_TTL_S),
     )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 from nats.js.errors import NotFoundError
-from relisten_contracts import FirstPass, JobCreated, JobOptions, JobProgress, WordsScored, encode
+from relisten_contracts import FirstPass, JobCreated, JobOptions, JobProgress, WordsScored, encode, names
 from relisten_runtime.audio import NotNormalisedAudio, pcm_from_wav
 from relisten_runtime.infra import Infra
 from relisten_runtime.remote import RemoteCallError as EngineError
@@ -26,7 +26,7 @@ PROGRESS_STEP = 0.1
 
 
 def first_pass_ref(job_id: str) -> str:
-    return f"{job_id}/first_pass.json"
+    return names.first_pass_object(job_id)
 
 
 def pcm16_to_float(pcm: bytes) -> np.ndarray:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import msgspec
 from nats.js.errors import NotFoundError
 from pydub import AudioSegment
-from relisten_contracts import ClipSpec, ClipsReady, FirstPass, WordsScored, encode
+from relisten_contracts import ClipSpec, ClipsReady, FirstPass, WordsScored, encode, names
 from relisten_runtime.audio import SAMPLE_RATE, SAMPLE_WIDTH, NotNormalisedAudio, pcm_from_wav
 from relisten_runtime.infra import Infra
 from relisten_runtime.worker import PermanentFailure, Worker
@@ -20,11 +20,11 @@ log = logging.getLogger(__name__)
 
 
 def plan_ref(job_id: str) -> str:
-    return f"{job_id}/plan.json"
+    return names.plan_object(job_id)
 
 
 def clip_ref(job_id: str, index: int) -> str:
-    return f"{job_id}/clips/{index:04d}.wav"
+    return names.clip_object(job_id, index)
 
 
 def cut_clip(audio: AudioSegment, first_sample: int, end_sample: int) -> bytes:

@@ -25,6 +25,7 @@ from relisten_contracts import (
     JobProgress,
     Word,
     encode,
+    names,
 )
 from relisten_runtime.audio import NotNormalisedAudio, pcm_from_wav
 from relisten_runtime.infra import Infra
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def result_key(job_id: str, clip_index: int) -> str:
-    return f"{job_id}.{clip_index}"
+    return names.clip_result_key(job_id, clip_index)
 
 
 PROMPT_CONTEXT_CHARS = 400

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
-from relisten_contracts import JOBS_BUCKET, Event, JobCreated, JobView, Transcript, encode
+from relisten_contracts import JOBS_BUCKET, Event, JobCreated, JobView, Transcript, encode, names
 from relisten_runtime.infra import Infra
 
 from relisten_ingest.domain import apply_event
@@ -29,12 +29,8 @@ _view_decoder = msgspec.json.Decoder(JobView)
 _transcript_decoder = msgspec.json.Decoder(Transcript)
 
 
-def original_name(job_id: str) -> str:
-    return f"{job_id}/original"
-
-
-def audio_name(job_id: str) -> str:
-    return f"{job_id}/audio.wav"
+original_name = names.original_object
+audio_name = names.audio_object
 
 
 class ViewConflict(RuntimeError):

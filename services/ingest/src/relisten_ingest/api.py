@@ -27,7 +27,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from relisten_contracts import STREAM_NAME, JobCreated, JobView, Task, encode
+from relisten_contracts import STREAM_NAME, JobCreated, JobOptions, JobView, Task, encode
 from relisten_runtime.infra import Infra
 from relisten_runtime.logs import bind_job
 from starlette.background import BackgroundTask
@@ -35,7 +35,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from relisten_ingest import live, openai_compat
+from relisten_ingest import idempotency, live, openai_compat
+from relisten_ingest.access import bearer_token
 from relisten_ingest.adapters import (
     AdmissionFailed,
     JobViews,
@@ -48,6 +49,7 @@ from relisten_ingest.adapters import (
 )
 from relisten_ingest.asyncapi import build_asyncapi
 from relisten_ingest.audio import AudioRejected, AudioTooLong, NoAudio, normalise_to_wav
+from relisten_ingest.deletion import JobRunning, delete_job
 from relisten_ingest.domain import OptionError, apply_event, parse_options, present_view, safe_filename
 from relisten_ingest.feed import JobFeed
 from relisten_ingest.formats import to_srt, to_text, to_vtt
@@ -242,6 +244,10 @@ async def admit_upload(
     settings = runtime.settings
     # Reject by the declared size before touching NATS or reading a byte of the body.
     _declared_length(request, settings.max_upload_bytes)
+    try:
+        idempotency_key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
+    except idempotency.IdempotencyError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
     infra = infra_of(request)
 
     workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="relisten-ingest-", dir=settings.tmp_dir))
@@ -285,49 +291,105 @@ async def admit_upload(
         if form.file.size == 0:
             raise ApiError(400, "empty_file", "the uploaded file is empty", param=FILE_FIELD)
 
-        normalised = workdir / "audio.wav"
-        try:
-            async with runtime.decode_slots:
-                audio = await asyncio.to_thread(
-                    normalise_to_wav, form.file.path, normalised, max_samples=settings.max_samples
-                )
-        except AudioRejected as exc:
-            status = {AudioTooLong: 413, NoAudio: 400}.get(type(exc), 415)
-            raise ApiError(status, exc.code, exc.message, param=FILE_FIELD) from None
-
         job_id = uuid.uuid4().hex
-        bind_job(job_id)
-        now = time.time()
-        event = JobCreated(
-            job_id=job_id,
-            occurred_at=now,
-            filename=safe_filename(form.file.filename),
-            original_ref=original_name(job_id),
-            audio_ref=audio_name(job_id),
-            duration_s=audio.duration_s,
-            sample_rate=16000,
-            options=options,
-            created_at=now,
-        )
-        view = apply_event(None, event)
-        assert view is not None
+        claimed: idempotency.Claimed | None = None
+        if idempotency_key is not None:
+            outcome = await _claim(request, idempotency_key, form, job_id)
+            if isinstance(outcome, idempotency.Existing):
+                request.state.idempotent_replay = True
+                bind_job(outcome.view.id)
+                log.info(
+                    "job %s: the same %s again, answered with the job", outcome.view.id, idempotency.HEADER
+                )
+                return outcome.view
+            claimed = outcome
         try:
-            await admit_job(infra, view, event, original=form.file.path, normalised=normalised)
-        except AdmissionFailed as exc:
-            raise ApiError(503, "storage_unavailable", str(exc), headers={"Retry-After": "5"}) from None
-        runtime.metrics.admitted(view)
-        log.info(
-            "job %s accepted: %r, %.1f s of %s/%s audio, %d bytes",
-            job_id,
-            event.filename,
-            audio.duration_s,
-            audio.container,
-            audio.codec,
-            form.file.size,
-        )
+            view = await _admit_decoded(request, form, job_id, options, workdir)
+        except BaseException:
+            if claimed is not None:
+                await idempotency.IdempotencyStore(infra.idempotency, JobViews.of(infra)).release(claimed)
+            raise
+        if claimed is not None:
+            fingerprint = _fingerprint(request, form)
+            await idempotency.IdempotencyStore(infra.idempotency, JobViews.of(infra)).admitted(
+                claimed, fingerprint
+            )
         return view
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
+
+
+def _fingerprint(request: Request, form: ReceivedForm) -> str:
+    assert form.file is not None
+    return idempotency.fingerprint(request.url.path, form.repeated, form.file.filename, form.file.sha256)
+
+
+async def _claim(
+    request: Request, key: str, form: ReceivedForm, job_id: str
+) -> idempotency.Claimed | idempotency.Existing:
+    """Take the Idempotency-Key for job ``job_id`` or find the job it already stands for."""
+    infra = infra_of(request)
+    settings = runtime_of(request).settings
+    api_key = None
+    if settings.api_keys:
+        api_key = bearer_token(request.headers.get("authorization", ""))
+    scope = idempotency.scope_of(api_key, request.client.host if request.client else None)
+    store = idempotency.IdempotencyStore(infra.idempotency, JobViews.of(infra))
+    try:
+        return await store.claim(idempotency.entry_key(scope, key), _fingerprint(request, form), job_id)
+    except idempotency.IdempotencyError as exc:
+        headers = {"Retry-After": "5"} if exc.status == 409 else None
+        raise ApiError(exc.status, exc.code, exc.message, headers) from None
+
+
+async def _admit_decoded(
+    request: Request, form: ReceivedForm, job_id: str, options: JobOptions, workdir: Path
+) -> JobView:
+    """Decode and normalise the received file, store the job and publish ``job.created``."""
+    runtime = runtime_of(request)
+    settings = runtime.settings
+    infra = infra_of(request)
+    assert form.file is not None
+    normalised = workdir / "audio.wav"
+    try:
+        async with runtime.decode_slots:
+            audio = await asyncio.to_thread(
+                normalise_to_wav, form.file.path, normalised, max_samples=settings.max_samples
+            )
+    except AudioRejected as exc:
+        status = {AudioTooLong: 413, NoAudio: 400}.get(type(exc), 415)
+        raise ApiError(status, exc.code, exc.message, param=FILE_FIELD) from None
+
+    bind_job(job_id)
+    now = time.time()
+    event = JobCreated(
+        job_id=job_id,
+        occurred_at=now,
+        filename=safe_filename(form.file.filename),
+        original_ref=original_name(job_id),
+        audio_ref=audio_name(job_id),
+        duration_s=audio.duration_s,
+        sample_rate=16000,
+        options=options,
+        created_at=now,
+    )
+    view = apply_event(None, event)
+    assert view is not None
+    try:
+        await admit_job(infra, view, event, original=form.file.path, normalised=normalised)
+    except AdmissionFailed as exc:
+        raise ApiError(503, "storage_unavailable", str(exc), headers={"Retry-After": "5"}) from None
+    runtime.metrics.admitted(view)
+    log.info(
+        "job %s accepted: %r, %.1f s of %s/%s audio, %d bytes",
+        job_id,
+        event.filename,
+        audio.duration_s,
+        audio.container,
+        audio.codec,
+        form.file.size,
+    )
+    return view
 
 
 @router.post(
@@ -339,8 +401,10 @@ async def admit_upload(
 )
 async def create_job(request: Request) -> Response:
     view = await admit_upload(request)
-    location = f"{JOBS_PATH}/{view.id}"
-    return JSONResponse(present_view(view, JOBS_PATH), status_code=202, headers={"Location": location})
+    headers = {"Location": f"{JOBS_PATH}/{view.id}"}
+    if getattr(request.state, "idempotent_replay", False):
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(present_view(view, JOBS_PATH), status_code=202, headers=headers)
 
 
 @router.get(JOBS_PATH, summary="Recent jobs, newest first")
@@ -355,6 +419,20 @@ async def list_jobs(
 async def get_job(request: Request, job_id: str) -> dict[str, Any]:
     view = await _view_or_404(infra_of(request), job_id)
     return present_view(view, JOBS_PATH)
+
+
+@router.delete(JOBS_PATH + "/{job_id}", summary="Delete a finished job: audio, artefacts and view")
+async def delete_job_route(request: Request, job_id: str) -> dict[str, Any]:
+    infra = infra_of(request)
+    await _view_or_404(infra, job_id)
+    try:
+        view = await delete_job(infra, job_id, "requested")
+    except JobRunning as exc:
+        raise ApiError(409, "job_running", str(exc)) from None
+    if view is None:  # deleted meanwhile by another request
+        raise ApiError(404, "job_not_found", f"there is no job {job_id[:80]!r}")
+    runtime_of(request).metrics.deleted.labels("requested").inc()
+    return {"id": job_id, "deleted": True, "status": view.status}
 
 
 @router.get(JOBS_PATH + "/{job_id}/transcript", summary="The transcript: json, text, srt or vtt")

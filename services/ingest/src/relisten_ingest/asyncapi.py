@@ -21,6 +21,7 @@ from relisten_contracts import (
     Event,
     FirstPass,
     JobCreated,
+    JobDeleted,
     JobFailed,
     JobMerged,
     JobProgress,
@@ -38,6 +39,7 @@ EVENTS: Final[tuple[type[Event], ...]] = (
     ClipCorrected,
     JobMerged,
     JobFailed,
+    JobDeleted,
 )
 DOCUMENTS: Final = (FirstPass, ClipResult, Transcript)
 """Stored in the Object Store and KV, referred to by the events: described alongside them."""
@@ -50,6 +52,7 @@ SENDERS: Final[dict[Subject, tuple[str, ...]]] = {
     Subject.CLIP_CORRECTED: ("corrector",),
     Subject.JOB_MERGED: ("merger",),
     Subject.JOB_FAILED: ("asr", "clipper", "corrector", "merger"),
+    Subject.JOB_DELETED: ("ingest",),
 }
 RECEIVERS: Final[dict[Subject, tuple[tuple[str, str], ...]]] = {
     Subject.JOB_CREATED: (("asr", "asr"),),

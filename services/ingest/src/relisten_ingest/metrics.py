@@ -101,6 +101,18 @@ class IngestMetrics:
             ["consumer"],
             registry=r,
         )
+        self.deleted = Counter(
+            "relisten_jobs_deleted",
+            "Jobs deleted by this process, by reason (requested, retention).",
+            ["reason"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "relisten_requests_refused",
+            "Requests refused by a limit (rate_limited, too_many_uploads, too_many_streams, ...).",
+            ["code"],
+            registry=r,
+        )
         self._entered: OrderedDict[str, tuple[Stage, float]] = OrderedDict()
 
     def admitted(self, view: JobView) -> None:

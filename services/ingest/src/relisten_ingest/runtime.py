@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from relisten_runtime.infra import Infra
 from relisten_runtime.worker import Worker
 
+from relisten_ingest.deletion import JobRunning, delete_job, expired_jobs
 from relisten_ingest.handlers import register_projector
 from relisten_ingest.languages import LanguageGate
 from relisten_ingest.metrics import IngestMetrics
@@ -39,6 +41,7 @@ class IngestRuntime:
         self.worker: Worker | None = None
         self.started = asyncio.Event()
         self._starting: asyncio.Task[None] | None = None
+        self._sweeping: asyncio.Task[None] | None = None
         self._last_error = "starting"
 
     @property
@@ -85,14 +88,50 @@ class IngestRuntime:
                 continue
             self.worker = worker
             self.started.set()
+            if self.settings.retention_days is not None:
+                self._sweeping = asyncio.create_task(self._sweep_forever(), name="ingest-retention")
             log.info("ingest connected to NATS %s; job view projector running", self.settings.nats_url)
             return
 
+    async def sweep_expired(self, now: float | None = None) -> list[str]:
+        """Delete the finished jobs older than ``retention_days`` at ``now`` (default: the clock);
+        the ids deleted.
+
+        Every ingest replica sweeps: deleting is idempotent and ``job.deleted`` carries one message
+        id per job, so two replicas meeting on one job record it once.
+        """
+        days = self.settings.retention_days
+        if days is None:
+            return []
+        infra = self.infra
+        deleted = []
+        for job_id in await expired_jobs(infra, (now or time.time()) - days * 86400):
+            try:
+                if await delete_job(infra, job_id, "retention") is not None:
+                    deleted.append(job_id)
+                    self.metrics.deleted.labels("retention").inc()
+            except JobRunning:
+                continue
+        if deleted:
+            log.info("retention: deleted %d jobs older than %g days", len(deleted), days)
+        return deleted
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep_expired()
+            except Exception:
+                log.exception(
+                    "retention sweep failed; trying again in %.0f s", self.settings.retention_sweep_interval_s
+                )
+            await asyncio.sleep(self.settings.retention_sweep_interval_s)
+
     async def stop(self) -> None:
-        if self._starting is not None and not self._starting.done():
-            self._starting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._starting
+        for task in (self._starting, self._sweeping):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         worker, self.worker = self.worker, None
         self.started.clear()
         if worker is not None:

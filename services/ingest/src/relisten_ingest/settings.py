@@ -76,7 +76,20 @@ class IngestSettings(CommonSettings):
         ),
     )
 
-    @field_validator("tmp_dir", mode="before")
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Finished jobs (completed or failed) whose last change is older than this many days are "
+            "deleted (audio, artefacts, view), each recorded as job.deleted with reason retention. "
+            "Unset: keep everything."
+        ),
+    )
+    retention_sweep_interval_s: float = Field(
+        3600.0, gt=0, description="How often ingest looks for jobs past RELISTEN_RETENTION_DAYS."
+    )
+
+    @field_validator("tmp_dir", "retention_days", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():

@@ -10,6 +10,7 @@ whatever ``Content-Length`` said.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,8 @@ class ReceivedFile:
     filename: str
     content_type: str
     size: int = 0
+    sha256: str = ""
+    """Hex SHA-256 of the file's bytes, computed as they were written (an Idempotency-Key's fingerprint)."""
 
 
 @dataclass
@@ -184,9 +187,10 @@ def _decode(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-def _write_all(sink: IO[bytes], chunks: list[bytes]) -> int:
+def _write_all(sink: IO[bytes], chunks: list[bytes], digest: hashlib._Hash) -> int:
     for chunk in chunks:
         sink.write(chunk)
+        digest.update(chunk)
     return sum(len(c) for c in chunks)
 
 
@@ -200,6 +204,7 @@ async def receive_form(
     """
     boundary = multipart_boundary(content_type)
     reader = _FormReader(target)
+    digest = hashlib.sha256()
     written = 0
     with open(target, "wb") as sink:  # noqa: ASYNC230 -- creating an empty local file does not block
         try:
@@ -209,7 +214,7 @@ async def receive_form(
                 if reader.pending:
                     # Disk writes go to a thread so that a slow disk does not stall other requests.
                     batch, reader.pending = reader.pending, []
-                    written += await asyncio.to_thread(_write_all, sink, batch)
+                    written += await asyncio.to_thread(_write_all, sink, batch, digest)
             parser.finalize()
         except FormParserError as exc:
             raise InvalidForm(f"the multipart/form-data body is malformed ({exc})") from None
@@ -217,7 +222,8 @@ async def receive_form(
             # python-multipart's finalize() does not check this: a body cut short would pass.
             raise InvalidForm("the multipart/form-data body ended before its closing boundary")
         if reader.pending:
-            written += await asyncio.to_thread(_write_all, sink, reader.pending)
+            written += await asyncio.to_thread(_write_all, sink, reader.pending, digest)
     if reader.form.file is not None:
         reader.form.file.size = written
+        reader.form.file.sha256 = digest.hexdigest()
     return reader.form

@@ -22,6 +22,7 @@ from relisten_contracts import (
     Transcript,
     TranscriptStats,
     encode,
+    names,
 )
 from relisten_runtime.infra import Infra
 from relisten_runtime.worker import PermanentFailure, Worker
@@ -35,11 +36,11 @@ T = TypeVar("T")
 
 
 def transcript_ref(job_id: str) -> str:
-    return f"{job_id}/transcript.json"
+    return names.transcript_object(job_id)
 
 
 def result_key(job_id: str, clip_index: int) -> str:
-    return f"{job_id}.{clip_index}"
+    return names.clip_result_key(job_id, clip_index)
 
 
 def build_transcript(

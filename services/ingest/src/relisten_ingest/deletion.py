@@ -1,0 +1,228 @@
+"""Deleting a finished job: its audio, its artefacts, its KV entries and its view, leaving nothing.
+
+What a job stores is named by the functions of :mod:`relisten_contracts.names` (the services write
+under those names), so deletion walks the same list:
+
+* ``relisten-audio``: the original, the normalised audio, every clip (``clip_count`` of the view,
+  the plan's clip references, and any clip a plan no longer mentions: see below);
+* ``relisten-data``: the first pass, the clip plan, the transcript;
+* ``relisten-clips``: every second-pass answer (``<job>.<n>``), found by subject, not by count;
+* ``relisten-notify``: every delivery latch (``<job token>.*``), found by subject as well;
+* ``relisten-idempotency``: the claim of an ``Idempotency-Key`` that created the job (its key is a
+  hash, so the few claims of the last 24 h are read to find it); a retry with that key afterwards
+  starts a new job;
+* ``relisten-jobs``: the view, last, so that a deletion cut short is finished by asking again.
+
+Objects and keys are purged from their streams (chunks, metadata and markers), not just marked
+deleted, so nothing that names the job remains. ``job.deleted`` is published first: the audit log
+records the deletion even if it is cut short, and a second replica deleting the same job publishes a
+duplicate that the stream drops (same ``Nats-Msg-Id``).
+
+A job that has not ended is not deleted (409 ``job_running``): cancelling would need every worker to
+notice, and a worker still running would write its artefact after the deletion and leave it
+orphaned. Every job ends (failed at worst), and can be deleted then.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from typing import Final
+
+import msgspec
+from nats.js.errors import NotFoundError
+from nats.js.object_store import ObjectStore
+from relisten_contracts import (
+    AUDIO_BUCKET,
+    CLIPS_BUCKET,
+    DATA_BUCKET,
+    IDEMPOTENCY_BUCKET,
+    JOBS_BUCKET,
+    NOTIFY_BUCKET,
+    ClipsReady,
+    DeletionReason,
+    JobDeleted,
+    JobView,
+    audio_object,
+    clip_object,
+    first_pass_object,
+    notify_key_prefix,
+    original_object,
+    plan_object,
+    transcript_object,
+)
+from relisten_runtime.infra import Infra
+
+from relisten_ingest.adapters import JobViews
+from relisten_ingest.domain import TERMINAL
+from relisten_ingest.idempotency import Claim
+
+log = logging.getLogger(__name__)
+
+_plan_decoder = msgspec.json.Decoder(ClipsReady)
+_claim_decoder = msgspec.json.Decoder(Claim)
+MAX_PROBED_CLIPS: Final = 10_000
+
+
+class JobRunning(Exception):
+    """The job has not ended; it cannot be deleted yet."""
+
+
+def audio_objects(job_id: str, clip_count: int) -> list[str]:
+    return [
+        original_object(job_id),
+        audio_object(job_id),
+        *(clip_object(job_id, i) for i in range(clip_count)),
+    ]
+
+
+def data_objects(job_id: str) -> list[str]:
+    return [first_pass_object(job_id), plan_object(job_id), transcript_object(job_id)]
+
+
+def _meta_subject(bucket: str, name: str) -> str:
+    # The Object Store's own encoding of a name in its metadata subject (padded URL-safe base64).
+    return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
+
+
+async def purge_object(infra: Infra, store: ObjectStore, bucket: str, name: str) -> bool:
+    """Remove an object's chunks and metadata from its stream; True when there was one."""
+    stream = f"OBJ_{bucket}"
+    try:
+        info = await store.get_info(name, show_deleted=True)
+    except NotFoundError:
+        info = None
+    if info is not None and info.nuid:
+        await infra.js.purge_stream(stream, subject=f"$O.{bucket}.C.{info.nuid}")
+    await infra.js.purge_stream(stream, subject=_meta_subject(bucket, name))
+    return info is not None and not info.deleted
+
+
+async def _purge_keys(infra: Infra, bucket: str, subject_filter: str) -> int:
+    """Purge every KV key under ``subject_filter`` (a subject listing, exact, unlike key watchers)."""
+    stream = f"KV_{bucket}"
+    info = await infra.js.stream_info(stream, subjects_filter=subject_filter)
+    subjects = list(info.state.subjects or {})
+    for subject in subjects:
+        await infra.js.purge_stream(stream, subject=subject)
+    return len(subjects)
+
+
+async def _purge_claims(infra: Infra, job_id: str) -> None:
+    stream = f"KV_{IDEMPOTENCY_BUCKET}"
+    info = await infra.js.stream_info(stream, subjects_filter=f"$KV.{IDEMPOTENCY_BUCKET}.>")
+    for subject in info.state.subjects or {}:
+        try:
+            message = await infra.js.get_last_msg(stream, subject)
+        except NotFoundError:
+            continue
+        if message.data and _claim_job(message.data) == job_id:
+            await infra.js.purge_stream(stream, subject=subject)
+
+
+def _claim_job(data: bytes) -> str | None:
+    try:
+        return _claim_decoder.decode(data).job_id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+async def _clip_count(infra: Infra, view: JobView) -> int:
+    """Clips the job cut: the view's count, or the plan's when the view never heard of them."""
+    count = view.clip_count or 0
+    try:
+        plan = _plan_decoder.decode((await infra.data.get(plan_object(view.id))).data or b"")
+    except (NotFoundError, msgspec.DecodeError, msgspec.ValidationError):
+        return count
+    return max(count, len(plan.clips), *(clip.index + 1 for clip in plan.clips)) if plan.clips else count
+
+
+async def delete_job(infra: Infra, job_id: str, reason: DeletionReason) -> JobView | None:
+    """Delete a finished job; the view it had, or None when there is no such job.
+
+    Raises :class:`JobRunning` for a job that has not ended. Safe to repeat and to run on several
+    replicas at once.
+    """
+    views = JobViews.of(infra)
+    found = await views.get(job_id)
+    if found is None:
+        return None
+    view = found[0]
+    if view.status not in TERMINAL:
+        raise JobRunning(f"job {job_id} is {view.status}; delete it once it has completed or failed")
+    await infra.publish(JobDeleted(job_id=job_id, occurred_at=time.time(), reason=reason, status=view.status))
+
+    count = min(await _clip_count(infra, view), MAX_PROBED_CLIPS)
+    removed = 0
+    for name in audio_objects(job_id, count):
+        removed += await purge_object(infra, infra.audio, AUDIO_BUCKET, name)
+    data = data_objects(job_id)
+    if view.transcript_ref and view.transcript_ref not in data:
+        data.append(view.transcript_ref)
+    for name in data:
+        removed += await purge_object(infra, infra.data, DATA_BUCKET, name)
+    answers = await _purge_keys(infra, CLIPS_BUCKET, f"$KV.{CLIPS_BUCKET}.{job_id}.>")
+    latches = await _purge_keys(infra, NOTIFY_BUCKET, f"$KV.{NOTIFY_BUCKET}.{notify_key_prefix(job_id)}>")
+    await _purge_claims(infra, job_id)
+    await _purge_keys(infra, JOBS_BUCKET, f"$KV.{JOBS_BUCKET}.{job_id}")
+    log.info(
+        "job %s deleted (%s): %d objects, %d clip answers, %d delivery latches, and the view",
+        job_id,
+        reason,
+        removed,
+        answers,
+        latches,
+    )
+    return view
+
+
+async def expired_jobs(infra: Infra, older_than: float) -> list[str]:
+    """Finished jobs whose last change is older than ``older_than`` (Unix time)."""
+    views = JobViews.of(infra)
+    expired = []
+    for job_id in await views.ids():
+        found = await views.get(job_id)
+        if found is not None and found[0].status in TERMINAL and found[0].updated_at < older_than:
+            expired.append(job_id)
+    return expired
+
+
+async def remnants(infra: Infra, job_id: str) -> list[str]:
+    """Everything the buckets still hold for ``job_id`` (empty after :func:`delete_job`): objects
+    named after it, chunks no object owns, KV keys of it, claims naming it. For tests and audits."""
+    found: list[str] = []
+    for bucket in (AUDIO_BUCKET, DATA_BUCKET):
+        stream = f"OBJ_{bucket}"
+        metas = await infra.js.stream_info(stream, subjects_filter=f"$O.{bucket}.M.>")
+        owners: set[str] = set()
+        for subject in metas.state.subjects or {}:
+            encoded = subject.removeprefix(f"$O.{bucket}.M.")
+            name = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode(errors="replace")
+            message = await infra.js.get_last_msg(stream, subject)
+            meta = msgspec.json.decode(message.data or b"{}")
+            if name.startswith(f"{job_id}/"):
+                found.append(f"{bucket}: {name}{' (deleted marker)' if meta.get('deleted') else ''}")
+            if not meta.get("deleted") and meta.get("nuid"):
+                owners.add(str(meta["nuid"]))
+        chunks = await infra.js.stream_info(stream, subjects_filter=f"$O.{bucket}.C.>")
+        for subject in chunks.state.subjects or {}:
+            if subject.removeprefix(f"$O.{bucket}.C.") not in owners:
+                found.append(f"{bucket}: chunks {subject} of no object")
+    for bucket, prefix in (
+        (JOBS_BUCKET, f"{job_id}"),
+        (CLIPS_BUCKET, f"{job_id}."),
+        (NOTIFY_BUCKET, notify_key_prefix(job_id)),
+    ):
+        info = await infra.js.stream_info(f"KV_{bucket}", subjects_filter=f"$KV.{bucket}.>")
+        for subject in info.state.subjects or {}:
+            key = subject.removeprefix(f"$KV.{bucket}.")
+            if key == prefix or (prefix.endswith(".") and key.startswith(prefix)):
+                found.append(f"{bucket}: key {key}")
+    stream = f"KV_{IDEMPOTENCY_BUCKET}"
+    info = await infra.js.stream_info(stream, subjects_filter=f"$KV.{IDEMPOTENCY_BUCKET}.>")
+    for subject in info.state.subjects or {}:
+        message = await infra.js.get_last_msg(stream, subject)
+        if message.data and _claim_job(message.data) == job_id:
+            found.append(f"{IDEMPOTENCY_BUCKET}: a claim naming the job")
+    return found
