@@ -24,6 +24,7 @@ from relisten_contracts import (
     JobFailed,
     JobMerged,
     JobProgress,
+    JobRetried,
     Subject,
     Transcript,
     WordsScored,
@@ -38,6 +39,7 @@ EVENTS: Final[tuple[type[Event], ...]] = (
     ClipCorrected,
     JobMerged,
     JobFailed,
+    JobRetried,
 )
 DOCUMENTS: Final = (FirstPass, ClipResult, Transcript)
 """Stored in the Object Store and KV, referred to by the events: described alongside them."""
@@ -49,7 +51,8 @@ SENDERS: Final[dict[Subject, tuple[str, ...]]] = {
     Subject.CLIPS_READY: ("clipper",),
     Subject.CLIP_CORRECTED: ("corrector",),
     Subject.JOB_MERGED: ("merger",),
-    Subject.JOB_FAILED: ("asr", "clipper", "corrector", "merger"),
+    Subject.JOB_FAILED: ("asr", "clipper", "corrector", "merger", "ingest"),
+    Subject.JOB_RETRIED: ("ingest",),
 }
 RECEIVERS: Final[dict[Subject, tuple[tuple[str, str], ...]]] = {
     Subject.JOB_CREATED: (("asr", "asr"),),
