@@ -329,6 +329,7 @@ def present_view(view: JobView, base_path: str = "/v1/jobs") -> dict[str, Any]:
             "confidence_threshold": options.confidence_threshold,
             "callback_url": options.callback_url,
         },
+        "attempt": view.attempt,
         "clips": None
         if view.clip_count is None
         else {"total": view.clip_count, "done": len(view.clips_done)},
@@ -339,3 +340,31 @@ def present_view(view: JobView, base_path: str = "/v1/jobs") -> dict[str, Any]:
         },
     }
     return body
+
+
+# ---------------------------------------------------------------------------------------------
+# Deadlines (the watchdog's sweep)
+# ---------------------------------------------------------------------------------------------
+
+
+def job_deadline_s(duration_s: float, base_s: float, per_audio_s: float) -> float:
+    """How long one run of a job may take: a base plus a share per second of its audio."""
+    return base_s + per_audio_s * max(duration_s, 0.0)
+
+
+def stuck_views(
+    views: list[JobView], now: float, base_s: float, per_audio_s: float
+) -> list[tuple[JobView, float]]:
+    """The running views whose current run started longer ago than its deadline, with that deadline.
+
+    A run starts when the job is created, or when ``job.retried`` reopened it.
+    """
+    stuck = []
+    for view in views:
+        if view.status in TERMINAL:
+            continue
+        deadline = job_deadline_s(view.duration_s, base_s, per_audio_s)
+        started = view.attempt_started_at or view.created_at
+        if now - started > deadline:
+            stuck.append((view, deadline))
+    return stuck

@@ -17,6 +17,7 @@ from relisten_runtime.worker import Worker
 
 from relisten_ingest.handlers import register_projector
 from relisten_ingest.metrics import IngestMetrics
+from relisten_ingest.recovery import Watchdog
 from relisten_ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class IngestRuntime:
         self.decode_slots = asyncio.Semaphore(settings.decode_concurrency)
         self.metrics = IngestMetrics()
         self.worker: Worker | None = None
+        self.watchdog: Watchdog | None = None
         self.started = asyncio.Event()
         self._starting: asyncio.Task[None] | None = None
         self._last_error = "starting"
@@ -82,6 +84,14 @@ class IngestRuntime:
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
             self.worker = worker
+            if self.settings.watchdog:
+                self.watchdog = Watchdog(
+                    worker.infra,
+                    deadline_base_s=self.settings.job_deadline_base_s,
+                    deadline_per_audio_s=self.settings.job_deadline_per_audio_s,
+                    sweep_interval_s=self.settings.job_sweep_interval_s,
+                )
+                await self.watchdog.start()
             self.started.set()
             log.info("ingest connected to NATS %s; job view projector running", self.settings.nats_url)
             return
@@ -93,6 +103,9 @@ class IngestRuntime:
                 await self._starting
         worker, self.worker = self.worker, None
         self.started.clear()
+        watchdog, self.watchdog = self.watchdog, None
+        if watchdog is not None:
+            await watchdog.stop()
         if worker is not None:
             await worker.stop()
         log.info("ingest stopped")
