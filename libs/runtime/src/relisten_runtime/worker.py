@@ -66,6 +66,17 @@ class PermanentFailure(Exception):
         self.message = message
 
 
+class RetryLater(Exception):
+    """Not now, on a schedule the handler chooses (the notifier's delivery schedule, a receiver's
+    ``Retry-After``): the event is nacked with ``delay_s`` and comes back then. Not a failure: it is
+    meant for consumers declared :data:`FOREVER`, whose handler bounds its own attempts."""
+
+    def __init__(self, delay_s: float, reason: str = "") -> None:
+        super().__init__(reason or f"retry in {delay_s:.1f} s")
+        self.delay_s = max(delay_s, 0.0)
+        self.reason = reason
+
+
 def backoff_delay(delivered: int, first_s: float) -> float:
     return float(min(first_s * 2 ** max(delivered - 1, 0), 60.0))
 
@@ -217,6 +228,9 @@ class Worker:
                     f"{stage} worked on this event for more than {limit_s:.0f} s "
                     "(RELISTEN_MAX_HANDLING_S) and was stopped",
                 ) from None
+        except RetryLater as exc:
+            log.info("job %s: %s again in %.1f s: %s", event.job_id, stage, exc.delay_s, exc.reason)
+            await msg.nack(delay=exc.delay_s)
         except PermanentFailure as exc:
             log.warning("job %s failed in %s: %s", event.job_id, stage, exc.message)
             await self._fail_then_ack(msg, event, stage, ErrorInfo(code=exc.code, message=exc.message))
