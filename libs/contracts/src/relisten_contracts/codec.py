@@ -22,8 +22,10 @@ def message_id(event: Event) -> str:
     """Deterministic ``Nats-Msg-Id``: the same logical event always gets the same id, so a handler that
     runs twice (redelivery, a second replica) publishes a duplicate that JetStream drops."""
     tag = type(event).__struct_config__.tag
+    # A re-run (attempt 1, 2, ...) gets ids of its own; attempt 0 keeps the ids it always had.
+    run = f":a{event.attempt}" if event.attempt else ""
     if isinstance(event, ClipCorrected):
-        return f"{tag}:{event.job_id}:{event.clip_index}"
+        return f"{tag}:{event.job_id}:{event.clip_index}{run}"
     if isinstance(event, JobProgress):
-        return f"{tag}:{event.job_id}:{event.stage}:{round(event.progress * 100)}"
-    return f"{tag}:{event.job_id}"
+        return f"{tag}:{event.job_id}:{event.stage}:{round(event.progress * 100)}{run}"
+    return f"{tag}:{event.job_id}{run}"

@@ -168,6 +168,10 @@ class JobView(msgspec.Struct, kw_only=True):
     transcript_ref: str | None = None
     clip_count: int | None = None
     clips_done: list[int] = msgspec.field(default_factory=list)
+    attempt: int = 0
+    """The run the view follows: 0, then 1, 2, ... after each ``POST /v1/jobs/{id}/retry``."""
+    attempt_started_at: float = 0.0
+    """When the current run began (the job's creation for run 0); the watchdog's deadline counts from it."""
 
 
 class AsrCapabilities(msgspec.Struct, frozen=True, kw_only=True):

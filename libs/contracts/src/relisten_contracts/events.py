@@ -48,6 +48,10 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     job_id: str
     occurred_at: float = 0.0
     """Unix time at which the producer built the event (informational; not part of the message id)."""
+    attempt: int = 0
+    """0 for a job's first run; ``POST /v1/jobs/{id}/retry`` re-drives a failed job as attempt 1, 2, ...
+    and every event of that run carries it (it is part of the message id, so a re-run's events are not
+    dropped as duplicates of the failed run's)."""
 
 
 class JobCreated(Event, frozen=True, kw_only=True, tag="job.created.v1"):
@@ -166,6 +170,25 @@ class JobDeleted(Event, frozen=True, kw_only=True, tag="job.deleted.v1"):
     """What the job had come to (``completed`` or ``failed``) when it was deleted."""
 
 
+class JobRetried(Event, frozen=True, kw_only=True, tag="job.retried.v1"):
+    """A failed job is run again from its last stored artefact (``attempt`` is the new run's number).
+
+    ``resume_from`` names the event republished to re-drive it: ``job.created`` (from the audio),
+    ``words.scored`` (from the stored first pass) or ``clips.ready`` (from the stored clip plan).
+    """
+
+    resume_from: str
+    previous_error: ErrorInfo | None = None
+
+
 AnyEvent = (
-    JobCreated | JobProgress | WordsScored | ClipsReady | ClipCorrected | JobMerged | JobFailed | JobDeleted
+    JobCreated
+    | JobProgress
+    | WordsScored
+    | ClipsReady
+    | ClipCorrected
+    | JobMerged
+    | JobFailed
+    | JobDeleted
+    | JobRetried
 )

@@ -15,6 +15,9 @@ CLIPS_BUCKET = "relisten-clips"
 """KV: second-pass results per clip (written by the corrector, read by the merger)."""
 NOTIFY_BUCKET = "relisten-notify"
 """KV: delivery latches of the notifier, so a redelivered event is not announced twice."""
+RUNTIME_BUCKET = "relisten-runtime"
+"""KV: bookkeeping of the workers (deliveries handed back on shutdown, so a restart does not count
+as a failed attempt)."""
 AUDIO_BUCKET = "relisten-audio"
 """Object Store: original uploads, normalised audio and clips."""
 DATA_BUCKET = "relisten-data"
@@ -36,6 +39,7 @@ class Subject(StrEnum):
     JOB_MERGED = f"{SUBJECT_PREFIX}.job.merged"
     JOB_FAILED = f"{SUBJECT_PREFIX}.job.failed"
     JOB_DELETED = f"{SUBJECT_PREFIX}.job.deleted"
+    JOB_RETRIED = f"{SUBJECT_PREFIX}.job.retried"
 
 
 def subject_for(tag: str) -> Subject:

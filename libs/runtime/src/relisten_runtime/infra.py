@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import msgspec
@@ -23,6 +26,7 @@ from relisten_contracts import (
     IDEMPOTENCY_TTL_S,
     JOBS_BUCKET,
     NOTIFY_BUCKET,
+    RUNTIME_BUCKET,
     STREAM_NAME,
     STREAM_SUBJECTS,
     Event,
@@ -36,6 +40,22 @@ log = logging.getLogger(__name__)
 DUPLICATE_WINDOW_S = 24 * 3600
 """Long enough that a job redelivered hours later still publishes each event once."""
 
+RUNTIME_TTL_S = 7 * 24 * 3600
+"""Worker bookkeeping (deliveries handed back on shutdown) outlives any event's redeliveries."""
+
+_attempt: contextvars.ContextVar[int] = contextvars.ContextVar("relisten_attempt", default=0)
+
+
+@contextmanager
+def attempt_context(attempt: int) -> Iterator[None]:
+    """Events published inside carry ``attempt`` (the run of the job being handled), so that every
+    handler passes a retried job's run number on without knowing about it."""
+    token = _attempt.set(attempt)
+    try:
+        yield
+    finally:
+        _attempt.reset(token)
+
 
 @dataclass
 class Infra:
@@ -46,6 +66,7 @@ class Infra:
     jobs: KeyValue
     clips: KeyValue
     notify: KeyValue
+    runtime: KeyValue
     audio: ObjectStore
     data: ObjectStore
     idempotency: KeyValue
@@ -54,6 +75,8 @@ class Infra:
         """Publish with a deterministic ``Nats-Msg-Id`` and wait for the stream's acknowledgement."""
         if not event.occurred_at:
             event = msgspec.structs.replace(event, occurred_at=time.time())
+        if event.attempt < (attempt := _attempt.get()):
+            event = msgspec.structs.replace(event, attempt=attempt)
         subject = subject_for(type(event).__struct_config__.tag)  # type: ignore[arg-type]
         ack = await self.js.publish(
             subject, encode(event), stream=STREAM_NAME, headers={"Nats-Msg-Id": message_id(event)}
@@ -136,6 +159,7 @@ async def open_infra(url: str, name: str, replicas: int = 1) -> Infra:
         jobs=await ensure_kv(js, JOBS_BUCKET, replicas),
         clips=await ensure_kv(js, CLIPS_BUCKET, replicas),
         notify=await ensure_kv(js, NOTIFY_BUCKET, replicas),
+        runtime=await ensure_kv(js, RUNTIME_BUCKET, replicas, RUNTIME_TTL_S),
         audio=await ensure_object_store(js, AUDIO_BUCKET, replicas),
         data=await ensure_object_store(js, DATA_BUCKET, replicas),
         idempotency=await ensure_kv(js, IDEMPOTENCY_BUCKET, replicas, ttl_s=IDEMPOTENCY_TTL_S),

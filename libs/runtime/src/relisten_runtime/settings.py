@@ -24,6 +24,28 @@ class CommonSettings(BaseSettings):
     max_deliver: int = Field(5, ge=1, description="Deliveries of one event before its job is failed.")
     retry_backoff_s: float = Field(2.0, ge=0, description="First nack delay; doubles on every redelivery.")
     heartbeat_s: float = Field(10.0, gt=0, description="Interval of in-progress heartbeats during long work.")
+    shutdown_grace_s: float = Field(
+        20.0,
+        ge=0,
+        description="On SIGTERM a worker stops fetching and gives in-flight events this long to finish; "
+        "what is still running then is handed back to NATS at once (nak without delay).",
+    )
+    shutdown_deliveries: int = Field(
+        3,
+        ge=0,
+        description="Extra deliveries each consumer allows for events handed back on shutdown, so that "
+        "restarts do not use up the RELISTEN_MAX_DELIVER attempts of a job.",
+    )
+    max_handling_s: float = Field(
+        1800.0,
+        gt=0,
+        description="Longest one handler may work on one event, plus RELISTEN_MAX_HANDLING_PER_AUDIO_S "
+        "per second of the job's audio; after that the worker stops heartbeating and fails the job "
+        "(handling_timeout).",
+    )
+    max_handling_per_audio_s: float = Field(
+        2.0, ge=0, description="Per second of audio added to RELISTEN_MAX_HANDLING_S."
+    )
     callback_private_addresses: Literal["allow", "deny"] = Field(
         "allow",
         description="'deny' refuses job callbacks to loopback, private, link-local and other internal "

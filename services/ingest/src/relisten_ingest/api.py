@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from relisten_ingest import idempotency, live, openai_compat
+from relisten_ingest import idempotency, live, openai_compat, recovery
 from relisten_ingest.access import bearer_token
 from relisten_ingest.adapters import (
     AdmissionFailed,
@@ -433,6 +433,25 @@ async def delete_job_route(request: Request, job_id: str) -> dict[str, Any]:
         raise ApiError(404, "job_not_found", f"there is no job {job_id[:80]!r}")
     runtime_of(request).metrics.deleted.labels("requested").inc()
     return {"id": job_id, "deleted": True, "status": view.status}
+
+
+@router.post(
+    JOBS_PATH + "/{job_id}/retry",
+    summary="Run a failed job again from its last stored artefact",
+    status_code=202,
+)
+async def retry_job(request: Request, job_id: str) -> JSONResponse:
+    infra = infra_of(request)
+    view = await _view_or_404(infra, job_id)
+    try:
+        reopened = await recovery.redrive(infra, view)
+    except recovery.RetryRefused as exc:
+        raise ApiError(409, exc.code, exc.message) from None
+    return JSONResponse(
+        present_view(reopened, JOBS_PATH),
+        status_code=202,
+        headers={"Location": f"{JOBS_PATH}/{job_id}"},
+    )
 
 
 @router.get(JOBS_PATH + "/{job_id}/transcript", summary="The transcript: json, text, srt or vtt")

@@ -25,6 +25,7 @@ from relisten_contracts import (
     JobFailed,
     JobMerged,
     JobProgress,
+    JobRetried,
     Subject,
     Transcript,
     WordsScored,
@@ -40,6 +41,7 @@ EVENTS: Final[tuple[type[Event], ...]] = (
     JobMerged,
     JobFailed,
     JobDeleted,
+    JobRetried,
 )
 DOCUMENTS: Final = (FirstPass, ClipResult, Transcript)
 """Stored in the Object Store and KV, referred to by the events: described alongside them."""
@@ -51,7 +53,8 @@ SENDERS: Final[dict[Subject, tuple[str, ...]]] = {
     Subject.CLIPS_READY: ("clipper",),
     Subject.CLIP_CORRECTED: ("corrector",),
     Subject.JOB_MERGED: ("merger",),
-    Subject.JOB_FAILED: ("asr", "clipper", "corrector", "merger"),
+    Subject.JOB_FAILED: ("asr", "clipper", "corrector", "merger", "ingest"),
+    Subject.JOB_RETRIED: ("ingest",),
     Subject.JOB_DELETED: ("ingest",),
 }
 RECEIVERS: Final[dict[Subject, tuple[tuple[str, str], ...]]] = {

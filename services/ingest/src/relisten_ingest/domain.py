@@ -23,6 +23,7 @@ from relisten_contracts import (
     JobMerged,
     JobOptions,
     JobProgress,
+    JobRetried,
     JobView,
     Stage,
     WordsScored,
@@ -228,6 +229,32 @@ def _project(view: JobView, event: Event) -> JobView:
     return view
 
 
+RESUME_STAGE: Final[dict[str, Stage]] = {
+    "job.created": "queued",
+    "words.scored": "correcting",
+    "clips.ready": "correcting",
+}
+"""Where a retried job stands when it is re-driven from each stored artefact."""
+
+
+def _retry(view: JobView, event: JobRetried) -> JobView:
+    if view.status != "failed" or event.attempt <= view.attempt:
+        return view  # only a failed run can be retried, and each retry once
+    stage = RESUME_STAGE.get(event.resume_from, "queued")
+    keep_clips = event.resume_from == "clips.ready"
+    return replace(
+        view,
+        status=stage,
+        progress=STAGE_SPAN[stage][0],
+        error=None,
+        transcript_ref=None,
+        clip_count=view.clip_count if keep_clips else None,
+        clips_done=[],
+        attempt=event.attempt,
+        attempt_started_at=event.occurred_at,
+    )
+
+
 def apply_event(view: JobView | None, event: Event) -> JobView | None:
     """The job view after ``event``; None while there is no view to show.
 
@@ -236,7 +263,9 @@ def apply_event(view: JobView | None, event: Event) -> JobView | None:
       publishes ``job.created``, so such a job was never accepted;
     * the status never moves backwards and progress never drops, so a late or redelivered event
       changes nothing; ``completed`` and ``failed`` are final;
-    * applying the same event twice gives the same view (``updated_at`` included).
+    * applying the same event twice gives the same view (``updated_at`` included);
+    * ``job.retried`` reopens a ``failed`` job as a new run (``attempt``), the one exception to the two
+      rules above; events of earlier runs are ignored from then on.
     """
     if isinstance(event, JobCreated):
         created_at = event.created_at or event.occurred_at
@@ -261,6 +290,11 @@ def apply_event(view: JobView | None, event: Event) -> JobView | None:
         )
     elif view is None:
         return None
+    elif isinstance(event, JobRetried):
+        changed = _retry(view, event)
+    elif event.attempt < view.attempt:
+        # A late event of a run that failed and was retried: the new run is what the view follows.
+        return view
     elif view.status in TERMINAL:
         return view
     else:
@@ -301,6 +335,7 @@ def present_view(view: JobView, base_path: str = "/v1/jobs") -> dict[str, Any]:
             "callback_url": options.callback_url,
             "task": options.task,
         },
+        "attempt": view.attempt,
         "clips": None
         if view.clip_count is None
         else {"total": view.clip_count, "done": len(view.clips_done)},
@@ -311,3 +346,31 @@ def present_view(view: JobView, base_path: str = "/v1/jobs") -> dict[str, Any]:
         },
     }
     return body
+
+
+# ---------------------------------------------------------------------------------------------
+# Deadlines (the watchdog's sweep)
+# ---------------------------------------------------------------------------------------------
+
+
+def job_deadline_s(duration_s: float, base_s: float, per_audio_s: float) -> float:
+    """How long one run of a job may take: a base plus a share per second of its audio."""
+    return base_s + per_audio_s * max(duration_s, 0.0)
+
+
+def stuck_views(
+    views: list[JobView], now: float, base_s: float, per_audio_s: float
+) -> list[tuple[JobView, float]]:
+    """The running views whose current run started longer ago than its deadline, with that deadline.
+
+    A run starts when the job is created, or when ``job.retried`` reopened it.
+    """
+    stuck = []
+    for view in views:
+        if view.status in TERMINAL:
+            continue
+        deadline = job_deadline_s(view.duration_s, base_s, per_audio_s)
+        started = view.attempt_started_at or view.created_at
+        if now - started > deadline:
+            stuck.append((view, deadline))
+    return stuck

@@ -1,5 +1,8 @@
 """The job view projector: every pipeline event, one durable consumer, one compare-and-set per event.
 
+The consumer has no delivery limit: an event that cannot be applied now (NATS unavailable, lost
+compare-and-set races) is retried with backoff until it lands, so a terminal event always reaches the view.
+
 Ingest is the only writer of the ``jobs`` KV bucket. Replicas of ingest share the durable consumer,
 and compare-and-set keeps two of them from overwriting each other's update of one job. The metrics
 of the pipeline are recorded here too, once per change of a view, so a redelivered event does not
@@ -13,7 +16,7 @@ from typing import Final
 
 from relisten_contracts import Event
 from relisten_runtime.logs import job_context
-from relisten_runtime.worker import Worker
+from relisten_runtime.worker import FOREVER, Worker
 
 from relisten_ingest.adapters import JobViews
 from relisten_ingest.metrics import IngestMetrics
@@ -47,4 +50,8 @@ class JobViewProjector:
 
 def register_projector(worker: Worker, metrics: IngestMetrics | None = None) -> None:
     """Bind the projector to the worker's broker; call before ``worker.start()``."""
-    worker.consume(VIEW_SUBJECT, VIEW_DURABLE, VIEW_STAGE, JobViewProjector(worker, metrics))
+    # FOREVER: the projector never gives up on an event (a lost job.merged or job.failed would leave the
+    # view running while the notice already went out); a failing write is retried with backoff.
+    worker.consume(
+        VIEW_SUBJECT, VIEW_DURABLE, VIEW_STAGE, JobViewProjector(worker, metrics), max_deliver=FOREVER
+    )

@@ -117,7 +117,7 @@ def follow(state: FeedState, event: Event) -> list[Action]:
     The client's view starts at the snapshot it was sent, and projecting an event never moves a view
     backwards, so replayed events that the snapshot already covers produce nothing.
     """
-    if event.job_id != state.view.id or state.finished:
+    if event.job_id != state.view.id or state.finished or event.attempt < state.view.attempt:
         return []
     actions: list[Action] = []
     if isinstance(event, JobMerged):

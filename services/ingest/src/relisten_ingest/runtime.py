@@ -20,6 +20,7 @@ from relisten_ingest.deletion import JobRunning, delete_job, expired_jobs
 from relisten_ingest.handlers import register_projector
 from relisten_ingest.languages import LanguageGate
 from relisten_ingest.metrics import IngestMetrics
+from relisten_ingest.recovery import Watchdog
 from relisten_ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class IngestRuntime:
         self.metrics = IngestMetrics()
         self.languages = LanguageGate()
         self.worker: Worker | None = None
+        self.watchdog: Watchdog | None = None
         self.started = asyncio.Event()
         self._starting: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
@@ -87,6 +89,14 @@ class IngestRuntime:
                 delay = min(delay * 2, RETRY_MAX_S)
                 continue
             self.worker = worker
+            if self.settings.watchdog:
+                self.watchdog = Watchdog(
+                    worker.infra,
+                    deadline_base_s=self.settings.job_deadline_base_s,
+                    deadline_per_audio_s=self.settings.job_deadline_per_audio_s,
+                    sweep_interval_s=self.settings.job_sweep_interval_s,
+                )
+                await self.watchdog.start()
             self.started.set()
             if self.settings.retention_days is not None:
                 self._sweeping = asyncio.create_task(self._sweep_forever(), name="ingest-retention")
@@ -134,6 +144,9 @@ class IngestRuntime:
                     await task
         worker, self.worker = self.worker, None
         self.started.clear()
+        watchdog, self.watchdog = self.watchdog, None
+        if watchdog is not None:
+            await watchdog.stop()
         if worker is not None:
             await worker.stop()
         log.info("ingest stopped")

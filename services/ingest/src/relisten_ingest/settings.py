@@ -76,6 +76,30 @@ class IngestSettings(CommonSettings):
         ),
     )
 
+    job_deadline_base_s: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "The watchdog fails a job (code ``stuck``) still running this long after its run began, "
+            "plus RELISTEN_JOB_DEADLINE_PER_AUDIO_S per second of its audio."
+        ),
+    )
+    job_deadline_per_audio_s: float = Field(
+        3.0,
+        ge=0,
+        description="Seconds of deadline per second of audio, added to RELISTEN_JOB_DEADLINE_BASE_S.",
+    )
+    job_sweep_interval_s: float = Field(
+        60.0, gt=0, description="How often the watchdog looks for jobs past their deadline."
+    )
+    watchdog: bool = Field(
+        True,
+        description=(
+            "Run the watchdog in this ingest process (JetStream max-deliveries and terminated "
+            "advisories, and the deadline sweep). Replicas may all run it."
+        ),
+    )
+
     retention_days: float | None = Field(
         None,
         gt=0,

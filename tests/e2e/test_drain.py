@@ -1,0 +1,139 @@
+"""Graceful drain with real processes: ``relisten worker asr`` gets SIGTERM in the middle of a first pass.
+
+* With a short ``RELISTEN_SHUTDOWN_GRACE_S`` the unfinished event is handed back (nak without delay):
+  the restarted worker takes it at once although the AckWait is ten minutes, and the hand-back is
+  not counted as one of the job's attempts.
+* With a long grace the worker finishes the first pass, publishes it and only then exits.
+
+Each test prints its figures (how long the worker took to exit, time to terminal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import nats
+import pytest
+from relisten_contracts import RUNTIME_BUCKET, STREAM_NAME, Subject, decode_event
+
+from relisten.dataset import Recording, long_form_recordings
+from relisten.services import SERVICES
+from relisten.stack import Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.nats]
+
+ACK_WAIT_S = 600
+"""Far longer than the tests wait: a job that goes on after a restart was handed back, not redelivered
+by the AckWait."""
+
+
+@pytest.fixture(scope="module")
+def recording() -> Recording:
+    return next(r for r in long_form_recordings(include_sonnets=False) if r.name == "chapter-2609-156975")
+
+
+@pytest.fixture(scope="module")
+def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = Stack(
+        nats_url,
+        tmp_path_factory.mktemp("drain"),
+        extra_env={"RELISTEN_ACK_WAIT_S": str(ACK_WAIT_S), "RELISTEN_SHUTDOWN_GRACE_S": "1"},
+    ).start(SERVICES)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+async def job_events(nats_url: str, job_id: str) -> list[tuple[str, Any]]:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        sub = await js.subscribe(">", stream=STREAM_NAME, ordered_consumer=True)
+        found = []
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=1)
+            except nats.errors.TimeoutError:
+                break
+            event = decode_event(msg.data)
+            if event.job_id == job_id:
+                found.append((msg.subject, event))
+        return found
+    finally:
+        await nc.close()
+
+
+async def handed_back(nats_url: str) -> dict[str, bytes]:
+    nc = await nats.connect(nats_url)
+    try:
+        kv = await nc.jetstream().key_value(RUNTIME_BUCKET)
+        try:
+            keys = await kv.keys()
+        except nats.js.errors.NoKeysError:
+            return {}
+        return {key: (await kv.get(key)).value or b"" for key in keys}
+    finally:
+        await nc.close()
+
+
+def sigterm_and_time(stack: Stack, name: str, timeout_s: float) -> tuple[int, float]:
+    """SIGTERM the service; its exit code and how long it took to exit."""
+    process = stack.services[name].process
+    assert process is not None
+    started = time.monotonic()
+    process.terminate()
+    code = process.wait(timeout=timeout_s)
+    return code, time.monotonic() - started
+
+
+def test_sigterm_mid_job_hands_the_event_back_and_a_restart_takes_it_at_once(
+    stack: Stack, recording: Recording, nats_url: str
+) -> None:
+    job_id = str(stack.submit(recording, correction="off")["id"])
+    began = time.monotonic()
+    stack.wait_for(job_id, {"transcribing"}, timeout_s=120)
+    code, exit_s = sigterm_and_time(stack, "asr", timeout_s=60)
+    assert stack.view(job_id)["status"] == "transcribing", "the SIGTERM must land mid-transcription"
+    events = asyncio.run(job_events(nats_url, job_id))
+    assert Subject.WORDS_SCORED not in [s for s, _ in events], "the first pass was not finished"
+    marks = asyncio.run(handed_back(nats_url))
+    assert [key for key in marks if key.startswith("handed-back.asr.")], marks
+
+    stack.services["asr"].start()
+    view = stack.wait_for(job_id, timeout_s=ACK_WAIT_S / 2)
+    terminal_s = time.monotonic() - began
+    print(
+        f"\ndrain: asr exited {exit_s:.1f} s after SIGTERM (code {code}); job completed {terminal_s:.1f} s after submission"
+    )
+    assert view["status"] == "completed", view
+    subjects = [s for s, _ in asyncio.run(job_events(nats_url, job_id))]
+    assert subjects.count(Subject.WORDS_SCORED) == 1
+    assert subjects.count(Subject.JOB_MERGED) == 1
+    assert Subject.JOB_FAILED not in subjects
+    assert exit_s < 30, "the worker must exit within the grace, not after the AckWait"
+
+
+def test_sigterm_with_a_long_grace_lets_the_first_pass_finish(
+    stack: Stack, recording: Recording, nats_url: str
+) -> None:
+    asr = stack.services["asr"]
+    asr.stop()
+    asr.env = {**asr.env, "RELISTEN_SHUTDOWN_GRACE_S": "240"}
+    asr.start()
+    job_id = str(stack.submit(recording, correction="off")["id"])
+    stack.wait_for(job_id, {"transcribing"}, timeout_s=180)
+    code, exit_s = sigterm_and_time(stack, "asr", timeout_s=300)
+    subjects = [s for s, _ in asyncio.run(job_events(nats_url, job_id))]
+    print(f"\ndrain: asr finished its first pass and exited {exit_s:.1f} s after SIGTERM (code {code})")
+    assert subjects.count(Subject.WORDS_SCORED) == 1, "the in-flight first pass finished before the exit"
+    asr.env = {**asr.env, "RELISTEN_SHUTDOWN_GRACE_S": "1"}
+    asr.start()
+    view = stack.wait_for(job_id, timeout_s=300)
+    assert view["status"] == "completed", view
+    subjects = [s for s, _ in asyncio.run(job_events(nats_url, job_id))]
+    assert subjects.count(Subject.WORDS_SCORED) == 1
+    assert Subject.JOB_FAILED not in subjects
