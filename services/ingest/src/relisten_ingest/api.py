@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from relisten_ingest import live, openai_compat
+from relisten_ingest import backlog, live, openai_compat
 from relisten_ingest.adapters import (
     AdmissionFailed,
     JobViews,
@@ -220,6 +220,26 @@ def _declared_length(request: Request, limit: int) -> None:
         raise ApiError(413, "upload_too_large", f"the upload is larger than the limit of {limit} bytes")
 
 
+async def _refuse_when_backlogged(runtime: IngestRuntime, infra: Infra) -> None:
+    """503 ``backlog_full`` once the unfinished jobs hold more audio than the configured limit."""
+    limit = runtime.settings.max_backlog_audio_s
+    if limit <= 0:
+        return
+    try:
+        waiting = await runtime.backlog.current(infra)
+    except Exception as exc:  # cannot read the views: storing the upload would fail and answer that
+        log.warning("backlog unknown, admitting: %r", exc)
+        return
+    if waiting > limit:
+        raise ApiError(
+            503,
+            "backlog_full",
+            f"{waiting:.0f} s of audio are waiting to be transcribed, more than the limit of {limit:.0f} s; "
+            "try again later",
+            headers={"Retry-After": str(backlog.RETRY_AFTER_S)},
+        )
+
+
 FormCheck = Callable[[ReceivedForm], None]
 
 
@@ -238,6 +258,7 @@ async def admit_upload(request: Request, check: FormCheck = _no_check) -> JobVie
     # Reject by the declared size before touching NATS or reading a byte of the body.
     _declared_length(request, settings.max_upload_bytes)
     infra = infra_of(request)
+    await _refuse_when_backlogged(runtime, infra)
 
     workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="relisten-ingest-", dir=settings.tmp_dir))
     try:

@@ -15,6 +15,7 @@ import logging
 from relisten_runtime.infra import Infra
 from relisten_runtime.worker import Worker
 
+from relisten_ingest.backlog import Backlog
 from relisten_ingest.handlers import register_projector
 from relisten_ingest.metrics import IngestMetrics
 from relisten_ingest.settings import IngestSettings
@@ -34,6 +35,7 @@ class IngestRuntime:
         self.settings = settings
         self.decode_slots = asyncio.Semaphore(settings.decode_concurrency)
         self.metrics = IngestMetrics()
+        self.backlog = Backlog()
         self.worker: Worker | None = None
         self.started = asyncio.Event()
         self._starting: asyncio.Task[None] | None = None
