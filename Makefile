@@ -7,7 +7,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: help setup run test lint unit bench clean browser
+.PHONY: help setup run test lint unit bench chaos clean browser
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test: setup lint browser  ## the whole test suite (lint, types, unit, NATS integ
 
 unit: setup  ## only the tests that need no NATS
 	$(UV) run --no-sync pytest -m "not nats and not e2e"
+
+chaos: setup  ## the long cluster test: 3 NATS nodes, 2 replicas of every service, 20 jobs, a node and replicas killed
+	RELISTEN_CLUSTER_JOBS=$${RELISTEN_CLUSTER_JOBS:-20} $(UV) run --no-sync pytest -q -s tests/e2e/test_cluster.py
 
 bench: setup  ## accuracy and cost benchmark over real long-form speech
 	$(UV) run --no-sync python -m relisten.bench

@@ -1,4 +1,5 @@
-"""The ``relisten`` command: ``up`` runs the stack, ``worker`` one service, ``transcribe`` a file."""
+"""The ``relisten`` command: ``up`` runs the stack, ``worker`` one service, ``health`` checks one,
+``transcribe`` a file."""
 
 from __future__ import annotations
 
@@ -25,11 +26,36 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=int(os.environ.get("RELISTEN_PORT", "8000")))
     up.add_argument("--nats-port", type=int, default=int(os.environ.get("RELISTEN_NATS_PORT", "4222")))
     up.add_argument("--data-dir", type=Path, default=Path(os.environ.get("RELISTEN_DATA_DIR", "var")))
+    up.add_argument(
+        "--nats-cluster",
+        type=int,
+        default=int(os.environ.get("RELISTEN_NATS_CLUSTER", "1")),
+        metavar="N",
+        help="run N nats-server processes on loopback as one JetStream cluster (N replicas of everything)",
+    )
+    up.add_argument(
+        "--replicas",
+        type=_replicas,
+        default=_replicas(os.environ.get("RELISTEN_REPLICAS", "")),
+        metavar="SERVICE=N,...",
+        help="processes per service, e.g. asr=2,corrector=2 (1 for any service not named)",
+    )
+    up.add_argument(
+        "--nats-sync-interval",
+        default=os.environ.get("RELISTEN_NATS_SYNC_INTERVAL", "always"),
+        metavar="always|DURATION",
+        help="how often the embedded JetStream fsyncs (always, or e.g. 10s; 'default' keeps the server's 2m)",
+    )
 
     worker = commands.add_parser(
         "worker", help="run one service against RELISTEN_NATS_URL (scale by starting more)"
     )
     worker.add_argument("service", choices=SERVICES)
+
+    health = commands.add_parser(
+        "health", help="exit 0 when a service's NATS connection and consumers are in place (healthchecks)"
+    )
+    health.add_argument("service", choices=SERVICES)
 
     transcribe = commands.add_parser(
         "transcribe", help="upload a recording to a running relisten and print the result"
@@ -48,6 +74,15 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=None, help="give up waiting after this many seconds"
     )
     return parser
+
+
+def _replicas(text: str) -> dict[str, int]:
+    from relisten.supervisor import parse_replicas
+
+    try:
+        return parse_replicas(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _print_corrections(transcript: dict[str, Any]) -> None:
@@ -140,10 +175,26 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "up":
         from relisten.supervisor import run_stack
 
-        raise SystemExit(run_stack(args.data_dir.resolve(), args.port, args.nats_port))
+        if args.nats_cluster < 1:
+            raise SystemExit("relisten up: --nats-cluster needs at least 1 node")
+        sync = None if args.nats_sync_interval == "default" else args.nats_sync_interval
+        raise SystemExit(
+            run_stack(
+                args.data_dir.resolve(),
+                args.port,
+                args.nats_port,
+                replicas=args.replicas,
+                nats_cluster=args.nats_cluster,
+                sync_interval=sync,
+            )
+        )
     if args.command == "worker":
         from relisten.services import run_service
 
         asyncio.run(run_service(args.service))
         return
+    if args.command == "health":
+        from relisten.health import check
+
+        raise SystemExit(check(args.service))
     raise SystemExit(transcribe(args))

@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from relisten_ingest import idempotency, live, openai_compat, recovery
+from relisten_ingest import backlog, idempotency, live, openai_compat, recovery
 from relisten_ingest.access import bearer_token
 from relisten_ingest.adapters import (
     AdmissionFailed,
@@ -224,6 +224,26 @@ def _declared_length(request: Request, limit: int) -> None:
         raise ApiError(413, "upload_too_large", f"the upload is larger than the limit of {limit} bytes")
 
 
+async def _refuse_when_backlogged(runtime: IngestRuntime, infra: Infra) -> None:
+    """503 ``backlog_full`` once the unfinished jobs hold more audio than the configured limit."""
+    limit = runtime.settings.max_backlog_audio_s
+    if limit <= 0:
+        return
+    try:
+        waiting = await runtime.backlog.current(infra)
+    except Exception as exc:  # cannot read the views: storing the upload would fail and answer that
+        log.warning("backlog unknown, admitting: %r", exc)
+        return
+    if waiting > limit:
+        raise ApiError(
+            503,
+            "backlog_full",
+            f"{waiting:.0f} s of audio are waiting to be transcribed, more than the limit of {limit:.0f} s; "
+            "try again later",
+            headers={"Retry-After": str(backlog.RETRY_AFTER_S)},
+        )
+
+
 FormCheck = Callable[[ReceivedForm], None]
 
 
@@ -249,6 +269,7 @@ async def admit_upload(
     except idempotency.IdempotencyError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from None
     infra = infra_of(request)
+    await _refuse_when_backlogged(runtime, infra)
 
     workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="relisten-ingest-", dir=settings.tmp_dir))
     try:

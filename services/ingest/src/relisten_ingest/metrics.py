@@ -10,6 +10,7 @@ Ingest sees every event (its projector consumes them all), so the pipeline's met
 * ``relisten_redecoded_fraction`` — share of a job's audio the second pass re-listened to;
 * ``relisten_first_pass_seconds``, ``relisten_second_pass_seconds`` — compute per job;
 * ``relisten_second_pass_clip_seconds`` — second-pass latency per clip;
+* ``relisten_backlog_audio_seconds`` — audio of unfinished jobs (admission control's measure);
 * ``relisten_queue_depth{consumer}`` — pending plus unacknowledged events of each durable consumer
   of the stream, asked of NATS at scrape time.
 
@@ -35,6 +36,7 @@ from relisten_contracts import STREAM_NAME, ClipCorrected, Event, JobMerged, Job
 from relisten_runtime.infra import Infra
 
 from relisten_ingest.adapters import JobViews
+from relisten_ingest.backlog import backlog_audio_s
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,11 @@ class IngestMetrics:
             ["code"],
             registry=r,
         )
+        self.backlog = Gauge(
+            "relisten_backlog_audio_seconds",
+            "Audio of the jobs not yet completed or failed (what admission control compares).",
+            registry=r,
+        )
         self._entered: OrderedDict[str, tuple[Stage, float]] = OrderedDict()
 
     def admitted(self, view: JobView) -> None:
@@ -168,6 +175,7 @@ class IngestMetrics:
         counts = Tally(view.status for view in views)
         for status in STATUSES:
             self.jobs.labels(status).set(counts.get(status, 0))
+        self.backlog.set(backlog_audio_s(views))
 
     async def refresh(self, infra: Infra) -> None:
         """Ask NATS for what is read at scrape time; on failure the previous values stay."""

@@ -16,6 +16,7 @@ import time
 from relisten_runtime.infra import Infra
 from relisten_runtime.worker import Worker
 
+from relisten_ingest.backlog import Backlog
 from relisten_ingest.deletion import JobRunning, delete_job, expired_jobs
 from relisten_ingest.handlers import register_projector
 from relisten_ingest.languages import LanguageGate
@@ -39,6 +40,7 @@ class IngestRuntime:
         self.decode_slots = asyncio.Semaphore(settings.decode_concurrency)
         self.metrics = IngestMetrics()
         self.languages = LanguageGate()
+        self.backlog = Backlog()
         self.worker: Worker | None = None
         self.watchdog: Watchdog | None = None
         self.started = asyncio.Event()

@@ -41,6 +41,14 @@ class IngestSettings(CommonSettings):
     decode_concurrency: int = Field(
         2, ge=1, description="Uploads decoded at the same time; decoding is CPU-bound and runs in threads."
     )
+    max_backlog_audio_s: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Admission control: once the audio of unfinished jobs exceeds this many seconds, uploads get "
+            "503 backlog_full with Retry-After. 0: no limit."
+        ),
+    )
     max_prompt_chars: int = Field(
         4000, ge=0, description="Longest accepted glossary/context prompt, in characters."
     )
