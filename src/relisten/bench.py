@@ -21,6 +21,13 @@ processes used between the start and end of each job (``/proc/<pid>/stat``).
 loopback server that answers every clip with confident, unrelated words. The merger's guards must
 reject all of it: WER(g) must equal the WER of the same jobs' first pass and of (a).
 
+``--split tuning|validation`` runs one part of the development material (``relisten.dataset``: split by
+speaker; decide levers on validation only), ``--short`` adds the short LibriSpeech utterances joined per
+speaker, ``--degraded tel,mp3,opus,speed0.9,speed1.1`` adds channel-degraded copies of every recording
+made at run time. After the table the bench prints paired bootstrap 95 % intervals of WER differences
+((c)-(a), (c)-(b), (b)-(a), each variant against (c)), resampling reference utterances together with
+their degraded copies (``relisten.scoring``); a difference whose interval includes zero is "not a win".
+
 WER is corpus-level (jiwer over all recordings: total errors over total reference words) after
 ``relisten.dataset.normalise_text`` on both sides: lower case; hyphens to spaces; typographic
 apostrophes made plain; "mr"/"mrs"/"dr" spelt "mister"/"missus"/"doctor" as LibriSpeech spells them;
@@ -54,11 +61,13 @@ import numpy as np
 
 from relisten.dataset import (
     DEFAULT_DATA_DIR,
+    DEGRADATIONS,
     SAMPLE_RATE,
     Recording,
     development_recordings,
     normalise_text,
 )
+from relisten.scoring import Interval, TimedWord, UnitErrors, paired_bootstrap, unit_errors
 from relisten.services import SERVICES
 from relisten.stack import Stack
 
@@ -192,6 +201,8 @@ class RecordingResult:
     first_pass_text: str | None = None
     first_pass_wer: float | None = None
     error: str | None = None
+    words: list[TimedWord] = field(default_factory=list)
+    """The hypothesis's words with times (scored per reference utterance for the intervals)."""
 
 
 @dataclass
@@ -307,6 +318,7 @@ def run_whole_audio(
                     compute_s=wall,
                     wall_s=wall,
                     cpu_s=cpu,
+                    words=[(w.start, w.end, w.word.strip()) for w in first.words],
                 )
             )
             console.print(f"  {key} {recording.name}: {wall:.1f} s, WER {result.recordings[-1].wer:.3f}")
@@ -343,6 +355,7 @@ def run_whole_audio_remote(
                         wer=recording_wer(recording.reference, answer.text),
                         compute_s=wall,
                         wall_s=wall,
+                        words=[(w.start, w.end, w.word.strip()) for w in answer.words or ()],
                     )
                 )
         finally:
@@ -505,6 +518,7 @@ def _run_job(
         replaced_words=sum(word.get("source") == "second" for word in transcript["words"]),
         first_pass_text=first_text,
         first_pass_wer=recording_wer(recording.reference, first_text),
+        words=[(float(w["start"]), float(w["end"]), str(w["word"]).strip()) for w in transcript["words"]],
     )
 
 
@@ -543,9 +557,38 @@ class Report:
     systems: list[SystemResult]
     checks: dict[str, bool] = field(default_factory=dict)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sources: dict[str, Recording] = field(default_factory=dict, repr=False)
+    """The recordings by name (their reference utterances score the intervals)."""
 
     def system(self, key: str) -> SystemResult | None:
         return next((s for s in self.systems if s.key == key), None)
+
+    def units(self, system: SystemResult) -> list[UnitErrors]:
+        """``system``'s errors per reference utterance (the recording's whole text when a hypothesis
+        has no word times)."""
+        units: list[UnitErrors] = []
+        for result in system.recordings:
+            recording = self.sources.get(result.name) or Recording(
+                result.name, np.zeros(0, np.float32), self.references[result.name]
+            )
+            if not result.words and result.hypothesis:
+                recording = Recording(recording.name, recording.audio, recording.reference)
+                units += unit_errors(recording, [(0.0, 0.0, result.hypothesis)])
+            else:
+                units += unit_errors(recording, result.words)
+        return units
+
+    def intervals(self) -> list[tuple[str, Interval]]:
+        """Paired bootstrap intervals: (c)-(a), (c)-(b), (b)-(a) and each variant against (c)."""
+        pairs = [("c", "a"), ("c", "b"), ("b", "a"), ("c", "a0"), ("c", "b0")]
+        pairs += [(s.key, "c") for s in self.systems if s.key.startswith("c") and s.key != "c"]
+        out = []
+        for x, y in pairs:
+            sx, sy = self.system(x), self.system(y)
+            if sx is None or sy is None or [r.name for r in sx.recordings] != [r.name for r in sy.recordings]:
+                continue
+            out.append((f"WER({x}) - WER({y})", paired_bootstrap(self.units(sx), self.units(sy))))
+        return out
 
     def wer(self, system: SystemResult) -> float:
         names = [r.name for r in system.recordings]
@@ -633,6 +676,10 @@ class Report:
                 for s in self.systems
             ],
             "ratios": self.ratios(),
+            "intervals": {
+                name: {"difference": i.difference, "low": i.low, "high": i.high, "verdict": i.verdict}
+                for name, i in self.intervals()
+            },
             "checks": self.checks,
             "settings": self.settings,
         }
@@ -655,6 +702,14 @@ class Report:
             lines.append("Ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()))
         for name, ok in self.checks.items():
             lines.append(f"- check {name}: {'pass' if ok else 'FAIL'}")
+        intervals = self.intervals()
+        if intervals:
+            lines += [
+                "",
+                "Paired bootstrap 95 % intervals (utterances resampled with their degraded copies):",
+                "",
+            ]
+            lines += [f"- {name}: {interval.text()}" for name, interval in intervals]
         lines += ["", "Per recording (WER %):", ""]
         header = ["recording", "s", *[s.key for s in self.systems]]
         per = []
@@ -719,6 +774,8 @@ def print_report(report: Report, console: Any) -> None:
         console.print(f"  {name}: [bold]{value:.2f}")
     for name, ok in report.checks.items():
         console.print(f"  check {name}: " + ("[green]pass" if ok else "[red]FAIL"))
+    for name, interval in report.intervals():
+        console.print(f"  {name}: {interval.text()} (paired bootstrap 95 %, {interval.units} utterances)")
     for system in report.systems:
         for note in system.notes:
             console.print(f"  ({system.key}) {note}")
@@ -768,6 +825,19 @@ def _parser() -> argparse.ArgumentParser:
         "as they would on long audio",
     )
     parser.add_argument("--recordings", help="comma-separated recording names to run (instead of all)")
+    parser.add_argument(
+        "--split",
+        choices=["tuning", "validation"],
+        help="only this part of the development material (split by speaker; decide on validation)",
+    )
+    parser.add_argument(
+        "--short", action="store_true", help="also the short LibriSpeech utterances, joined per speaker"
+    )
+    parser.add_argument(
+        "--degraded",
+        default="",
+        help=f"also channel-degraded copies of every recording, comma-separated: {', '.join(DEGRADATIONS)}",
+    )
     parser.add_argument(
         "--systems",
         default="a,b,c",
@@ -837,6 +907,9 @@ def main(argv: list[str] | None = None) -> int:
         names=[name.strip() for name in args.recordings.split(",")] if args.recordings else None,
         limit=args.limit,
         join=args.joined,
+        split=args.split,
+        short=args.short,
+        degraded=[kind.strip() for kind in args.degraded.split(",") if kind.strip()],
     )
     if not recordings:
         console.print(f"[red]no long-form recordings in {args.data_dir}")
@@ -987,6 +1060,7 @@ def main(argv: list[str] | None = None) -> int:
         recordings=[r.name for r in recordings],
         references=references,
         systems=results,
+        sources={r.name: r for r in recordings},
     )
     for system in results:
         if system.pipeline:

@@ -18,3 +18,44 @@ def test_chapters_and_sonnets_join_into_one_recording_with_gaps() -> None:
     second = int(recordings[0].duration_s * SAMPLE_RATE)
     assert not np.any(one.audio[second : second + 2 * SAMPLE_RATE])
     assert word_error_rate(one.reference, one.reference) == 0.0
+
+
+def test_split_is_by_speaker_deterministic_and_never_uses_the_held_out_speakers() -> None:
+    from relisten.dataset import HELD_OUT_SPEAKERS, development_recordings, split_of
+
+    everything = development_recordings(short=True)
+    tuning = development_recordings(split="tuning", short=True)
+    validation = development_recordings(split="validation", short=True)
+    assert {r.name for r in tuning} | {r.name for r in validation} == {r.name for r in everything}
+    assert not {r.speaker for r in tuning} & {r.speaker for r in validation}
+    assert not {r.speaker for r in everything} & HELD_OUT_SPEAKERS
+    # Both parts hold test-other chapters, the kind of speech the system is judged on.
+    assert sum(r.name.startswith("chapter-") for r in tuning) == 2
+    assert sum(r.name.startswith("chapter-") for r in validation) == 3
+    assert [r.name for r in development_recordings(split="validation", short=True)] == [
+        r.name for r in validation
+    ]
+    copies = development_recordings(split="validation", names=["chapter-1688-142285"], degraded=["speed1.1"])
+    assert [split_of(r) for r in copies] == ["validation", "validation"]
+
+
+def test_degraded_copies_are_deterministic_and_keep_utterances_in_place() -> None:
+    from relisten.dataset import degrade, development_recordings
+
+    (recording,) = development_recordings(names=["chapter-2414-128291"])
+    assert len(recording.utterances) == 10
+    faster = degrade(recording, "speed1.1")
+    assert abs(faster.duration_s - recording.duration_s / 1.1) < 0.01
+    assert abs(faster.utterances[-1].end_s - recording.utterances[-1].end_s / 1.1) < 1e-6
+    phone = degrade(recording, "tel")
+    assert np.array_equal(phone.audio, degrade(recording, "tel").audio)
+    spectrum = np.abs(np.fft.rfft(phone.audio))
+    freqs = np.fft.rfftfreq(len(phone.audio), 1 / SAMPLE_RATE)
+    assert spectrum[freqs > 4200].sum() < 0.01 * spectrum[(freqs > 300) & (freqs < 3400)].sum()
+    for kind in ("mp3", "opus"):
+        coded = degrade(recording, kind)
+        assert len(coded.audio) == len(recording.audio)
+        assert np.array_equal(coded.audio, degrade(recording, kind).audio)
+        # Aligned with the original (the codec's priming delay removed), yet not the same signal.
+        correlation = float(np.corrcoef(coded.audio, recording.audio)[0, 1])
+        assert 0.5 < correlation < 0.999  # unaligned, it would be near 0
