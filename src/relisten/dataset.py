@@ -262,7 +262,7 @@ def _codec_round_trip(
     """``audio`` encoded with ``codec`` at ``bit_rate`` (mono, ``rate`` Hz) and decoded back to 16 kHz."""
     out = io.BytesIO()
     with av.open(out, "w", format=container) as sink:
-        stream: Any = sink.add_stream(codec, rate=rate, layout="mono")  # type: ignore[call-overload]
+        stream: Any = sink.add_stream(codec, rate=rate, layout="mono")
         stream.bit_rate = bit_rate
         resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
         frame = av.AudioFrame.from_ndarray(_to_s16(audio)[None, :], format="s16", layout="mono")
