@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -197,6 +199,26 @@ async def test_a_job_whose_event_exhausts_its_deliveries_is_failed_by_the_watchd
     assert "lost-worker" in body["error"]["message"]
     failures = [e for e, _ in await job_events(infra, job_id) if isinstance(e, JobFailed)]
     assert [f.stage for f in failures] == ["watchdog"]
+    metrics = (await client.get("/metrics")).text
+    assert 'relisten_watchdog_failed_jobs_total{code="deliveries_exhausted"} 1.0' in metrics
+
+
+@pytestmark_nats
+async def test_disabled_notification_destinations_are_a_metric(
+    client: httpx.AsyncClient, infra: Infra
+) -> None:
+    now = time.time()
+    await infra.notify.put(
+        "disabled.discord",
+        json.dumps({"target": "discord", "status": 404, "at": now, "until": now + 60}).encode(),
+    )
+    await infra.notify.put(
+        "disabled.callback.expired",
+        json.dumps({"target": "callback", "status": 410, "at": 0, "until": 1}).encode(),
+    )
+    metrics = (await client.get("/metrics")).text
+    assert 'relisten_notify_disabled_destinations{target="discord"} 1.0' in metrics
+    assert 'relisten_notify_disabled_destinations{target="callback"} 0.0' in metrics
 
 
 @pytestmark_nats
