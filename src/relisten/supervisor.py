@@ -111,8 +111,10 @@ def run_stack(data_dir: Path, port: int, nats_port: int, replicas: dict[str, int
         print("stopping relisten ...", flush=True)
         for child in children:
             child.stop()
+        # The workers drain for up to RELISTEN_SHUTDOWN_GRACE_S before handing events back: wait for that.
+        grace_s = float(env.get("RELISTEN_SHUTDOWN_GRACE_S") or 20.0)
         for child in children:
-            child.wait(15)
+            child.wait(grace_s + 15)
         if nats is not None:
             nats.stop()
     return 0
