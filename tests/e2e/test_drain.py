@@ -137,3 +137,40 @@ def test_sigterm_with_a_long_grace_lets_the_first_pass_finish(
     subjects = [s for s, _ in asyncio.run(job_events(nats_url, job_id))]
     assert subjects.count(Subject.WORDS_SCORED) == 1
     assert Subject.JOB_FAILED not in subjects
+
+
+def test_a_worker_killed_on_the_last_delivery_leaves_a_failed_job_not_a_stuck_one(
+    stack: Stack, recording: Recording, nats_url: str
+) -> None:
+    """kill -9 of asr on the job's only delivery: nothing can publish job.failed from inside the worker.
+    The server gives up on the event, announces it, and ingest's watchdog fails the job."""
+    asr = stack.services["asr"]
+    asr.stop()
+    normal = dict(asr.env)
+    # One delivery, none spare for hand-backs, a short AckWait (applied to the existing consumer).
+    asr.env = {
+        **normal,
+        "RELISTEN_MAX_DELIVER": "1",
+        "RELISTEN_SHUTDOWN_DELIVERIES": "0",
+        "RELISTEN_ACK_WAIT_S": "5",
+    }
+    asr.start()
+    try:
+        job_id = str(stack.submit(recording, correction="off")["id"])
+        began = time.monotonic()
+        stack.wait_for(job_id, {"transcribing"}, timeout_s=180)
+        asr.kill()
+        asr.start()  # pulls again: the server finds the event out of deliveries
+        view = stack.wait_for(job_id, timeout_s=120)
+        terminal_s = time.monotonic() - began
+        print(
+            f"\nlast delivery killed: job {view['status']} ({view['error']['code']}) {terminal_s:.1f} s after submission"
+        )
+        assert view["status"] == "failed", view
+        assert view["error"]["code"] == "deliveries_exhausted", view
+        failures = [e for s, e in asyncio.run(job_events(nats_url, job_id)) if s == Subject.JOB_FAILED]
+        assert [f.stage for f in failures] == ["watchdog"]
+    finally:
+        asr.stop()
+        asr.env = normal
+        asr.start()

@@ -222,6 +222,12 @@ async def test_disabled_notification_destinations_are_a_metric(
 
 
 @pytestmark_nats
+async def test_the_projector_has_no_delivery_limit(client: httpx.AsyncClient, infra: Infra) -> None:
+    info = await infra.js.consumer_info(STREAM_NAME, "ingest-view")
+    assert info.config.max_deliver == -1
+
+
+@pytestmark_nats
 async def test_the_sweep_fails_a_job_past_its_deadline_once(client: httpx.AsyncClient, infra: Infra) -> None:
     job_id = await submit(client)
     found = await JobViews.of(infra).get(job_id)
