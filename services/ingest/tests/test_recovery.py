@@ -331,3 +331,20 @@ async def test_two_concurrent_retries_run_the_job_once(client: httpx.AsyncClient
         e for e, _ in await job_events(infra, job_id) if isinstance(e, JobRetried | JobCreated) and e.attempt
     ]
     assert len(retried) == 2  # one job.retried, one job.created of run 1
+
+
+@pytestmark_nats
+async def test_two_replicas_failing_the_same_job_at_once_publish_one_job_failed(
+    client: httpx.AsyncClient, infra: Infra
+) -> None:
+    job_id = await submit(client)
+    replicas = [
+        Watchdog(infra, deadline_base_s=1.0, deadline_per_audio_s=0.0, sweep_interval_s=3600.0)
+        for _ in range(2)
+    ]
+    # Both see the job running (neither waits for the other's event to reach the view).
+    published = await asyncio.gather(*(w.fail(job_id, 0, code="stuck", message="test") for w in replicas))
+    assert published == [True, True]
+    await wait_status(client, job_id, "failed")
+    failures = [msg_id for e, msg_id in await job_events(infra, job_id) if isinstance(e, JobFailed)]
+    assert failures == [f"job.failed.v1:{job_id}"]  # the stream dropped the second as a duplicate
