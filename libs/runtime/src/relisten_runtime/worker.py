@@ -132,11 +132,6 @@ class Worker:
             raise RuntimeError("worker not started")
         return self._infra
 
-    @property
-    def draining(self) -> bool:
-        """True once :meth:`stop` began: nothing new is started."""
-        return self._draining
-
     def _server_max_deliver(self, spec: ConsumerSpec) -> int:
         if spec.max_deliver == FOREVER:
             return FOREVER
