@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 
 from relisten_runtime.logs import configure_logging
@@ -40,3 +42,12 @@ async def run_service(name: str) -> None:
     _stop_on_signals(stop)
     run: Callable[[asyncio.Event], Awaitable[None]] = worker.run_forever  # type: ignore[attr-defined]
     await run(stop)
+    if getattr(worker, "handed_back_on_stop", 0):
+        # Work handed back at shutdown may still run in a thread (a model call cannot be interrupted),
+        # and the interpreter would wait for it before exiting. Its event is back in NATS and the
+        # connections are closed: leave now, so a restart is not held up.
+        log.info("%s: leaving without waiting for handed-back work still running in threads", name)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

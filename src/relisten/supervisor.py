@@ -234,8 +234,10 @@ def run_stack(
         say("stopping relisten ...")
         for child in children:
             child.stop()
+        # The workers drain for up to RELISTEN_SHUTDOWN_GRACE_S before handing events back: wait for that.
+        grace_s = float(env.get("RELISTEN_SHUTDOWN_GRACE_S") or 20.0)
         for child in children:
-            child.wait(15)
+            child.wait(grace_s + 15)
         for server in nats:
             server.node.stop()
     return 0

@@ -4,9 +4,12 @@ import msgspec
 import pytest
 from relisten_contracts import (
     ClipCorrected,
+    ErrorInfo,
     JobCreated,
+    JobFailed,
     JobOptions,
     JobProgress,
+    JobRetried,
     Subject,
     decode_event,
     encode,
@@ -45,6 +48,18 @@ def test_message_ids_are_deterministic_and_distinct_per_clip() -> None:
     assert message_id(clip(0)) != message_id(clip(1))
     progress = JobProgress(job_id="j", stage="transcribing", progress=0.5)
     assert message_id(progress) == "job.progress.v1:j:transcribing:50"
+
+
+def test_a_retried_runs_events_get_ids_of_their_own() -> None:
+    failed = JobFailed(job_id="j", stage="asr", error=ErrorInfo(code="c", message="m"))
+    assert message_id(failed) == "job.failed.v1:j"  # run 0 keeps the ids it always had
+    rerun = msgspec.structs.replace(failed, attempt=2)
+    assert message_id(rerun) == "job.failed.v1:j:a2"
+    progress = JobProgress(job_id="j", stage="merging", progress=0.1, attempt=1)
+    assert message_id(progress) == "job.progress.v1:j:merging:10:a1"
+    retried = JobRetried(job_id="j", attempt=1, resume_from="job.created")
+    assert decode_event(encode(retried)) == retried
+    assert subject_for("job.retried.v1") is Subject.JOB_RETRIED
 
 
 def test_subject_follows_tag() -> None:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -197,6 +199,32 @@ async def test_a_job_whose_event_exhausts_its_deliveries_is_failed_by_the_watchd
     assert "lost-worker" in body["error"]["message"]
     failures = [e for e, _ in await job_events(infra, job_id) if isinstance(e, JobFailed)]
     assert [f.stage for f in failures] == ["watchdog"]
+    metrics = (await client.get("/metrics")).text
+    assert 'relisten_watchdog_failed_jobs_total{code="deliveries_exhausted"} 1.0' in metrics
+
+
+@pytestmark_nats
+async def test_disabled_notification_destinations_are_a_metric(
+    client: httpx.AsyncClient, infra: Infra
+) -> None:
+    now = time.time()
+    await infra.notify.put(
+        "disabled.discord",
+        json.dumps({"target": "discord", "status": 404, "at": now, "until": now + 60}).encode(),
+    )
+    await infra.notify.put(
+        "disabled.callback.expired",
+        json.dumps({"target": "callback", "status": 410, "at": 0, "until": 1}).encode(),
+    )
+    metrics = (await client.get("/metrics")).text
+    assert 'relisten_notify_disabled_destinations{target="discord"} 1.0' in metrics
+    assert 'relisten_notify_disabled_destinations{target="callback"} 0.0' in metrics
+
+
+@pytestmark_nats
+async def test_the_projector_has_no_delivery_limit(client: httpx.AsyncClient, infra: Infra) -> None:
+    info = await infra.js.consumer_info(STREAM_NAME, "ingest-view")
+    assert info.config.max_deliver == -1
 
 
 @pytestmark_nats
@@ -303,3 +331,20 @@ async def test_two_concurrent_retries_run_the_job_once(client: httpx.AsyncClient
         e for e, _ in await job_events(infra, job_id) if isinstance(e, JobRetried | JobCreated) and e.attempt
     ]
     assert len(retried) == 2  # one job.retried, one job.created of run 1
+
+
+@pytestmark_nats
+async def test_two_replicas_failing_the_same_job_at_once_publish_one_job_failed(
+    client: httpx.AsyncClient, infra: Infra
+) -> None:
+    job_id = await submit(client)
+    replicas = [
+        Watchdog(infra, deadline_base_s=1.0, deadline_per_audio_s=0.0, sweep_interval_s=3600.0)
+        for _ in range(2)
+    ]
+    # Both see the job running (neither waits for the other's event to reach the view).
+    published = await asyncio.gather(*(w.fail(job_id, 0, code="stuck", message="test") for w in replicas))
+    assert published == [True, True]
+    await wait_status(client, job_id, "failed")
+    failures = [msg_id for e, msg_id in await job_events(infra, job_id) if isinstance(e, JobFailed)]
+    assert failures == [f"job.failed.v1:{job_id}"]  # the stream dropped the second as a duplicate

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -31,17 +32,14 @@ from relisten_contracts import (
     Subject,
     encode,
 )
-from relisten_notifier.adapters import HttpPoster
+from relisten_notifier.adapters import MAX_RESPONSE_BYTES, HttpPoster
 from relisten_notifier.app import build_worker
 from relisten_notifier.domain import (
     GREEN,
-    RED,
     DeliveryRecord,
-    RetryPolicy,
-    discord_execute_url,
+    DisabledDestination,
+    destination_key,
     latch_key,
-    signing_key,
-    webhook_headers,
 )
 from relisten_notifier.settings import NotifierSettings
 from relisten_runtime.embedded import EmbeddedNats, free_port
@@ -76,7 +74,7 @@ class Seen:
 class Receiver:
     """Answers request *n* with ``script[n]`` (the last reply repeats) and records every request."""
 
-    def __init__(self, *script: Reply) -> None:
+    def __init__(self, *script: Reply, port: int = 0) -> None:
         self.script = list(script) or [Reply()]
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
@@ -113,7 +111,7 @@ class Receiver:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
@@ -149,118 +147,38 @@ def verify_standard_webhook(secret: str, seen: Seen) -> None:
     assert any(hmac.compare_digest(expected, s) for s in offered)
 
 
-FAST = RetryPolicy(max_attempts=5, backoff_s=0.05, backoff_max_s=0.2, max_retry_after_s=10.0)
+# --- the HTTP adapter: one attempt, a capped read ---------------------------------------------------
 
 
-# --- the HTTP adapter ------------------------------------------------------------------------------
+async def test_an_answer_is_read_with_a_size_cap() -> None:
+    huge = b"x" * (5 * MAX_RESPONSE_BYTES)
+    with Receiver(Reply(500, {"x-test": "1"}, huge)) as server:
+        answer = await HttpPoster(5.0).send(server.url, b"{}", {"content-type": "application/json"})
+    assert answer.status == 500 and answer.headers["x-test"] == "1"
+    assert answer.body == b"x" * MAX_RESPONSE_BYTES
+    assert len(server.requests) == 1  # one attempt: retrying is the schedule's job
 
 
-async def test_discord_429_waits_retry_after_then_posts_again() -> None:
-    limited = Reply(
-        429,
-        {"Retry-After": "1", "content-type": "application/json"},
-        b'{"message": "You are being rate limited.", "retry_after": 1.0, "global": false}',
-    )
-    with Receiver(limited, Reply(204)) as discord:
-        url = discord_execute_url(f"{discord.url}/api/webhooks/1/token?thread_id=42")
-        result = await HttpPoster(FAST, 5.0).post(url, b'{"embeds": []}', dict, target="discord", job_id="j")
-    assert result.delivered and result.attempts == 2 and result.status == 204
-    assert len(discord.requests) == 2
-    assert discord.gaps()[0] >= 0.95
-    for seen in discord.requests:
-        assert seen.path == "/api/webhooks/1/token"
-        assert seen.query == {"thread_id": ["42"], "wait": ["true"]}
+async def test_no_response_and_invalid_urls_are_told_apart() -> None:
+    refused = await HttpPoster(2.0).send(f"http://127.0.0.1:{free_port()}/hook", b"{}", {})
+    assert refused.status is None and "ConnectError" in refused.error and not refused.invalid_url
+    invalid = await HttpPoster(2.0).send("ftp://example/x", b"{}", {})
+    assert invalid.status is None and invalid.invalid_url
 
 
-async def test_discord_json_retry_after_is_honoured_without_the_header() -> None:
-    limited = Reply(429, {"content-type": "application/json"}, b'{"retry_after": 0.4, "global": false}')
-    with Receiver(limited, Reply(200, body=b"{}")) as discord:
-        result = await HttpPoster(FAST, 5.0).post(discord.url, b"{}", dict, target="discord", job_id="j")
-    assert result.delivered and result.attempts == 2
-    assert 0.35 <= discord.gaps()[0] < 2.0
-
-
-async def test_server_errors_are_retried_with_growing_waits() -> None:
-    with Receiver(Reply(500), Reply(500), Reply(200)) as server:
-        result = await HttpPoster(FAST, 5.0).post(server.url, b"{}", dict, target="callback", job_id="j")
-    assert result.delivered and result.attempts == 3 and result.status == 200
-    assert len(server.requests) == 3
-    first, second = server.gaps()
-    assert first >= 0.045 and second >= 0.095
-
-
-async def test_client_error_is_not_retried() -> None:
-    refused = Reply(
-        400, {"content-type": "application/json"}, b'{"message": "Invalid Form Body", "code": 50035}'
-    )
-    with Receiver(refused) as server:
-        result = await HttpPoster(FAST, 5.0).post(server.url, b"{}", dict, target="discord", job_id="j")
-        await asyncio.sleep(0.3)
-    assert not result.delivered
-    assert result.attempts == 1 and result.status == 400
-    assert "Invalid Form Body" in result.reason
-    assert len(server.requests) == 1
-
-
-async def test_attempts_are_bounded() -> None:
-    with Receiver(Reply(503)) as server:
-        policy = RetryPolicy(max_attempts=3, backoff_s=0.01, backoff_max_s=0.01)
-        result = await HttpPoster(policy, 5.0).post(server.url, b"{}", dict, target="callback", job_id="j")
-    assert not result.delivered and result.attempts == 3 and result.status == 503
-    assert len(server.requests) == 3
-
-
-async def test_a_wait_beyond_the_limit_gives_up_at_once() -> None:
-    with Receiver(Reply(429, {"Retry-After": "3600"})) as server:
-        result = await HttpPoster(FAST, 5.0).post(server.url, b"{}", dict, target="discord", job_id="j")
-    assert not result.delivered and result.attempts == 1 and len(server.requests) == 1
-
-
-async def test_timeouts_are_retried() -> None:
-    with Receiver(Reply(200, delay_s=1.0), Reply(200)) as server:
-        result = await HttpPoster(FAST, 0.3).post(server.url, b"{}", dict, target="callback", job_id="j")
-    assert result.delivered and result.attempts == 2
-    assert len(server.requests) == 2
-
-
-async def test_refused_connections_are_retried_then_given_up() -> None:
-    url = f"http://127.0.0.1:{free_port()}/hook"
-    policy = RetryPolicy(max_attempts=2, backoff_s=0.01)
-    result = await HttpPoster(policy, 2.0).post(url, b"{}", dict, target="callback", job_id="j")
-    assert not result.delivered and result.attempts == 2 and result.status is None
-    assert "ConnectError" in result.reason
-
-
-async def test_an_invalid_url_is_not_retried() -> None:
-    result = await HttpPoster(FAST, 2.0).post("ftp://example/x", b"{}", dict, target="callback", job_id="j")
-    assert not result.delivered and result.attempts == 1
-
-
-async def test_callbacks_are_signed_again_on_every_attempt() -> None:
-    body = b'{"type":"job.completed"}'
-    key = signing_key(SECRET)
-    with Receiver(Reply(502), Reply(204)) as server:
-        result = await HttpPoster(FAST, 5.0).post(
-            server.url,
-            body,
-            lambda: webhook_headers("msg_j_completed", int(time.time()), body, key),
-            target="callback",
-            job_id="j",
-        )
-    assert result.delivered and len(server.requests) == 2
-    for seen in server.requests:
-        assert seen.body == body
-        assert seen.headers["webhook-id"] == "msg_j_completed"
-        assert seen.headers["content-type"] == "application/json"
-        verify_standard_webhook(SECRET, seen)
+async def test_a_slow_receiver_times_out() -> None:
+    with Receiver(Reply(200, delay_s=1.0)) as server:
+        answer = await HttpPoster(0.3).send(server.url, b"{}", {})
+    assert answer.status is None and "Timeout" in answer.error
 
 
 # --- the service against a real nats-server ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A JetStream nats-server of this module (the root tests' fixture is not visible from here)."""
+    """A JetStream nats-server per test: a notice left pending on its schedule (an hour away) must not
+    hold up the next test's acknowledgements."""
     server = EmbeddedNats(tmp_path_factory.mktemp("notifier-nats"), port=free_port())
     server.start(log_file=tmp_path_factory.getbasetemp() / f"nats-{server.port}.log")
     try:
@@ -275,19 +193,19 @@ def receivers() -> Iterator[tuple[Receiver, Receiver]]:
         yield discord, callback
 
 
-def notifier_settings(nats_url: str, discord: Receiver) -> NotifierSettings:
-    return NotifierSettings(
-        nats_url=nats_url,
-        discord_webhook_url=f"{discord.url}/api/webhooks/1/token?thread_id=7",
-        webhook_secret=SECRET,
-        public_url="https://relisten.example",
-        notify_backoff_s=0.01,
-        notify_backoff_max_s=0.05,
-        callback_max_attempts=2,
-    )
+def notifier_settings(nats_url: str, discord: Receiver | None, **changes: Any) -> NotifierSettings:
+    values: dict[str, Any] = {
+        "nats_url": nats_url,
+        "discord_webhook_url": f"{discord.url}/api/webhooks/1/token?thread_id=7" if discord else None,
+        "webhook_secret": SECRET,
+        "public_url": "https://relisten.example",
+        "notify_schedule": "0.2,0.2,0.2",
+    }
+    values.update(changes)
+    return NotifierSettings(**values)
 
 
-async def wait_acked(worker: Worker, durable: str, stream_seq: int, timeout_s: float = 15.0) -> None:
+async def wait_acked(worker: Worker, durable: str, stream_seq: int, timeout_s: float = 30.0) -> None:
     """Until the consumer has acknowledged everything up to ``stream_seq``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -298,15 +216,19 @@ async def wait_acked(worker: Worker, durable: str, stream_seq: int, timeout_s: f
     raise AssertionError(f"{durable} did not ack stream sequence {stream_seq} within {timeout_s} s")
 
 
-async def fail_job_twice(worker: Worker, job_id: str, callback_url: str) -> None:
-    """Publish a job.failed, then a redelivered copy the stream cannot deduplicate (another message
-    id), and wait until the notifier has acknowledged both."""
-    event = JobFailed(
+def failure(job_id: str, callback_url: str | None) -> JobFailed:
+    return JobFailed(
         job_id=job_id,
         stage="transcribing",
         error=ErrorInfo(code="bad_audio", message="could not decode the upload"),
         options=JobOptions(callback_url=callback_url),
     )
+
+
+async def fail_job_twice(worker: Worker, job_id: str, callback_url: str) -> None:
+    """Publish a job.failed, then a redelivered copy the stream cannot deduplicate (another message
+    id), and wait until the notifier has acknowledged both."""
+    event = failure(job_id, callback_url)
     await worker.infra.publish(event)
     ack = await worker.infra.js.publish(
         Subject.JOB_FAILED, encode(event), stream=STREAM_NAME, headers={"Nats-Msg-Id": uuid.uuid4().hex}
@@ -317,6 +239,14 @@ async def fail_job_twice(worker: Worker, job_id: str, callback_url: str) -> None
 async def latch(worker: Worker, key: str) -> DeliveryRecord:
     entry = await worker.infra.notify.get(key)
     return msgspec.json.decode(entry.value or b"", type=DeliveryRecord)
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.05)
 
 
 @pytest.mark.nats
@@ -378,30 +308,108 @@ async def test_job_merged_is_announced_once_per_target(
 
 
 @pytest.mark.nats
-async def test_a_refused_callback_is_given_up_and_the_event_acked(nats_url: str) -> None:
+async def test_a_receiver_down_for_a_while_gets_the_notice_when_it_is_back(nats_url: str) -> None:
+    """Nothing listens on the callback's port for the first attempts; then a receiver starts there.
+    Each attempt is a redelivery of the event from NATS (the schedule's waits are nacks with delay)."""
     job_id = f"job-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    worker = build_worker(notifier_settings(nats_url, None, notify_schedule="0.3,0.3,0.3,0.3,0.3,0.3"))
+    await worker.start()
+    try:
+        await worker.infra.publish(failure(job_id, f"http://127.0.0.1:{port}/hook"))
+        key = latch_key(job_id, "failed", "callback")
+
+        async def failed_attempts() -> int:
+            try:
+                return (await latch(worker, key)).attempts
+            except Exception:
+                return 0
+
+        async with asyncio.timeout(30):
+            while True:
+                if await failed_attempts() >= 2:
+                    break
+                await asyncio.sleep(0.05)
+        with Receiver(Reply(204), port=port) as callback:
+            await until(lambda: len(callback.requests) == 1)
+            info = await worker.infra.js.consumer_info(STREAM_NAME, "notifier-failed")
+            record = await latch(worker, key)
+    finally:
+        await worker.stop()
+    assert record.outcome == "delivered" and record.attempts >= 3
+    assert info.delivered.consumer_seq >= 3  # each attempt was a delivery from NATS, not a handler loop
+    verify_standard_webhook(SECRET, callback.requests[0])
+
+
+@pytest.mark.nats
+async def test_one_receivers_429_does_not_delay_another_jobs_notice(nats_url: str) -> None:
+    slow_job, other_job = (f"job-{uuid.uuid4().hex[:8]}" for _ in range(2))
     with (
-        Receiver(Reply(429, {"Retry-After": "0.2"}), Reply(204)) as discord,
-        Receiver(Reply(404, body=b"no such hook")) as callback,
+        Receiver(Reply(429, {"Retry-After": "3600"})) as limited,
+        Receiver(Reply(204)) as fine,
+    ):
+        worker = build_worker(notifier_settings(nats_url, None))
+        await worker.start()
+        try:
+            await worker.infra.publish(failure(slow_job, f"{limited.url}/hook"))
+            await worker.infra.publish(failure(other_job, f"{fine.url}/hook"))
+            # Bounded far below the hour the first receiver asked for.
+            await until(lambda: len(fine.requests) == 1, timeout_s=20)
+            pending = await latch(worker, latch_key(slow_job, "failed", "callback"))
+        finally:
+            await worker.stop()
+    assert len(limited.requests) == 1
+    assert pending.outcome == "pending" and pending.attempts == 1 and pending.status == 429
+    assert pending.next_at - pending.at == pytest.approx(3600.0)
+
+
+@pytest.mark.nats
+async def test_a_gone_destination_is_disabled_and_not_called_again(nats_url: str) -> None:
+    first_job, second_job = (f"job-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    with (
+        Receiver(Reply(404, body=b'{"message": "Unknown Webhook", "code": 10015}')) as discord,
+        Receiver(Reply(410, body=b"gone")) as callback,
     ):
         worker = build_worker(notifier_settings(nats_url, discord))
         await worker.start()
         try:
-            await fail_job_twice(worker, job_id, f"{callback.url}/gone")
-
-            assert len(discord.requests) == 2  # the 429, then the post that went through
-            embed = discord.requests[1].json()["embeds"][0]
-            assert embed["color"] == RED
-            assert "could not decode the upload" in embed["description"]
-            assert len(callback.requests) == 1
-            assert callback.requests[0].json()["data"]["error"]["code"] == "bad_audio"
-
-            gave_up = await latch(worker, latch_key(job_id, "failed", "callback"))
-            assert gave_up.outcome == "gave_up" and gave_up.status == 404
-            delivered = await latch(worker, latch_key(job_id, "failed", "discord"))
-            assert delivered.outcome == "delivered" and delivered.attempts == 2
+            await fail_job_twice(worker, first_job, f"{callback.url}/gone")
+            await fail_job_twice(worker, second_job, f"{callback.url}/gone")
+            disabled = {
+                key: msgspec.json.decode(
+                    (await worker.infra.notify.get(key)).value or b"", type=DisabledDestination
+                )
+                for key in ("disabled.discord", destination_key("callback", f"{callback.url}/gone"))
+            }
+            second = await latch(worker, latch_key(second_job, "failed", "callback"))
         finally:
             await worker.stop()
+    assert len(discord.requests) == 1 and len(callback.requests) == 1  # the second job called neither
+    assert [d.status for d in disabled.values()] == [404, 410]
+    assert all(d.until - d.at == pytest.approx(86400.0) for d in disabled.values())
+    assert second.outcome == "gave_up" and second.reason == "destination disabled"
+
+
+@pytest.mark.nats
+async def test_the_schedule_bounds_the_attempts(nats_url: str) -> None:
+    job_id = f"job-{uuid.uuid4().hex[:8]}"
+    with Receiver(Reply(503)) as callback:
+        worker = build_worker(notifier_settings(nats_url, None, notify_schedule="0.1,0.1"))
+        await worker.start()
+        try:
+            await worker.infra.publish(failure(job_id, f"{callback.url}/hook"))
+            key = latch_key(job_id, "failed", "callback")
+            async with asyncio.timeout(30):
+                while True:
+                    with contextlib.suppress(Exception):
+                        if (await latch(worker, key)).outcome == "gave_up":
+                            break
+                    await asyncio.sleep(0.05)
+            record = await latch(worker, key)
+        finally:
+            await worker.stop()
+    assert len(callback.requests) == 3  # the first attempt and one per wait of the schedule
+    assert record.attempts == 3 and record.status == 503
 
 
 @pytest.mark.nats

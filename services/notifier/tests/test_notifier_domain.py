@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import re
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -20,15 +21,15 @@ from relisten_notifier.domain import (
     GREEN,
     RED,
     Delivered,
+    Disable,
     Embed,
     EmbedAuthor,
     EmbedField,
     EmbedFooter,
     GiveUp,
     RetryLater,
-    RetryPolicy,
-    backoff_delay,
     callback_body,
+    destination_key,
     discord_execute_url,
     discord_length,
     discord_message,
@@ -36,9 +37,9 @@ from relisten_notifier.domain import (
     embed_length,
     escape_markdown,
     fit_embed,
-    judge_response,
-    judge_transport_error,
+    judge_scheduled,
     latch_key,
+    parse_schedule,
     retry_after_s,
     safe_token,
     sign,
@@ -343,61 +344,94 @@ def test_signing_keys() -> None:
 
 # --- delivery verdicts -------------------------------------------------------------------------------
 
-POLICY = RetryPolicy(max_attempts=4, backoff_s=1.0, backoff_max_s=3.0, max_retry_after_s=60.0)
+SCHEDULE = (5.0, 30.0, 120.0)
 
 
-def test_backoff_doubles_up_to_the_cap_and_jitter_only_shortens() -> None:
-    assert [backoff_delay(n, POLICY) for n in (1, 2, 3, 4)] == [1.0, 2.0, 3.0, 3.0]
-    jittery = RetryPolicy(backoff_s=2.0, jitter=0.5)
-    assert backoff_delay(1, jittery, random_fraction=0.0) == 2.0
-    assert backoff_delay(1, jittery, random_fraction=0.999) == pytest.approx(1.001)
+def judge(
+    status: int | None, headers: dict[str, str] | None = None, body: bytes = b"", failures: int = 0
+) -> Any:
+    return judge_scheduled(
+        status,
+        headers or {},
+        body,
+        failures_before=failures,
+        schedule=SCHEDULE,
+        max_retry_after_s=600.0,
+        now=NOW,
+        transport_error="ConnectError" if status is None else "",
+    )
 
 
-@pytest.mark.parametrize("status", [200, 201, 204, 299])
+@pytest.mark.parametrize("status", [200, 201, 204])
 def test_2xx_is_delivered(status: int) -> None:
-    assert judge_response(status, {}, b"", attempt=1, policy=POLICY, now=NOW) == Delivered(status)
+    assert judge(status) == Delivered(status)
 
 
-@pytest.mark.parametrize("status", [301, 400, 401, 403, 404, 410, 413])
-def test_other_statuses_give_up_at_once(status: int) -> None:
-    verdict = judge_response(status, {}, b'{"message": "nope"}', attempt=1, policy=POLICY, now=NOW)
-    assert isinstance(verdict, GiveUp)
-    assert verdict.status == status
-    assert "nope" in verdict.reason
+@pytest.mark.parametrize("status", [401, 404, 410])
+def test_a_destination_that_is_gone_or_refuses_us_is_disabled(status: int) -> None:
+    verdict = judge(status, body=b'{"message": "Unknown Webhook"}')
+    assert isinstance(verdict, Disable) and verdict.status == status
+    assert "Unknown Webhook" in verdict.reason
 
 
-@pytest.mark.parametrize("status", [408, 500, 502, 503, 504])
-def test_server_errors_back_off(status: int) -> None:
-    verdict = judge_response(status, {}, b"", attempt=2, policy=POLICY, now=NOW)
-    assert verdict == RetryLater(2.0, f"HTTP {status}")
+@pytest.mark.parametrize("status", [400, 403, 413, 301])
+def test_other_client_errors_give_up_at_once(status: int) -> None:
+    verdict = judge(status, body=b'{"message": "nope"}')
+    assert isinstance(verdict, GiveUp) and verdict.status == status
 
 
-def test_429_waits_as_told_by_the_header() -> None:
-    verdict = judge_response(429, {"Retry-After": "7"}, b"", attempt=1, policy=POLICY, now=NOW)
-    assert isinstance(verdict, RetryLater) and verdict.delay_s == 7.0
+@pytest.mark.parametrize("status", [408, 500, 502, 503, None])
+def test_passing_failures_follow_the_schedule_then_give_up(status: int | None) -> None:
+    delays = [judge(status, failures=n) for n in range(3)]
+    assert [d.delay_s for d in delays] == [5.0, 30.0, 120.0]
+    assert all(isinstance(d, RetryLater) for d in delays)
+    assert isinstance(judge(status, failures=3), GiveUp)
 
 
-def test_429_waits_as_told_by_discords_json_body() -> None:
+def test_429_waits_as_told_by_the_header_or_discords_body_up_to_the_cap() -> None:
+    assert judge(429, {"Retry-After": "7"}) == RetryLater(7.0, "HTTP 429")
     body = b'{"message": "You are being rate limited.", "retry_after": 0.25, "global": false}'
-    verdict = judge_response(429, {}, body, attempt=1, policy=POLICY, now=NOW)
+    verdict = judge(429, {}, body)
     assert isinstance(verdict, RetryLater) and verdict.delay_s == 0.25
+    capped = judge(429, {"Retry-After": "86400"})
+    assert isinstance(capped, RetryLater) and capped.delay_s == 600.0
 
 
 def test_retry_after_as_an_http_date() -> None:
     assert retry_after_s({"retry-after": "Tue, 14 Nov 2023 22:13:30 GMT"}, b"", NOW) == 10.0
 
 
-def test_retry_after_unparseable_falls_back_to_backoff() -> None:
-    verdict = judge_response(429, {"Retry-After": "soon"}, b"<html>", attempt=1, policy=POLICY, now=NOW)
-    assert isinstance(verdict, RetryLater) and verdict.delay_s == 1.0
+def test_unparseable_retry_after_falls_back_to_the_schedule() -> None:
+    verdict = judge(429, {"Retry-After": "soon"}, b"<html>")
+    assert isinstance(verdict, RetryLater) and verdict.delay_s == 5.0
 
 
-def test_too_long_a_wait_gives_up() -> None:
-    verdict = judge_response(429, {"Retry-After": "3600"}, b"", attempt=1, policy=POLICY, now=NOW)
-    assert isinstance(verdict, GiveUp)
+def test_schedules_parse_with_units() -> None:
+    assert parse_schedule("5s, 30s,2m,10m,1h,3h,8h") == (5.0, 30.0, 120.0, 600.0, 3600.0, 10800.0, 28800.0)
+    assert parse_schedule("0.5,1") == (0.5, 1.0)
+    with pytest.raises(ValueError):
+        parse_schedule("5,-1")
 
 
-def test_the_last_attempt_gives_up() -> None:
-    assert isinstance(judge_response(500, {}, b"", attempt=4, policy=POLICY, now=NOW), GiveUp)
-    assert isinstance(judge_transport_error("ConnectError", attempt=4, policy=POLICY), GiveUp)
-    assert judge_transport_error("ConnectError", attempt=1, policy=POLICY) == RetryLater(1.0, "ConnectError")
+def test_discord_never_sees_a_backends_error_text() -> None:
+    secret = "upstream said: 500 at http://10.0.0.7:9000/v1 token=abc"
+    message = discord_message(failed(message=secret), username="r", public_url="http://h", now=0)
+    text = msgspec.json.encode(message).decode()
+    assert "10.0.0.7" not in text and "token=abc" not in text
+    assert "asr_failed" in text
+
+
+def test_each_run_of_a_retried_job_is_announced_under_its_own_keys() -> None:
+    first = failed()
+    second = msgspec.structs.replace(first, attempt=1)
+    assert latch_key("job1", "failed", "discord") == "job1.failed.discord"
+    assert latch_key("job1", "failed", "discord", 1) == "job1.failed.discord.a1"
+    assert webhook_id(first) == "msg_job1_failed"
+    assert webhook_id(second) == "msg_job1_failed_a1"
+
+
+def test_disabled_destination_keys_hide_the_url() -> None:
+    key = destination_key("callback", "https://example.com/hook?token=secret")
+    assert key.startswith("disabled.callback.") and "secret" not in key
+    assert key != destination_key("callback", "https://example.com/other")
+    assert destination_key("discord", "https://discord.com/api/webhooks/1/t") == "disabled.discord"

@@ -119,7 +119,10 @@ class Worker:
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self.stream = JStream(STREAM_NAME, declare=False)
         self.consumers: list[ConsumerSpec] = []
-        self._in_flight: dict[asyncio.Task[Any], tuple[NatsMessage, ConsumerSpec]] = {}
+        self._in_flight: dict[asyncio.Future[None], tuple[NatsMessage, ConsumerSpec]] = {}
+        self._handed_back: set[asyncio.Future[None]] = set()
+        self.handed_back_on_stop = 0
+        """Events still running at the end of the grace and handed back by :meth:`stop`."""
         self._draining = False
         self._broker_started = False
 
@@ -128,11 +131,6 @@ class Worker:
         if self._infra is None:
             raise RuntimeError("worker not started")
         return self._infra
-
-    @property
-    def draining(self) -> bool:
-        """True once :meth:`stop` began: nothing new is started."""
-        return self._draining
 
     def _server_max_deliver(self, spec: ConsumerSpec) -> int:
         if spec.max_deliver == FOREVER:
@@ -210,16 +208,18 @@ class Worker:
     async def _handle(
         self, msg: NatsMessage, event: Event, spec: ConsumerSpec, stage: str, handler: EventHandler
     ) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._in_flight[task] = (msg, spec)
+        # The handler runs as its own task (inheriting the job's log and run context) so that a
+        # shutdown can cancel it alone, leaving this dispatch to end quietly: the event is back in
+        # NATS already.
+        work: asyncio.Future[None] = asyncio.ensure_future(handler(event))
+        self._in_flight[work] = (msg, spec)
         heartbeat = asyncio.create_task(_heartbeat(msg, self.settings.heartbeat_s))
         limit_s = handling_limit_s(self.settings, event)
         try:
             timer = asyncio.timeout(limit_s)
             try:
                 async with timer:
-                    await handler(event)
+                    await work
             except TimeoutError:
                 if not timer.expired():
                     raise
@@ -228,6 +228,11 @@ class Worker:
                     f"{stage} worked on this event for more than {limit_s:.0f} s "
                     "(RELISTEN_MAX_HANDLING_S) and was stopped",
                 ) from None
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if work in self._handed_back and not (current is not None and current.cancelling()):
+                return
+            raise
         except RetryLater as exc:
             log.info("job %s: %s again in %.1f s: %s", event.job_id, stage, exc.delay_s, exc.reason)
             await msg.nack(delay=exc.delay_s)
@@ -240,8 +245,10 @@ class Worker:
             await msg.ack()
         finally:
             heartbeat.cancel()
-            if task is not None:
-                self._in_flight.pop(task, None)
+            self._in_flight.pop(work, None)
+            self._handed_back.discard(work)
+            if not work.done():
+                work.cancel()
 
     async def _passing_failure(
         self, msg: NatsMessage, event: Event, spec: ConsumerSpec, stage: str, exc: Exception
@@ -364,6 +371,8 @@ class Worker:
         for task, (msg, spec) in in_flight:
             log.warning("%s: handing back %s unfinished at shutdown", self.name, msg.raw_message.subject)
             await self._hand_back(msg, spec)
+            self._handed_back.add(task)
+            self.handed_back_on_stop += 1
             task.cancel()
         if in_flight:
             # A handler stuck in a thread cannot be interrupted; its event is back in NATS already.

@@ -25,14 +25,16 @@ timed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 from collections import Counter as Tally
 from collections import OrderedDict
 from typing import Final
 
 from nats.js.api import ConsumerInfo
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from relisten_contracts import STREAM_NAME, ClipCorrected, Event, JobMerged, JobView, Stage
+from relisten_contracts import NOTIFY_BUCKET, STREAM_NAME, ClipCorrected, Event, JobMerged, JobView, Stage
 from relisten_runtime.infra import Infra
 
 from relisten_ingest.adapters import JobViews
@@ -101,6 +103,18 @@ class IngestMetrics:
             "relisten_queue_depth",
             "Events waiting for (pending) or held by (unacknowledged) each durable consumer.",
             ["consumer"],
+            registry=r,
+        )
+        self.watchdog_failed = Counter(
+            "relisten_watchdog_failed_jobs",
+            "Jobs the watchdog failed, by code (stuck, deliveries_exhausted, terminated).",
+            ["code"],
+            registry=r,
+        )
+        self.disabled_destinations = Gauge(
+            "relisten_notify_disabled_destinations",
+            "Notification destinations disabled after a 401, 404 or 410 (discord, callback).",
+            ["target"],
             registry=r,
         )
         self.deleted = Counter(
@@ -183,8 +197,27 @@ class IngestMetrics:
             async with asyncio.timeout(REFRESH_TIMEOUT_S):
                 self.set_queue_depth(await infra.js.consumers_info(STREAM_NAME))
                 self.set_jobs(await JobViews.of(infra).recent(limit=1_000_000))
+                await self._count_disabled(infra)
         except Exception as exc:
             log.warning("metrics: could not refresh from NATS: %r", exc)
+
+    async def _count_disabled(self, infra: Infra) -> None:
+        """The notifier's ``disabled.<target>[.<hash>]`` entries still in force."""
+        prefix = f"$KV.{NOTIFY_BUCKET}."
+        info = await infra.js.stream_info(f"KV_{NOTIFY_BUCKET}", subjects_filter=f"{prefix}disabled.>")
+        now = time.time()
+        counts = Tally[str]()
+        for subject in info.state.subjects or {}:
+            key = subject.removeprefix(prefix)
+            try:
+                entry = await infra.notify.get(key)
+                until = float(json.loads(entry.value or b"{}").get("until", 0.0))
+            except Exception:
+                continue
+            if until > now:
+                counts[key.split(".")[1]] += 1
+        for target in ("discord", "callback"):
+            self.disabled_destinations.labels(target).set(counts.get(target, 0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -83,8 +83,10 @@ class Watchdog:
         deadline_per_audio_s: float,
         sweep_interval_s: float,
         clock: Callable[[], float] = time.time,
+        on_failed: Callable[[str], None] | None = None,
     ) -> None:
         self.infra = infra
+        self.on_failed = on_failed
         self.deadline_base_s = deadline_base_s
         self.deadline_per_audio_s = deadline_per_audio_s
         self.sweep_interval_s = sweep_interval_s
@@ -175,6 +177,8 @@ class Watchdog:
                 )
             )
             self.failed.append((job_id, code))
+            if self.on_failed is not None:
+                self.on_failed(code)
             return True
 
     async def sweep(self) -> list[str]:

@@ -97,6 +97,7 @@ class IngestRuntime:
                     deadline_base_s=self.settings.job_deadline_base_s,
                     deadline_per_audio_s=self.settings.job_deadline_per_audio_s,
                     sweep_interval_s=self.settings.job_sweep_interval_s,
+                    on_failed=lambda code: self.metrics.watchdog_failed.labels(code).inc(),
                 )
                 await self.watchdog.start()
             self.started.set()

@@ -5,11 +5,8 @@ URLs are never logged: a Discord webhook URL carries its token, and a callback U
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -18,106 +15,66 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from relisten_contracts import encode
 
-from relisten_notifier.domain import (
-    Delivered,
-    DeliveryRecord,
-    GiveUp,
-    RetryPolicy,
-    Verdict,
-    judge_response,
-    judge_transport_error,
-)
+from relisten_notifier.domain import DeliveryRecord, DisabledDestination
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "relisten-notifier/0.1"
 
-HeadersFactory = Callable[[], Mapping[str, str]]
-"""Builds the headers of each attempt (callbacks are signed again with the attempt's timestamp)."""
+
+MAX_RESPONSE_BYTES = 64 * 1024
+"""Of a receiver's answer only this much is read: enough for an error message or Discord's
+``retry_after``, and a receiver cannot make the notifier hold a large body in memory."""
 
 
 @dataclass(frozen=True)
-class DeliveryResult:
-    delivered: bool
-    attempts: int
-    status: int | None = None
-    reason: str = ""
+class Answer:
+    """One attempt's outcome: the response (``status``, ``headers``, up to :data:`MAX_RESPONSE_BYTES`
+    of its ``body``), or ``status`` None and the transport ``error``."""
+
+    status: int | None
+    headers: Mapping[str, str]
+    body: bytes = b""
+    error: str = ""
+    invalid_url: bool = False
+
+
+async def read_capped(response: httpx.Response, limit: int = MAX_RESPONSE_BYTES) -> bytes:
+    """At most ``limit`` bytes of a streamed response's body (the rest is not read)."""
+    kept = bytearray()
+    async for chunk in response.aiter_bytes():
+        kept += chunk[: limit - len(kept)]
+        if len(kept) >= limit:
+            break
+    return bytes(kept)
 
 
 class HttpPoster:
-    """POSTs one body to one URL until it is delivered or the :class:`RetryPolicy` says give up.
+    """POSTs one body to one URL, once. Retrying is the notifier's durable schedule (the event comes
+    back from NATS when the next attempt is due), never a wait inside the handler."""
 
-    ``sleep``, ``clock`` and ``rand`` are injectable so that tests can watch the waits.
-    """
-
-    def __init__(
-        self,
-        policy: RetryPolicy,
-        timeout_s: float,
-        *,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        clock: Callable[[], float] = time.time,
-        rand: Callable[[], float] = random.random,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.policy = policy
+    def __init__(self, timeout_s: float, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.timeout_s = timeout_s
-        self._sleep = sleep
-        self._clock = clock
-        self._rand = rand
         self._transport = transport
 
-    async def post(
-        self, url: str, body: bytes, headers: HeadersFactory, *, target: str, job_id: str
-    ) -> DeliveryResult:
+    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         # A client per delivery: notifications are rare, and this leaves no pool to close on shutdown.
-        async with httpx.AsyncClient(
-            timeout=httpx.Timeout(self.timeout_s),
-            follow_redirects=False,
-            headers={"user-agent": USER_AGENT},
-            transport=self._transport,
-        ) as client:
-            attempt = 0
-            while True:
-                attempt += 1
-                verdict = await self._attempt(client, url, body, headers, attempt)
-                if isinstance(verdict, Delivered):
-                    return DeliveryResult(True, attempt, verdict.status)
-                if isinstance(verdict, GiveUp):
-                    return DeliveryResult(False, attempt, verdict.status, verdict.reason)
-                log.warning(
-                    "job %s: %s attempt %d failed (%s), retrying in %.2f s",
-                    job_id,
-                    target,
-                    attempt,
-                    verdict.reason,
-                    verdict.delay_s,
-                )
-                await self._sleep(verdict.delay_s)
-
-    async def _attempt(
-        self, client: httpx.AsyncClient, url: str, body: bytes, headers: HeadersFactory, attempt: int
-    ) -> Verdict:
         try:
-            response = await client.post(url, content=body, headers=dict(headers()))
+            async with (
+                httpx.AsyncClient(
+                    timeout=httpx.Timeout(self.timeout_s),
+                    follow_redirects=False,
+                    headers={"user-agent": USER_AGENT},
+                    transport=self._transport,
+                ) as client,
+                client.stream("POST", url, content=body, headers=dict(headers)) as response,
+            ):
+                data = await read_capped(response)
+                return Answer(response.status_code, dict(response.headers), data)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            return GiveUp(f"invalid URL ({type(exc).__name__})")
+            return Answer(None, {}, error=f"invalid URL ({type(exc).__name__})", invalid_url=True)
         except httpx.TransportError as exc:
-            return judge_transport_error(
-                f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-                attempt=attempt,
-                policy=self.policy,
-                random_fraction=self._rand(),
-            )
-        return judge_response(
-            response.status_code,
-            response.headers,
-            response.content,
-            attempt=attempt,
-            policy=self.policy,
-            now=self._clock(),
-            random_fraction=self._rand(),
-        )
+            return Answer(None, {}, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 
 class DeliveryLatch:
@@ -140,4 +97,17 @@ class DeliveryLatch:
             return DeliveryRecord(outcome="unknown", attempts=0, at=0.0)
 
     async def record(self, key: str, record: DeliveryRecord) -> None:
+        await self.kv.put(key, encode(record))
+
+    async def disabled(self, key: str) -> DisabledDestination | None:
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            return None
+        try:
+            return msgspec.json.decode(entry.value or b"", type=DisabledDestination)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+
+    async def disable(self, key: str, record: DisabledDestination) -> None:
         await self.kv.put(key, encode(record))

@@ -16,12 +16,13 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import msgspec
@@ -59,25 +60,54 @@ def callback_type(event: Notice) -> str:
     return "job.completed" if isinstance(event, JobMerged) else "job.failed"
 
 
-def latch_key(job_id: str, kind: Kind, target: Target) -> str:
-    """KV key recording that one (job, event, target) has been dealt with, e.g. ``j1.merged.discord``."""
-    return f"{safe_token(job_id)}.{kind}.{target}"
+def latch_key(job_id: str, kind: Kind, target: Target, attempt: int = 0) -> str:
+    """KV key recording that one (job, event, target) has been dealt with, e.g. ``j1.merged.discord``;
+    a retried job's later runs get their own (``j1.failed.discord.a1``), so each run is announced."""
+    run = f".a{attempt}" if attempt else ""
+    return f"{safe_token(job_id)}.{kind}.{target}{run}"
 
 
 def webhook_id(event: Notice) -> str:
     """The ``webhook-id`` of a job's callback: the same on every retry and redelivery, so that receivers
-    can use it as their idempotency key (``msg_<job>_completed`` / ``msg_<job>_failed``)."""
-    return f"msg_{safe_token(event.job_id)}_{callback_type(event).rsplit('.', 1)[1]}"
+    can use it as their idempotency key (``msg_<job>_completed`` / ``msg_<job>_failed``; a retried
+    job's later runs end in ``_a1``, ``_a2``, ...)."""
+    run = f"_a{event.attempt}" if event.attempt else ""
+    return f"msg_{safe_token(event.job_id)}_{callback_type(event).rsplit('.', 1)[1]}{run}"
+
+
+def destination_key(target: Target, url: str) -> str:
+    """KV key of a disabled destination: ``disabled.discord``, or ``disabled.callback.<hash>`` for one
+    callback URL (hashed: the URL may carry a token, and keys are listed by anyone with KV access)."""
+    if target == "discord":
+        return "disabled.discord"
+    digest = hashlib.sha256(url.encode()).hexdigest()[:32]
+    return f"disabled.callback.{digest}"
 
 
 class DeliveryRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """What the delivery latch stores: the final outcome of one (job, event, target)."""
+    """What the delivery latch stores about one (job, event, target): its outcome so far."""
 
     outcome: str
-    """``"delivered"`` or ``"gave_up"``."""
+    """``"delivered"`` or ``"gave_up"`` (final), or ``"pending"``: ``attempts`` failed so far and the
+    next is due at ``next_at``."""
     attempts: int
     at: float
     status: int | None = None
+    reason: str = ""
+    next_at: float = 0.0
+
+    @property
+    def final(self) -> bool:
+        return self.outcome != "pending"
+
+
+class DisabledDestination(msgspec.Struct, frozen=True, kw_only=True):
+    """A destination that answered 401, 404 or 410: not called again until ``until``."""
+
+    target: str
+    status: int
+    at: float
+    until: float
     reason: str = ""
 
 
@@ -322,10 +352,12 @@ def _merged_embed(event: JobMerged, public_url: str, when: float) -> Embed:
 
 
 def _failed_embed(event: JobFailed, public_url: str, when: float) -> Embed:
-    message = event.error.message.strip()
+    # Only the code: the message may carry a backend's own error text (hosts, paths, a remote
+    # server's answer), which has no place in a chat channel. The job's page has the details.
     return Embed(
         title=f"Job failed · {event.job_id}",
-        description=escape_markdown(message) if message else "*(no error message)*",
+        description=f"The job failed while {escape_markdown(event.stage)} ({escape_markdown(event.error.code)}); "
+        "its page has the details.",
         color=RED,
         fields=[
             EmbedField(name="Stage", value=event.stage, inline=True),
@@ -467,20 +499,6 @@ def webhook_headers(msg_id: str, timestamp: int, body: bytes, key: bytes | None)
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """How hard one delivery is tried."""
-
-    max_attempts: int = 5
-    """Attempts in all, the first included."""
-    backoff_s: float = 1.0
-    backoff_max_s: float = 30.0
-    jitter: float = 0.0
-    """Up to this fraction of a backoff wait is taken off at random, so that retries spread out."""
-    max_retry_after_s: float = 300.0
-    """A server asking for a longer wait than this is given up on rather than waited for."""
-
-
-@dataclass(frozen=True)
 class Delivered:
     status: int
 
@@ -498,13 +516,6 @@ class GiveUp:
 
 
 Verdict = Delivered | RetryLater | GiveUp
-
-
-def backoff_delay(failures: int, policy: RetryPolicy, random_fraction: float = 0.0) -> float:
-    """Wait after the ``failures``-th failed attempt: ``backoff_s`` doubling each time, capped at
-    ``backoff_max_s``, minus up to ``jitter`` of it (``random_fraction`` in [0, 1) picks how much)."""
-    base = min(policy.backoff_s * 2 ** max(failures - 1, 0), policy.backoff_max_s)
-    return float(base * (1.0 - policy.jitter * random_fraction))
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -552,41 +563,67 @@ def is_retryable(status: int) -> bool:
     return status in (408, 429) or 500 <= status <= 599
 
 
-def judge_response(
-    status: int,
+DISABLING_STATUSES: Final = frozenset({401, 404, 410})
+"""The receiver says the destination is gone or not ours to call: stop calling it."""
+
+
+@dataclass(frozen=True)
+class Disable:
+    """Give up on this notice and stop calling the destination (``status`` 401, 404 or 410)."""
+
+    status: int
+    reason: str
+
+
+def parse_schedule(value: str) -> tuple[float, ...]:
+    """``"5,30,120"`` -> ``(5.0, 30.0, 120.0)``; durations may end in ``s``, ``m`` or ``h``."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    delays = []
+    for item in value.split(","):
+        text = item.strip().lower()
+        if not text:
+            continue
+        scale = units.get(text[-1], 1.0)
+        number = float(text[:-1] if text[-1] in units else text)
+        if not math.isfinite(number) or number < 0:
+            raise ValueError(f"{item.strip()!r} is not a delay")
+        delays.append(number * scale)
+    return tuple(delays)
+
+
+def judge_scheduled(
+    status: int | None,
     headers: Mapping[str, str],
     body: bytes,
     *,
-    attempt: int,
-    policy: RetryPolicy,
+    failures_before: int,
+    schedule: tuple[float, ...],
+    max_retry_after_s: float,
     now: float,
-    random_fraction: float = 0.0,
-) -> Verdict:
-    """What to do after attempt number ``attempt`` (1-based) got this response. A server's own
-    ``Retry-After`` / ``retry_after`` replaces the backoff; a wait longer than the policy allows, a
-    non-retryable status or the last attempt gives up."""
-    if 200 <= status <= 299:
+    transport_error: str = "",
+) -> Delivered | RetryLater | GiveUp | Disable:
+    """What to do after one attempt on the durable schedule (``status`` None: no response).
+
+    The attempt is number ``failures_before + 1``; after a failure the next comes ``schedule[n]``
+    seconds later (the receiver's ``Retry-After`` instead, up to ``max_retry_after_s``), and once the
+    schedule is used up the notice is given up. 401/404/410 disable the destination; other 4xx give up.
+    """
+    if status is not None and 200 <= status <= 299:
         return Delivered(status)
-    detail = _snippet(body)
-    reason = f"HTTP {status}" + (f": {detail}" if detail else "")
-    if not is_retryable(status):
-        return GiveUp(reason, status)
-    if attempt >= policy.max_attempts:
-        return GiveUp(f"{reason} (attempt {attempt} of {policy.max_attempts})", status)
-    asked = retry_after_s(headers, body, now)
-    if asked is not None and asked > policy.max_retry_after_s:
-        return GiveUp(
-            f"HTTP {status}: asked to wait {asked:.0f} s, more than the {policy.max_retry_after_s:.0f} s allowed",
-            status,
-        )
-    delay = asked if asked is not None else backoff_delay(attempt, policy, random_fraction)
+    if status is None:
+        reason = transport_error or "no response"
+    else:
+        detail = _snippet(body)
+        reason = f"HTTP {status}" + (f": {detail}" if detail else "")
+        if status in DISABLING_STATUSES:
+            return Disable(status, reason)
+        if not is_retryable(status):
+            return GiveUp(reason, status)
+    failures = failures_before + 1
+    if failures > len(schedule):
+        return GiveUp(f"{reason} (attempt {failures}, the schedule is used up)", status)
+    delay = schedule[failures - 1]
+    asked = retry_after_s(headers, body, now) if status is not None else None
+    if asked is not None:
+        delay = min(asked, max_retry_after_s)
     return RetryLater(delay, reason)
-
-
-def judge_transport_error(
-    description: str, *, attempt: int, policy: RetryPolicy, random_fraction: float = 0.0
-) -> RetryLater | GiveUp:
-    """What to do after attempt number ``attempt`` got no response (timeout, refused, reset)."""
-    if attempt >= policy.max_attempts:
-        return GiveUp(f"{description} (attempt {attempt} of {policy.max_attempts})")
-    return RetryLater(backoff_delay(attempt, policy, random_fraction), description)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 from relisten_runtime.settings import CommonSettings
 
-from relisten_notifier.domain import signing_key
+from relisten_notifier.domain import parse_schedule, signing_key
 
 
 # relisten_runtime has no py.typed: checked on its own, this package sees CommonSettings as Any.
@@ -41,26 +43,40 @@ class NotifierSettings(CommonSettings):
         "http://127.0.0.1:8000",
         description="Base URL of the ingest API as clients reach it; transcript links are built from it.",
     )
-    discord_max_attempts: int = Field(
-        5, ge=1, description="Attempts of one Discord post, the first included."
-    )
-    callback_max_attempts: int = Field(
-        5, ge=1, description="Attempts of one job callback, the first included."
-    )
-    notify_backoff_s: float = Field(1.0, ge=0, description="Wait before the second attempt; doubles after.")
-    notify_backoff_max_s: float = Field(30.0, ge=0, description="Longest wait between two attempts.")
-    notify_jitter: float = Field(
-        0.2, ge=0, le=1, description="Up to this fraction of each backoff wait is randomly taken off."
+    notify_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
+        (5.0, 30.0, 120.0, 600.0, 3600.0, 10800.0, 28800.0),
+        description=(
+            "Waits between the attempts of one notice, comma-separated, in seconds or with s/m/h "
+            "(RELISTEN_NOTIFY_SCHEDULE=5s,30s,2m,10m,1h,3h,8h, the default: 8 attempts over about "
+            "12 hours). The event is nacked with the wait and comes back from NATS, so a restart or an "
+            "outage of the notifier loses no retry. After the last wait the notice is given up."
+        ),
     )
     notify_max_retry_after_s: float = Field(
-        300.0,
+        3600.0,
         ge=0,
-        description="A 429/503 asking to wait longer than this ends the delivery (it is logged as given up).",
+        description="A receiver's Retry-After (429/503) is honoured up to this many seconds.",
+    )
+    notify_disable_s: float = Field(
+        86400.0,
+        ge=0,
+        description=(
+            "A destination that answers 401, 404 or 410 is not called for this long (a KV entry "
+            "``disabled.discord`` / ``disabled.callback.<hash>`` in relisten-notify; delete it to "
+            "re-enable sooner)."
+        ),
     )
     discord_timeout_s: float = Field(10.0, gt=0, description="Timeout of one request to Discord.")
     callback_timeout_s: float = Field(
         15.0, gt=0, description="Timeout of one callback request (Standard Webhooks suggests 15-30 s)."
     )
+
+    @field_validator("notify_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_schedule(value)
+        return value
 
     @field_validator("discord_webhook_url", "webhook_secret", mode="before")
     @classmethod
