@@ -174,7 +174,7 @@ def test_a_killed_nats_server_is_restarted_and_the_job_completes_once(
     assert view["status"] == "completed", (view, out.read_text())
     subjects = asyncio.run(subjects_of(stack.nats_url, job_id))
     print(
-        f"\nafter a SIGKILL of nats-server mid-job: {subjects.count(Subject.JOB_MERGED)} job.merged, "
+        f"\nafter a SIGKILL of one of {nodes} nats-server(s) mid-job: {subjects.count(Subject.JOB_MERGED)} job.merged, "
         f"{subjects.count(Subject.WORDS_SCORED)} words.scored; supervisor said:\n{out.read_text()}"
     )
     assert subjects.count(Subject.JOB_CREATED) == 1
