@@ -69,9 +69,11 @@ def _metrics(base_url: str) -> tuple[float, dict[str, float]]:
     return backlog, depth
 
 
-def measure(replicas: int, recordings: list[Recording], work: Path) -> CapacityResult:
+def measure(replicas: int, recordings: list[Recording], work: Path, threads: int = 0) -> CapacityResult:
+    """One measurement; ``threads`` > 0 sets each asr and corrector replica's model threads."""
     server = EmbeddedNats(work / "nats", port=free_port()).start(log_file=work / "nats.log")
-    stack = Stack(server.url, work)
+    env = {"RELISTEN_ASR_CPU_THREADS": str(threads), "RELISTEN_CORRECTOR_CPU_THREADS": str(threads)}
+    stack = Stack(server.url, work, extra_env=env if threads else {})
     names = ["ingest"] + [
         f"{service}#{i}"
         for service in WORKER_SERVICES
@@ -133,6 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m relisten.capacity", description=__doc__)
     parser.add_argument("--jobs", type=int, default=10)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--split-threads",
+        action="store_true",
+        help="give each asr and corrector replica cores/replicas model threads (instead of one per core each)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     recordings = list(islice(cycle(long_form_recordings(include_sonnets=False)), args.jobs))
@@ -140,11 +147,12 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for replicas in args.replicas:
         with tempfile.TemporaryDirectory(prefix="relisten-capacity-") as scratch:
-            result = measure(replicas, recordings, Path(scratch))
+            threads = max(1, cores // replicas) if args.split_threads else 0
+            result = measure(replicas, recordings, Path(scratch), threads)
         results.append(result)
         busiest = max((k for k in result.cpu_s if k != "nats-server"), key=lambda k: result.cpu_s[k])
         print(
-            f"{replicas} replica(s) of asr and corrector, {cores} cores: {result.completed}/{result.jobs} jobs, "
+            f"{replicas} replica(s) of asr and corrector ({threads or 'auto'} threads each), {cores} cores: {result.completed}/{result.jobs} jobs, "
             f"{result.audio_s:.0f} s of audio in {result.wall_s:.0f} s = {result.jobs_per_minute:.2f} jobs/min, "
             f"{result.audio_s_per_minute:.0f} audio-s/min ({result.audio_s_per_minute / cores:.0f} per core); "
             f"CPU s per service { ({k: round(v) for k, v in sorted(result.cpu_s.items())}) }, busiest {busiest}; "
