@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--replicas",
         type=_replicas,
-        default=_replicas(os.environ.get("RELISTEN_REPLICAS", "")),
+        # A string default goes through ``type`` too, so a bad RELISTEN_REPLICAS is a usage error.
+        default=os.environ.get("RELISTEN_REPLICAS", ""),
         metavar="SERVICE=N,...",
         help="processes per service, e.g. asr=2,corrector=2 (1 for any service not named)",
     )

@@ -207,6 +207,8 @@ def run_stack(
         )
     else:
         say(f"using NATS at {env['RELISTEN_NATS_URL']}")
+        if nats_cluster > 1:
+            say("RELISTEN_NATS_URL is set: --nats-cluster is ignored (that cluster is not started here)")
 
     children = [
         Child(f"{name}-{i}", service_command(name), env, logs / f"{name}-{i}.log")

@@ -1,5 +1,5 @@
 """The deployment files: what compose.yaml and the Dockerfile promise, read from the files themselves,
-and ``docker compose config`` where a docker client with the compose plugin exists (no engine needed)."""
+and ``docker compose config`` wherever Docker Compose v2 exists (the client alone: no engine needed)."""
 
 from __future__ import annotations
 
@@ -84,19 +84,25 @@ def test_the_dockerfile_installs_dependencies_before_the_code_and_runs_as_non_ro
     assert "/src" not in final_stage, "the runtime image carries the virtualenv, not the sources"
 
 
-def _compose_plugin() -> bool:
-    if not shutil.which("docker"):
-        return False
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30, check=False)
-    return probe.returncode == 0
+def compose_command() -> list[str] | None:
+    """``docker compose`` (the plugin), or a standalone Compose v2 ``docker-compose``; None without."""
+    candidates = [["docker", "compose"]] if shutil.which("docker") else []
+    if shutil.which("docker-compose"):
+        candidates.append(["docker-compose"])
+    for command in candidates:
+        probe = subprocess.run([*command, "version"], capture_output=True, text=True, timeout=30, check=False)
+        if probe.returncode == 0 and re.search(r"\bv?2\.\d+", probe.stdout):
+            return command
+    return None
 
 
 def test_docker_compose_config_validates_the_file() -> None:
-    if not _compose_plugin():
-        pytest.skip("no docker client with the compose plugin here (`docker compose version` failed)")
+    compose = compose_command()
+    if compose is None:
+        pytest.skip("no Docker Compose v2 here (neither `docker compose` nor a v2 `docker-compose`)")
     env = {**os.environ, **SECRETS}
     result = subprocess.run(
-        ["docker", "compose", "-f", str(DEPLOY / "compose.yaml"), "--profile", "gpu", "config", "--quiet"],
+        [*compose, "-f", str(DEPLOY / "compose.yaml"), "--profile", "gpu", "config", "--quiet"],
         capture_output=True,
         text=True,
         env=env,
@@ -105,7 +111,7 @@ def test_docker_compose_config_validates_the_file() -> None:
     )
     assert result.returncode == 0, result.stderr
     missing = subprocess.run(
-        ["docker", "compose", "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
+        [*compose, "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
         capture_output=True,
         text=True,
         env={k: v for k, v in os.environ.items() if k not in SECRETS},

@@ -66,3 +66,24 @@ def test_backoff_restarts_a_long_running_process_quickly(monkeypatch: pytest.Mon
     backoff.started_at -= 3600  # it ran for an hour
     assert backoff.schedule() == 0.5
     assert backoff.pending()
+
+
+def test_up_takes_the_cluster_size_replicas_and_sync_interval() -> None:
+    from relisten.cli import _parser
+
+    args = _parser().parse_args(["up", "--nats-cluster", "3", "--replicas", "asr=2,corrector=2"])
+    assert (args.nats_cluster, args.replicas, args.nats_sync_interval) == (
+        3,
+        {"asr": 2, "corrector": 2},
+        "always",
+    )
+    assert _parser().parse_args(["up"]).replicas == {}
+
+
+def test_a_bad_replicas_variable_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from relisten.cli import _parser
+
+    monkeypatch.setenv("RELISTEN_REPLICAS", "asr=many")
+    with pytest.raises(SystemExit) as exited:
+        _parser().parse_args(["up"])
+    assert exited.value.code == 2

@@ -55,6 +55,7 @@ class EmbeddedNats:
     With ``cluster_port`` it is one node of a JetStream cluster: it listens for routes there and
     solicits ``routes`` (the other nodes' cluster URLs). ``sync_interval`` (``"always"`` or a duration
     such as ``"10s"``) sets how often JetStream fsyncs its files; unset, the server's default (2 min).
+    ``monitor_port`` opens the HTTP monitoring endpoint (``/varz``, ``/healthz``) on ``host``.
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class EmbeddedNats:
         routes: Sequence[str] = (),
         cluster_name: str = CLUSTER_NAME,
         sync_interval: str | None = None,
+        monitor_port: int | None = None,
     ) -> None:
         self.store_dir = store_dir
         self.port = port
@@ -77,6 +79,7 @@ class EmbeddedNats:
         self.routes = tuple(routes)
         self.cluster_name = cluster_name
         self.sync_interval = sync_interval
+        self.monitor_port = monitor_port
         self.process: subprocess.Popen[bytes] | None = None
         self.log_file: Path | None = None
 
@@ -105,6 +108,8 @@ class EmbeddedNats:
         ]
         if self.name:
             command += ["-n", self.name]
+        if self.monitor_port is not None:
+            command += ["-m", str(self.monitor_port)]
         if self.cluster_port is not None:
             command += ["--cluster_name", self.cluster_name, "--cluster", str(self.cluster_url)]
             if self.routes:
