@@ -75,6 +75,22 @@ _OPENAI_SCHEMA: Final[dict[str, Any]] = {
     response_class=JSONResponse,
 )
 async def create_transcription(request: Request) -> Response:
+    runtime = runtime_of(request)
+    if not runtime.wait_slots.try_take():
+        runtime.metrics.refused.labels("too_many_waits").inc()
+        raise ApiError(
+            503,
+            "too_many_waits",
+            f"{runtime.wait_slots.limit} transcriptions are being waited for already; retry shortly",
+            headers={"Retry-After": "10"},
+        )
+    try:
+        return await _transcribe(request)
+    finally:
+        runtime.wait_slots.give_back()
+
+
+async def _transcribe(request: Request) -> Response:
     parsed: list[openai_compat.TranscriptionRequest] = []
 
     def check(form: ReceivedForm) -> None:

@@ -18,6 +18,7 @@ from relisten_runtime.worker import Worker
 
 from relisten_ingest.deletion import JobRunning, delete_job, expired_jobs
 from relisten_ingest.handlers import register_projector
+from relisten_ingest.limits import Slots
 from relisten_ingest.metrics import IngestMetrics
 from relisten_ingest.settings import IngestSettings
 
@@ -36,6 +37,9 @@ class IngestRuntime:
         self.settings = settings
         self.decode_slots = asyncio.Semaphore(settings.decode_concurrency)
         self.metrics = IngestMetrics()
+        self.upload_slots = Slots(settings.max_concurrent_uploads)
+        self.stream_slots = Slots(settings.max_event_streams)
+        self.wait_slots = Slots(settings.max_openai_waits)
         self.worker: Worker | None = None
         self.started = asyncio.Event()
         self._starting: asyncio.Task[None] | None = None
