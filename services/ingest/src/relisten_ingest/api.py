@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from relisten_contracts import STREAM_NAME, JobCreated, JobOptions, JobView, encode
+from relisten_runtime.addresses import scrub_credentials
 from relisten_runtime.infra import Infra
 from relisten_runtime.logs import bind_job
 from starlette.background import BackgroundTask
@@ -608,5 +609,6 @@ async def readyz(request: Request) -> Response:
             await infra.audio.status()
             await infra.data.status()
     except Exception as exc:
-        return error_response(503, "not_ready", f"stream or buckets unavailable: {type(exc).__name__}: {exc}")
+        problem = scrub_credentials(f"{type(exc).__name__}: {exc}", runtime.settings.nats_url)
+        return error_response(503, "not_ready", f"stream or buckets unavailable: {problem}")
     return JSONResponse({"status": "ready"})
