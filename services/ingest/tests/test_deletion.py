@@ -222,3 +222,17 @@ def test_the_view_projection_and_the_live_feed_tolerate_job_deleted() -> None:
     assert follow(FeedState(view=view), deleted) == []
     assert decode_event(encode(deleted)) == deleted
     assert message_id(deleted) == "job.deleted.v1:j"
+
+
+async def test_the_projector_takes_job_deleted_before_and_after_the_removal(
+    client: httpx.AsyncClient, infra: Infra
+) -> None:
+    job_id = await submit(client)
+    await finish(infra, job_id)
+    views = JobViews.of(infra)
+    view = (await views.get(job_id) or (None, 0))[0]
+    event = JobDeleted(job_id=job_id, occurred_at=time.time(), reason="requested", status="completed")
+    assert await views.apply_change(event) == (view, view), "the view is left for the deleter"
+    assert (await client.delete(f"/v1/jobs/{job_id}")).status_code == 200
+    assert await views.apply_change(event) == (None, None), "a late job.deleted recreates nothing"
+    assert await remnants(infra, job_id) == []

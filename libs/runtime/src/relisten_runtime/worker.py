@@ -37,6 +37,7 @@ from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.errors import KeyNotFoundError
 from relisten_contracts import STREAM_NAME, ErrorInfo, Event, JobFailed, JobOptions, decode_event
 
+from relisten_runtime.addresses import without_credentials
 from relisten_runtime.infra import Infra, attempt_context, open_infra
 from relisten_runtime.logs import job_context
 from relisten_runtime.settings import CommonSettings
@@ -381,7 +382,7 @@ class Worker:
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         await self.start()
-        log.info("%s worker consuming from %s", self.name, self.settings.nats_url)
+        log.info("%s worker consuming from %s", self.name, without_credentials(self.settings.nats_url))
         try:
             await stop.wait()
         finally:

@@ -9,12 +9,14 @@ first-pass server by accident.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
+from relisten_runtime.addresses import refuse_own_api
 from relisten_runtime.models import default_model_cache_dir
 from relisten_runtime.settings import CommonSettings
 
@@ -116,6 +118,12 @@ class AsrSettings(CommonSettings):
     backoff_s: float = Field(
         1.0, ge=0, description="First pause between HTTP attempts; doubles each time, with jitter."
     )
+
+    @model_validator(mode="after")
+    def _not_relisten_itself(self) -> AsrSettings:
+        if self.engine == "openai":
+            refuse_own_api(self.base_url, "RELISTEN_ASR_BASE_URL", os.environ)
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from relisten_ingest import openai_compat
+from relisten_ingest.limits import API_KEY_SCOPE
 
 PROTECTED_PREFIX: Final = "/v1"
 OPENAI_PATHS: Final = frozenset({"/v1/audio/transcriptions", "/v1/audio/translations"})
@@ -93,4 +94,6 @@ class ApiKeyMiddleware:
         if not key_matches(token, self.keys):
             await unauthorized(path, "the API key is not valid")(scope, receive, send)
             return
+        # Whose request this is, for the rate limit and Idempotency-Key scopes further in.
+        scope[API_KEY_SCOPE] = token
         await self.app(scope, receive, send)

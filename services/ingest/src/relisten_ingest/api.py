@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from relisten_contracts import STREAM_NAME, JobCreated, JobOptions, JobView, Task, encode
+from relisten_runtime.addresses import scrub_credentials
 from relisten_runtime.infra import Infra
 from relisten_runtime.logs import bind_job
 from starlette.background import BackgroundTask
@@ -36,7 +37,6 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from relisten_ingest import backlog, idempotency, live, openai_compat, recovery
-from relisten_ingest.access import bearer_token
 from relisten_ingest.adapters import (
     AdmissionFailed,
     JobViews,
@@ -53,13 +53,16 @@ from relisten_ingest.deletion import JobRunning, delete_job
 from relisten_ingest.domain import OptionError, apply_event, parse_options, present_view, safe_filename
 from relisten_ingest.feed import JobFeed
 from relisten_ingest.formats import to_srt, to_text, to_vtt
+from relisten_ingest.limits import API_KEY_SCOPE
 from relisten_ingest.runtime import IngestRuntime, NotReady
 from relisten_ingest.uploads import (
     FILE_FIELD,
     InvalidForm,
     NotMultipart,
     ReceivedForm,
+    UploadIdle,
     UploadTooLarge,
+    idle_limited,
     receive_form,
 )
 
@@ -268,18 +271,39 @@ async def admit_upload(
         idempotency_key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
     except idempotency.IdempotencyError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from None
-    infra = infra_of(request)
-    await _refuse_when_backlogged(runtime, infra)
+    # 503 not_ready before reading the body when NATS is not there, then admission control.
+    await _refuse_when_backlogged(runtime, infra_of(request))
+    if not runtime.upload_slots.try_take():
+        runtime.metrics.refused.labels("too_many_uploads").inc()
+        raise ApiError(
+            503,
+            "too_many_uploads",
+            f"{runtime.upload_slots.limit} uploads are being received already; retry shortly",
+            headers={"Retry-After": "5"},
+        )
+    try:
+        return await _receive_and_admit(request, check, idempotency_key, task)
+    finally:
+        runtime.upload_slots.give_back()
 
+
+async def _receive_and_admit(
+    request: Request, check: FormCheck, idempotency_key: str | None, task: Task | None
+) -> JobView:
+    runtime = runtime_of(request)
+    settings = runtime.settings
+    infra = infra_of(request)
     workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="relisten-ingest-", dir=settings.tmp_dir))
     try:
         try:
             form = await receive_form(
                 request.headers.get("content-type"),
-                request.stream(),
+                idle_limited(request.stream(), settings.upload_idle_timeout_s),
                 workdir / "upload",
                 max_bytes=settings.max_upload_bytes,
             )
+        except UploadIdle as exc:
+            raise ApiError(408, "upload_timeout", str(exc), headers={"Connection": "close"}) from None
         except UploadTooLarge as exc:
             raise ApiError(413, "upload_too_large", str(exc)) from None
         except NotMultipart as exc:
@@ -351,9 +375,7 @@ async def _claim(
     """Take the Idempotency-Key for job ``job_id`` or find the job it already stands for."""
     infra = infra_of(request)
     settings = runtime_of(request).settings
-    api_key = None
-    if settings.api_keys:
-        api_key = bearer_token(request.headers.get("authorization", ""))
+    api_key = request.scope.get(API_KEY_SCOPE) if settings.api_keys else None
     scope = idempotency.scope_of(api_key, request.client.host if request.client else None)
     store = idempotency.IdempotencyStore(infra.idempotency, JobViews.of(infra))
     try:
@@ -566,7 +588,16 @@ async def job_events(request: Request, job_id: str) -> Response:
     """With API keys set, also accepts ``?access_token=<key>`` (EventSource cannot send headers)."""
     infra = infra_of(request)
     view = await _view_or_404(infra, job_id)
-    settings = runtime_of(request).settings
+    runtime = runtime_of(request)
+    settings = runtime.settings
+    if not runtime.stream_slots.try_take():
+        runtime.metrics.refused.labels("too_many_streams").inc()
+        raise ApiError(
+            503,
+            "too_many_streams",
+            f"{runtime.stream_slots.limit} event streams are open already; retry shortly",
+            headers={"Retry-After": "5"},
+        )
     feed = JobFeed(
         infra,
         view,
@@ -576,13 +607,16 @@ async def job_events(request: Request, job_id: str) -> Response:
     )
 
     async def frames() -> AsyncGenerator[bytes, None]:
-        yield b"retry: 3000\n\n"
-        async with aclosing(feed.frames()) as followed:
-            number = 0
-            async for frame in followed:
-                if frame.event:
-                    number += 1
-                yield frame.encode(number)
+        try:
+            yield b"retry: 3000\n\n"
+            async with aclosing(feed.frames()) as followed:
+                number = 0
+                async for frame in followed:
+                    if frame.event:
+                        number += 1
+                    yield frame.encode(number)
+        finally:
+            runtime.stream_slots.give_back()
 
     return EventStreamResponse(frames())
 
@@ -626,5 +660,6 @@ async def readyz(request: Request) -> Response:
             await infra.audio.status()
             await infra.data.status()
     except Exception as exc:
-        return error_response(503, "not_ready", f"stream or buckets unavailable: {type(exc).__name__}: {exc}")
+        problem = scrub_credentials(f"{type(exc).__name__}: {exc}", runtime.settings.nats_url)
+        return error_response(503, "not_ready", f"stream or buckets unavailable: {problem}")
     return JSONResponse({"status": "ready"})

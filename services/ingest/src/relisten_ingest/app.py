@@ -13,6 +13,7 @@ from relisten_runtime.logs import configure_logging
 from relisten_ingest import openai_api, web
 from relisten_ingest.access import ApiKeyMiddleware
 from relisten_ingest.api import install_error_handlers, router
+from relisten_ingest.limits import RateLimitMiddleware
 from relisten_ingest.runtime import IngestRuntime
 from relisten_ingest.settings import IngestSettings
 
@@ -46,6 +47,13 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(openai_api.router)
     app.include_router(web.router)
+    if settings.rate_limit_per_min:
+        # Added first, so it runs inside the key check: only valid keys get a bucket of their own.
+        app.add_middleware(
+            RateLimitMiddleware,
+            per_minute=settings.rate_limit_per_min,
+            on_refusal=lambda code: runtime.metrics.refused.labels(code).inc(),
+        )
     keys = [key.get_secret_value() for key in settings.api_keys]
     if keys:
         app.add_middleware(ApiKeyMiddleware, keys=keys)

@@ -28,7 +28,7 @@ from relisten_contracts import (
     Stage,
     WordsScored,
 )
-from relisten_runtime.addresses import literal_internal_host
+from relisten_runtime.addresses import literal_internal_host, redact_url
 
 # ---------------------------------------------------------------------------------------------
 # Job options
@@ -332,7 +332,8 @@ def present_view(view: JobView, base_path: str = "/v1/jobs") -> dict[str, Any]:
             "prompt": options.prompt,
             "correction": options.correction,
             "confidence_threshold": options.confidence_threshold,
-            "callback_url": options.callback_url,
+            # Shown without query, user or password: tokens ride there, and listings are widely read.
+            "callback_url": None if options.callback_url is None else redact_url(options.callback_url),
             "task": options.task,
         },
         "attempt": view.attempt,

@@ -156,7 +156,10 @@ class IdempotencyStore:
                 pass  # someone holds it: see what for
             found = await self._read(key)
             if found is None:
-                continue  # released or expired between the two calls: try again
+                # Released or expired between the two calls: try again (after a breath, so that a
+                # bucket that keeps refusing cannot spin this loop).
+                await asyncio.sleep(POLL_FIRST_S)
+                continue
             held, revision = found
             if held.fingerprint != fingerprint:
                 raise IdempotencyError(

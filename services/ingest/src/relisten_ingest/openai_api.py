@@ -100,6 +100,22 @@ async def create_translation(request: Request) -> Response:
 
 async def serve_openai_job(request: Request, task: Task) -> Response:
     """Admit the upload as a job with ``task``, follow it to its end, answer in OpenAI's shapes."""
+    runtime = runtime_of(request)
+    if not runtime.wait_slots.try_take():
+        runtime.metrics.refused.labels("too_many_waits").inc()
+        raise ApiError(
+            503,
+            "too_many_waits",
+            f"{runtime.wait_slots.limit} transcriptions are being waited for already; retry shortly",
+            headers={"Retry-After": "10"},
+        )
+    try:
+        return await _serve(request, task)
+    finally:
+        runtime.wait_slots.give_back()
+
+
+async def _serve(request: Request, task: Task) -> Response:
     parsed: list[openai_compat.TranscriptionRequest] = []
 
     def check(form: ReceivedForm) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 
+from relisten_runtime.addresses import scrub_credentials, without_credentials
 from relisten_runtime.infra import Infra
 from relisten_runtime.worker import Worker
 
@@ -20,6 +21,7 @@ from relisten_ingest.backlog import Backlog
 from relisten_ingest.deletion import JobRunning, delete_job, expired_jobs
 from relisten_ingest.handlers import register_projector
 from relisten_ingest.languages import LanguageGate
+from relisten_ingest.limits import Slots
 from relisten_ingest.metrics import IngestMetrics
 from relisten_ingest.recovery import Watchdog
 from relisten_ingest.settings import IngestSettings
@@ -41,18 +43,23 @@ class IngestRuntime:
         self.metrics = IngestMetrics()
         self.languages = LanguageGate()
         self.backlog = Backlog()
+        self.upload_slots = Slots(settings.max_concurrent_uploads)
+        self.stream_slots = Slots(settings.max_event_streams)
+        self.wait_slots = Slots(settings.max_openai_waits)
         self.worker: Worker | None = None
         self.watchdog: Watchdog | None = None
         self.started = asyncio.Event()
         self._starting: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
         self._last_error = "starting"
+        self._nats = without_credentials(settings.nats_url)
+        """The NATS URL as it may be shown: no user, password or token."""
 
     @property
     def infra(self) -> Infra:
         """The NATS handles; :class:`NotReady` until the worker has started."""
         if self.worker is None:
-            raise NotReady(f"NATS at {self.settings.nats_url} is not connected yet ({self._last_error})")
+            raise NotReady(f"NATS at {self._nats} is not connected yet ({self._last_error})")
         return self.worker.infra
 
     async def start(self) -> None:
@@ -78,10 +85,10 @@ class IngestRuntime:
                     await worker.stop()
                 raise
             except Exception as exc:
-                self._last_error = f"{type(exc).__name__}: {exc}"
+                self._last_error = scrub_credentials(f"{type(exc).__name__}: {exc}", self.settings.nats_url)
                 log.warning(
                     "cannot start on NATS %s yet, retrying in %.1f s: %s",
-                    self.settings.nats_url,
+                    self._nats,
                     delay,
                     self._last_error,
                 )
@@ -103,7 +110,7 @@ class IngestRuntime:
             self.started.set()
             if self.settings.retention_days is not None:
                 self._sweeping = asyncio.create_task(self._sweep_forever(), name="ingest-retention")
-            log.info("ingest connected to NATS %s; job view projector running", self.settings.nats_url)
+            log.info("ingest connected to NATS %s; job view projector running", self._nats)
             return
 
     async def sweep_expired(self, now: float | None = None) -> list[str]:

@@ -108,6 +108,40 @@ class IngestSettings(CommonSettings):
         ),
     )
 
+    rate_limit_per_min: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Requests a minute to /v1 routes per API key (per client address without keys), in "
+            "bursts of as many; beyond it 429 rate_limited with Retry-After. 0: no limit."
+        ),
+    )
+    max_concurrent_uploads: int = Field(
+        16,
+        ge=0,
+        description=(
+            "Uploads received at once by this process; one more answers 503 too_many_uploads with "
+            "Retry-After before its body is read. 0: no limit."
+        ),
+    )
+    max_event_streams: int = Field(
+        256,
+        ge=0,
+        description="Open GET /v1/jobs/{id}/events streams; one more answers 503 too_many_streams. 0: no limit.",
+    )
+    max_openai_waits: int = Field(
+        64,
+        ge=0,
+        description=(
+            "POST /v1/audio/transcriptions requests waiting for their job at once; one more answers "
+            "503 too_many_waits before its upload is read. 0: no limit."
+        ),
+    )
+    upload_idle_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="An upload whose body sends nothing for this long is dropped with 408 upload_timeout.",
+    )
     retention_days: float | None = Field(
         None,
         gt=0,

@@ -72,6 +72,31 @@ async def limit_body(chunks: AsyncIterator[bytes], max_bytes: int) -> AsyncItera
         yield chunk
 
 
+class UploadIdle(Exception):
+    """The body sent nothing for longer than the idle limit (a trickling or stalled client)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the upload sent nothing for {timeout_s:g} s")
+        self.timeout_s = timeout_s
+
+
+async def idle_limited(chunks: AsyncIterator[bytes], timeout_s: float) -> AsyncIterator[bytes]:
+    """Pass ``chunks`` through, raising :class:`UploadIdle` when the next one takes over ``timeout_s``.
+
+    Per chunk, not per body: a large upload over a slow but steady link is fine, a client that
+    holds the connection open while sending a byte now and then is not."""
+    iterator = aiter(chunks)
+    while True:
+        try:
+            async with asyncio.timeout(timeout_s):
+                chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadIdle(timeout_s) from None
+        yield chunk
+
+
 def multipart_boundary(content_type: str | None) -> bytes:
     """The boundary of a ``multipart/form-data`` Content-Type; :class:`InvalidForm` otherwise."""
     if not content_type:
