@@ -242,3 +242,20 @@ async def test_a_doubtful_first_pass_is_re_routed_when_identification_was_off() 
     assert first.language == "es" and first.engine == "faster-whisper:base"
     assert first.routing is not None and "re-routed" in first.routing.reason
     assert wer(reference(name), " ".join(w.word for w in first.words)) < 0.3
+
+
+async def test_windows_between_two_agreeing_ones_are_not_heard(router: LanguageRouter) -> None:
+    sonnets = FIXTURES.parent / "librispeech-dev" / "audio"
+    speech = np.concatenate(
+        [
+            np.asarray(
+                decode_audio(str(sonnets / f"long-librivox-shakespeare-sonnet-00{n}.mp3")), dtype=np.float32
+            )
+            for n in (1, 2)
+        ]
+    )
+    detection = await router.detect(speech)  # 106 s: three windows planned
+    assert detection is not None and detection.language == "en" and not detection.mixed
+    # the first and the last agreed, so the middle one was skipped
+    assert len(detection.windows) == 2
+    assert detection.windows[0].start < 5 and detection.windows[1].end > len(speech) / RATE - 5

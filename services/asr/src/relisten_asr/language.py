@@ -57,6 +57,8 @@ WINDOW_S: Final = 30.0
 MIN_SPEECH_S: Final = 1.0
 """Less speech than this (VAD) and the whole audio is heard instead: better a guess than none."""
 CANDIDATES: Final = 5
+AGREEING: Final = 0.9
+"""When the first and the last window are both this sure of one language, the others are not heard."""
 CONFIDENT_WINDOW: Final = 0.5
 """A window's answer counts towards "mixed language" only when it is at least this sure."""
 REROUTE_PROBABILITY: Final = 0.8
@@ -177,7 +179,13 @@ def detect_blocking(model: Any, audio: np.ndarray, *, windows: int, name: str) -
     started = time.perf_counter()
     chosen = pick_windows(speech_spans(audio), len(audio), windows, int(WINDOW_S * SAMPLE_RATE))
     answers: list[tuple[float, float, dict[str, float], float]] = []
-    for pieces in chosen:
+    # The first and the last window first: when both are sure of the same language the ones between
+    # are skipped (each window costs one encoder pass of the multilingual model).
+    order = [0, *([len(chosen) - 1] if len(chosen) > 1 else []), *range(1, len(chosen) - 1)]
+    for heard, index in enumerate(order):
+        if heard == 2 and _agree(answers):
+            break
+        pieces = chosen[index]
         samples = np.concatenate([audio[start:end] for start, end in pieces])
         _, _, probabilities = model.detect_language(audio=samples)
         answers.append(
@@ -188,7 +196,14 @@ def detect_blocking(model: Any, audio: np.ndarray, *, windows: int, name: str) -
                 float(len(samples)),
             )
         )
+    answers.sort(key=lambda answer: answer[0])
     return combine(answers, model=name, seconds=time.perf_counter() - started)
+
+
+def _agree(answers: Sequence[tuple[float, float, dict[str, float], float]]) -> bool:
+    """Every window so far is sure (``AGREEING``) of one and the same language."""
+    best = [max(probabilities.items(), key=lambda item: item[1]) for _, _, probabilities, _ in answers]
+    return len({code for code, _ in best}) == 1 and all(p >= AGREEING for _, p in best)
 
 
 # --- routing -------------------------------------------------------------------------------------
