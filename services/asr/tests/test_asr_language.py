@@ -259,3 +259,20 @@ async def test_windows_between_two_agreeing_ones_are_not_heard(router: LanguageR
     # the first and the last agreed, so the middle one was skipped
     assert len(detection.windows) == 2
     assert detection.windows[0].start < 5 and detection.windows[1].end > len(speech) / RATE - 5
+
+
+async def test_a_mixed_recording_is_transcribed_part_by_part_in_its_languages(router: LanguageRouter) -> None:
+    spanish = audio("librivox-es-alarcon-capitan-veneno-dedicatoria.flac")
+    german = audio("librivox-de-grimmelshausen-simplicissimus-titel.flac")
+    first = await router.first_pass(np.concatenate([spanish, german]), JobOptions())
+    assert first.routing is not None and "mixed recording" in first.routing.reason
+    assert first.engine == "faster-whisper:base"
+    detection = first.language_detection
+    assert detection is not None and detection.mixed and detection.segments
+    border = len(spanish) / RATE
+    before = {s.language for s in detection.segments if s.end <= border}
+    after = {s.language for s in detection.segments if s.start >= border}
+    assert before == {"es"} and after == {"de"}
+    text = " ".join(w.word for w in first.words)
+    assert "Manuel" in text and "Grimmelshausen" in text  # each part in its own language
+    assert "mixed_language" in {w.code for w in first.warnings}

@@ -261,6 +261,8 @@ class Route:
     language: str | None
     second_pass: bool
     reason: str
+    mixed: bool = False
+    """Decode window by window, each in its own language (a mixed-language recording)."""
 
 
 def route(options: JobOptions, language: str | None, how: str, caps: Capabilities) -> Route:
@@ -413,12 +415,17 @@ class LanguageRouter:
             else:
                 how = "not identified"
         chosen = route(options, language, how, caps)
+        if detection is not None and detection.mixed and options.task == "transcribe":
+            chosen = self._mixed_route(detection, caps) or chosen
         first = await self._run(chosen, audio, options, on_progress)
+        if chosen.mixed and detection is not None:
+            detection = await self._segment_languages(audio, first, detection)
         warnings: list[JobWarning] = []
 
         # The guard: a mostly unsure first pass may be in the wrong language.
         unsure = unsure_share(first)
-        if max(unsure, looping_share(first)) >= SUSPICIOUS and options.task == "transcribe":
+        doubtful = max(unsure, looping_share(first)) >= SUSPICIOUS
+        if doubtful and options.task == "transcribe" and not chosen.mixed:
             if detection is None:
                 detection = await self.detect(audio, doubtful=True)
             if detection is not None and detection.probability >= REROUTE_PROBABILITY:
@@ -469,11 +476,15 @@ class LanguageRouter:
                 JobWarning(
                     code="mixed_language",
                     message=f"parts of the recording sound like different languages ({', '.join(heard_in)}); "
-                    f"transcribed as {chosen.language or first.language!r}",
+                    + (
+                        "each part was transcribed in its own language"
+                        if chosen.mixed
+                        else f"transcribed as {chosen.language or first.language!r}"
+                    ),
                 )
             )
         engine = self.multilingual if chosen.multilingual and self.multilingual is not None else self.primary
-        spoken = chosen.language or first.language
+        spoken = chosen.language or (detection.language if chosen.mixed and detection else first.language)
         return msgspec.structs.replace(
             first,
             language="en" if options.task == "translate" else spoken,
@@ -489,6 +500,57 @@ class LanguageRouter:
             ),
         )
 
+    def _mixed_route(self, detection: LanguageDetection, caps: Capabilities) -> Route | None:
+        """A recording heard in several languages goes to the multilingual model, decoded window by
+        window in each one's language (None: no multilingual model knows them all)."""
+        heard = sorted({w.language for w in detection.windows if w.probability >= CONFIDENT_WINDOW})
+        if caps.multilingual is None or not set(heard) <= caps.multilingual_languages:
+            return None
+        second = caps.multilingual_second_pass
+        return Route(
+            multilingual=True,
+            language=None,
+            second_pass=second,
+            reason=f"mixed recording ({', '.join(heard)}, mostly {detection.language}): first pass by "
+            f"{caps.multilingual}, each window in the language it is heard in"
+            + ("" if second else "; no second pass is set up for it, skipped"),
+            mixed=True,
+        )
+
+    async def _segment_languages(
+        self, audio: np.ndarray, first: FirstPass, detection: LanguageDetection
+    ) -> LanguageDetection:
+        """The language of each first-pass segment of a mixed recording (one short encoder pass each),
+        among the languages the windows were sure of: a second of speech alone is easily mistaken
+        (a Spanish "Mi muy querido Manuel." sounded Japanese on its own)."""
+        engine = self.multilingual
+        if engine is None or not first.segments:
+            return detection
+        spans = [(s.start, s.end) for s in first.segments if s.end > s.start]
+        heard = {w.language for w in detection.windows if w.probability >= CONFIDENT_WINDOW}
+
+        def identify(model: Any) -> list[LanguageWindow]:
+            found: list[LanguageWindow] = []
+            for start, end in spans:
+                samples = audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
+                if len(samples) == 0:
+                    continue
+                probabilities = window_probabilities(model, samples[: int(WINDOW_S * SAMPLE_RATE)])
+                among = {code: p for code, p in probabilities.items() if code in heard} or probabilities
+                best, p = max(among.items(), key=lambda item: item[1])
+                found.append(
+                    LanguageWindow(
+                        start=round(start, 2), end=round(end, 2), language=best, probability=round(p, 4)
+                    )
+                )
+            return found
+
+        started = time.perf_counter()
+        segments = await engine.with_model(identify)
+        return msgspec.structs.replace(
+            detection, segments=segments, seconds=round(detection.seconds + time.perf_counter() - started, 3)
+        )
+
     async def _run(
         self, chosen: Route, audio: np.ndarray, options: JobOptions, on_progress: ProgressCallback | None
     ) -> FirstPass:
@@ -501,6 +563,7 @@ class LanguageRouter:
                 prompt=options.prompt,
                 on_progress=on_progress,
                 task=options.task,
+                mixed=chosen.mixed,
             )
         return await self.primary.transcribe(
             audio, language=chosen.language, prompt=options.prompt, on_progress=on_progress
