@@ -4,7 +4,7 @@ The first-pass model is usually English-only (tiny.en): given Spanish it writes 
 nonsense, confidently. So, for every job:
 
 1. **Identify** the spoken language when the job does not name it: the multilingual model (bundled
-   Whisper base, loaded on first need) listens to a few 30 s windows of *speech* spread through the
+   Whisper base, loaded on first need) listens to a few 10 s windows of *speech* spread through the
    recording (not only the first 30 s, which may be music or a greeting in another language) and the
    windows' probabilities are averaged; each window's own answer is kept, and windows that confidently
    disagree mark the recording as mixed-language.
@@ -52,8 +52,9 @@ from relisten_asr.settings import AsrSettings
 
 log = logging.getLogger(__name__)
 
-WINDOW_S: Final = 30.0
-"""Whisper hears 30 s at once; language identification looks at one such window at a time."""
+WINDOW_S: Final = 10.0
+"""Speech per identification window. Whisper hears up to 30 s at once, but a language is clear from a
+few seconds: 10 s of speech plus the encoder padding costs about half a 30 s encoder pass."""
 MIN_SPEECH_S: Final = 1.0
 """Less speech than this (VAD) and the whole audio is heard instead: better a guess than none."""
 CANDIDATES: Final = 5
@@ -535,7 +536,7 @@ class LanguageRouter:
                 samples = audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
                 if len(samples) == 0:
                     continue
-                probabilities = window_probabilities(model, samples[: int(WINDOW_S * SAMPLE_RATE)])
+                probabilities = window_probabilities(model, samples[: int(30 * SAMPLE_RATE)])
                 among = {code: p for code, p in probabilities.items() if code in heard} or probabilities
                 best, p = max(among.items(), key=lambda item: item[1])
                 found.append(
