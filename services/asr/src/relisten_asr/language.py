@@ -431,7 +431,9 @@ class LanguageRouter:
                 detection = await self.detect(audio, doubtful=True)
             if detection is not None and detection.probability >= REROUTE_PROBABILITY:
                 heard, p = detection.language, detection.probability
-                if heard != chosen.language and options.language is None:
+                # an English-only model reports "en" whatever it was told
+                current = chosen.language or first.language
+                if heard != current and options.language is None:
                     log.warning("first pass mostly unsure in %s; re-routing to %s", chosen.language, heard)
                     rerouted = route(options, heard, f"re-identified, p={p:.2f}", caps)
                     chosen = Route(
@@ -443,7 +445,7 @@ class LanguageRouter:
                     )
                     first = await self._run(chosen, audio, options, on_progress)
                     unsure = unsure_share(first)
-                elif heard != chosen.language:
+                elif heard != current:
                     warnings.append(
                         JobWarning(
                             code="language_mismatch",
