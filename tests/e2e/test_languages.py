@@ -133,3 +133,14 @@ def test_a_language_whisper_does_not_know_is_refused(stack: Stack) -> None:
     response = post_job(stack, SPANISH_SHORT, language="tlh")
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "unsupported_language"
+
+
+def test_spanish_forced_to_english_completes_with_a_warning(stack: Stack) -> None:
+    response = post_job(stack, SPANISH, language="en")
+    assert response.status_code == 202, response.text
+    transcript = transcript_of(stack, response.json()["id"])
+    # the job's choice is honoured (tiny.en, English) but the transcript says it is doubtful
+    assert transcript["routing"]["first_pass"] == "faster-whisper:tiny.en"
+    codes = {w["code"] for w in transcript["warnings"]}
+    assert "language_mismatch" in codes
+    assert transcript["language_detection"]["language"] == "es"
