@@ -64,7 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument("file", type=Path)
     transcribe.add_argument("--server", default=os.environ.get("RELISTEN_SERVER", "http://127.0.0.1:8000"))
     transcribe.add_argument("--api-key", default=os.environ.get("RELISTEN_API_KEY"))
-    transcribe.add_argument("--language")
+    transcribe.add_argument("--language", help="ISO 639-1 code; absent: identified")
+    transcribe.add_argument(
+        "--task", choices=["transcribe", "translate"], default=None, help="translate: English text out"
+    )
     transcribe.add_argument("--prompt", help="glossary or context for both passes")
     transcribe.add_argument("--correction", choices=["auto", "off"], default=None)
     transcribe.add_argument("--confidence-threshold", type=float, default=None)
@@ -128,6 +131,7 @@ def transcribe(args: argparse.Namespace) -> int:
         job = client.submit(
             args.file,
             language=args.language,
+            task=args.task,
             prompt=args.prompt,
             correction=args.correction,
             confidence_threshold=args.confidence_threshold,

@@ -55,6 +55,8 @@ class LanguageDetection(msgspec.Struct, frozen=True, kw_only=True):
     model: str
     seconds: float
     mixed: bool = False
+    segments: list[LanguageWindow] = msgspec.field(default_factory=list)
+    """A mixed recording's first-pass segments, each with the language it was heard in."""
 
 
 class Routing(msgspec.Struct, frozen=True, kw_only=True):

@@ -266,13 +266,15 @@ class FasterWhisperEngine:
         prompt: str | None,
         on_progress: ProgressCallback | None = None,
         task: Task = "transcribe",
+        mixed: bool = False,
     ) -> FirstPass:
         """The first pass; ``task="translate"`` is Whisper's translation into English (multilingual
-        models only), with the translated words timed against the audio."""
+        models only), with the translated words timed against the audio; ``mixed`` decodes window by
+        window, each in the language it is heard in (a recording in several languages)."""
         samples = _check_audio(audio)
         async with self._queue:
             return await asyncio.to_thread(
-                self._transcribe_blocking, samples, language, prompt, on_progress, task
+                self._transcribe_blocking, samples, language, prompt, on_progress, task, mixed
             )
 
     def _transcribe_blocking(
@@ -282,6 +284,7 @@ class FasterWhisperEngine:
         prompt: str | None,
         on_progress: ProgressCallback | None,
         task: Task = "transcribe",
+        mixed: bool = False,
     ) -> FirstPass:
         model = self.load()
         duration = len(audio) / SAMPLE_RATE
@@ -297,7 +300,10 @@ class FasterWhisperEngine:
             )
         with self._decode_lock:
             started = time.perf_counter()
-            segments, info = self._start_decode(model, audio, language, prompt, task)
+            if mixed and model.model.is_multilingual:
+                segments, info = self._decode_mixed(model, audio, prompt, task)
+            else:
+                segments, info = self._start_decode(model, audio, language, prompt, task)
             pieces: list[Any] = []
             reported = 0.0
             # The generator decodes lazily, window by window: progress is reported as it goes.
@@ -375,6 +381,21 @@ class FasterWhisperEngine:
 
     async def aclose(self) -> None:
         self._model = None
+
+    def _decode_mixed(self, model: Any, audio: np.ndarray, prompt: str | None, task: Task) -> Any:
+        """Sequential decoding that identifies the language of every 30 s window (faster-whisper's
+        ``multilingual``; the batched pipeline keeps one language for the whole recording)."""
+        return model.transcribe(
+            audio,
+            language=None,
+            multilingual=True,
+            task=task,
+            beam_size=self._settings.beam_size,
+            word_timestamps=True,
+            initial_prompt=prompt or None,
+            vad_filter=True,
+            condition_on_previous_text=False,
+        )
 
     def _start_decode(
         self,

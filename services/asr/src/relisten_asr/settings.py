@@ -85,7 +85,8 @@ class AsrSettings(CommonSettings):
     detect_language: bool = Field(
         True,
         description="Identify the spoken language of jobs that do not name one (with the multilingual "
-        "model, over a few speech windows); false: the first-pass model decides.",
+        "model, over a few speech windows); false: the first-pass model decides, and the language is "
+        "identified only when its answer looks wrong (many unsure words, or repeating itself).",
     )
     language_windows: int = Field(
         3,

@@ -26,7 +26,7 @@ from typing import Final, Literal, TypeAlias
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import msgspec
-from relisten_contracts import ErrorInfo, JobFailed, JobMerged, TranscriptStats
+from relisten_contracts import ErrorInfo, JobFailed, JobMerged, JobWarning, TranscriptStats
 
 Notice: TypeAlias = JobMerged | JobFailed
 """The events the notifier announces."""
@@ -344,11 +344,20 @@ def _merged_embed(event: JobMerged, public_url: str, when: float) -> Embed:
             EmbedField(name="First pass", value=f"{event.first_pass_seconds:.1f} s", inline=True),
             EmbedField(name="Second pass", value=f"{event.second_pass_seconds:.1f} s", inline=True),
             EmbedField(name="Re-decoded", value=f"{redecoded:.1f} s{share}", inline=True),
+            *_warning_fields(event),
             EmbedField(name="Transcript", value=transcript_url(public_url, event.job_id)),
         ],
         footer=EmbedFooter(text=f"relisten · job {event.job_id}"),
         timestamp=iso_timestamp(when),
     )
+
+
+def _warning_fields(event: JobMerged) -> list[EmbedField]:
+    """One field listing what the user should know about the transcript (wrong language, ...)."""
+    if not event.warnings:
+        return []
+    lines = [f"`{w.code}` {escape_markdown(w.message)}" for w in event.warnings]
+    return [EmbedField(name="Warnings", value="\n".join(lines))]
 
 
 def _failed_embed(event: JobFailed, public_url: str, when: float) -> Embed:
@@ -401,6 +410,7 @@ class CompletedData(msgspec.Struct, frozen=True, kw_only=True):
     duration_s: float
     text_preview: str
     stats: TranscriptStats
+    warnings: list[JobWarning] = msgspec.field(default_factory=list)
 
 
 class FailedData(msgspec.Struct, frozen=True, kw_only=True):
@@ -440,6 +450,7 @@ def callback_payload(event: Notice, *, public_url: str, now: float) -> CallbackP
                 corrections_rejected=event.corrections_rejected,
                 corrections_unresolved=event.corrections_unresolved,
             ),
+            warnings=list(event.warnings),
         )
     else:
         data = FailedData(

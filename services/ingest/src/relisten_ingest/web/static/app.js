@@ -202,6 +202,7 @@ uploadForm.addEventListener("submit", async (event) => {
   const prompt = $("prompt").value.trim();
   if (prompt) form.append("prompt", prompt);
   form.append("correction", uploadForm.elements.correction.value);
+  form.append("task", uploadForm.elements.task.value);
   form.append("confidence_threshold", threshold.value);
 
   const bar = $("upload-bar");
@@ -461,6 +462,7 @@ function describeJob(view) {
   if (view.created_at) parts.push(`submitted ${when(view.created_at)}`);
   const options = view.options || {};
   if (options.language) parts.push(`language ${options.language}`);
+  if (options.task === "translate") parts.push("translated to English");
   if (options.correction === "off") parts.push("second pass off");
   else if (typeof options.confidence_threshold === "number") parts.push(`threshold ${options.confidence_threshold.toFixed(2)}`);
   return parts.join(" · ");

@@ -370,6 +370,17 @@ export function correctionItem(correction, index, finalWords = null) {
   return item;
 }
 
+/** How the language was found and which passes ran (language identification and routing). */
+function languageNote(transcript) {
+  const parts = [];
+  const detected = transcript.language_detection;
+  if (detected) parts.push(`identified ${detected.language} (${percent(detected.probability)})${detected.mixed ? ", mixed" : ""}`);
+  const routing = transcript.routing;
+  if (routing && routing.task === "translate") parts.push(`translated from ${routing.language}`);
+  if (routing) parts.push(`${routing.first_pass}${routing.second_pass ? "" : ", no second pass"}`);
+  return parts.length ? parts.join(" · ") : null;
+}
+
 /** Statistics of a finished transcript, as dt/dd pairs. */
 export function statsItems(transcript) {
   const stats = transcript.stats || {};
@@ -378,7 +389,7 @@ export function statsItems(transcript) {
   const speed = (Number(stats.first_pass_seconds) || 0) + (Number(stats.second_pass_seconds) || 0);
   const rows = [
     ["Duration", formatTime(duration), null],
-    ["Language", transcript.language || "?", null],
+    ["Language", transcript.language || "?", languageNote(transcript)],
     ["Words", String(transcript.words ? transcript.words.length : 0), `${stats.words_flagged ?? 0} flagged`],
     ["Re-listened", seconds(redecoded), duration ? `${percent(redecoded / duration)} of the audio` : null],
     [
