@@ -25,7 +25,7 @@ from typing import Literal, TypeAlias
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import msgspec
-from relisten_contracts import ErrorInfo, JobFailed, JobMerged, TranscriptStats
+from relisten_contracts import ErrorInfo, JobFailed, JobMerged, JobWarning, TranscriptStats
 
 Notice: TypeAlias = JobMerged | JobFailed
 """The events the notifier announces."""
@@ -174,6 +174,8 @@ class EmbedLimits:
 
 DISCORD_LIMITS = EmbedLimits()
 GREEN = 0x2ECC71
+AMBER = 0xF1C40F
+"""A transcript that completed with warnings (mostly unsure, possible invented text, ...)."""
 RED = 0xE74C3C
 ELLIPSIS = "…"
 BLANK = "—"
@@ -300,11 +302,19 @@ def _merged_embed(event: JobMerged, public_url: str, when: float) -> Embed:
     redecoded = event.audio_redecoded_seconds
     share = f" ({100 * redecoded / event.duration_s:.0f} % of the audio)" if event.duration_s > 0 else ""
     preview = event.text_preview.strip()
+    # Warnings go first: fit_embed drops fields from the end when the embed is too long.
+    warnings = [
+        EmbedField(
+            name="Warnings",
+            value="\n".join(f"⚠ {escape_markdown(w.message)} (`{w.code}`)" for w in event.warnings),
+        )
+    ]
     return Embed(
         title=f"Transcript ready · {event.job_id}",
         description=escape_markdown(preview) if preview else "*(no speech recognised)*",
-        color=GREEN,
+        color=AMBER if event.warnings else GREEN,
         fields=[
+            *(warnings if event.warnings else []),
             EmbedField(name="Duration", value=format_duration(event.duration_s), inline=True),
             EmbedField(name="Language", value=event.language or "unknown", inline=True),
             EmbedField(name="Words flagged", value=str(event.words_flagged), inline=True),
@@ -369,6 +379,8 @@ class CompletedData(msgspec.Struct, frozen=True, kw_only=True):
     duration_s: float
     text_preview: str
     stats: TranscriptStats
+    warnings: list[JobWarning] = msgspec.field(default_factory=list)
+    """What the pipeline found doubtful about the transcript (``mostly_unsure``, ``possible_hallucination``)."""
 
 
 class FailedData(msgspec.Struct, frozen=True, kw_only=True):
@@ -408,6 +420,7 @@ def callback_payload(event: Notice, *, public_url: str, now: float) -> CallbackP
                 corrections_rejected=event.corrections_rejected,
                 corrections_unresolved=event.corrections_unresolved,
             ),
+            warnings=list(event.warnings),
         )
     else:
         data = FailedData(
