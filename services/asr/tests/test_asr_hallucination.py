@@ -7,6 +7,7 @@ import asyncio
 from itertools import pairwise
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 from faster_whisper import decode_audio
@@ -31,6 +32,7 @@ from relisten_contracts import FirstPass, Segment, Word
 SR = 16000
 FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "audio"
 ONE_WORD = FIXTURES / "one-word-known-noise.wav"
+ENGLISH_THEN_GERMAN = FIXTURES / "multilingual-en-de.mp3"
 SPEECH = FIXTURES / "ls-test-other-1688-142285-0000.flac"
 
 
@@ -205,6 +207,15 @@ def test_english_loop_keeps_one_unsure_copy() -> None:
     assert "repeated 8 times" in result.warnings[0].message
 
 
+def test_text_that_repeats_itself_is_capped() -> None:
+    audio = np.full(4 * SR, 0.05, dtype=np.float32)
+    looping = first_pass([([("soft", 0.9), ("wear", 0.9), ("tzu", 0.9), ("fafan", 0.9)], 0.0, 3.0, 0.1)])
+    segment = msgspec.structs.replace(looping.segments[0], compression_ratio=2.95)
+    result = screen(msgspec.structs.replace(looping, segments=[segment]), audio, SR)
+    assert all(w.probability == SUSPECT_PROBABILITY for w in result.words)
+    assert "compression ratio 2.95" in result.warnings[0].message
+
+
 def test_text_faster_than_speech_is_capped() -> None:
     audio = np.full(4 * SR, 0.05, dtype=np.float32)
     many = [(f"word{i}", 0.9) for i in range(12)]
@@ -295,3 +306,25 @@ def test_one_word_clip_comes_out_without_invented_words() -> None:
     recovered_only._model = engine._model
     plain = asyncio.run(recovered_only.transcribe(audio, language=None, prompt=None))
     assert texts(result) == texts(plain)
+
+
+def test_another_language_is_not_passed_off_as_confident_english() -> None:
+    """English then German to the English-only tiny.en: the German half comes out as English gibberish
+    ending in a loop, most of it at high word probability. Screened, the gibberish is marked unsure,
+    the loop cannot stand as heard, and the job is mostly unsure; the English half is untouched."""
+    audio = np.asarray(decode_audio(str(ENGLISH_THEN_GERMAN), sampling_rate=SR), dtype=np.float32)
+    raw_engine = FasterWhisperEngine(AsrSettings(screen_hallucinations=False))
+    raw = asyncio.run(raw_engine.transcribe(audio, language=None, prompt=None))
+    engine = FasterWhisperEngine(AsrSettings())
+    engine._model = raw_engine.load()
+    result = asyncio.run(engine.transcribe(audio, language=None, prompt=None))
+    assert unsure_warning(raw.words, 0.6) is None, "unscreened, the job would not even look unsure"
+
+    english = [w for w in result.words if w.end <= 29.0]
+    german = [w for w in result.words if w.start >= 31.0]
+    assert normalise_text(" ".join(w.word for w in english)).startswith("permission is hereby granted")
+    assert [w.probability for w in english] == [w.probability for w in raw.words if w.end <= 29.0]
+    assert german and all(w.probability == SUSPECT_PROBABILITY for w in german)
+    assert [w.code for w in result.warnings] == ["possible_hallucination"]
+    warning = unsure_warning(result.words, 0.6)
+    assert warning is not None and warning.code == "mostly_unsure"

@@ -152,6 +152,10 @@ class HallucinationPolicy:
     loop_drop_min_words: int = 3
     """Repeats beyond the first of a loop of phrases at least this long are dropped; the first is
     capped. Nobody says "I hope you enjoyed this video" three times in a row."""
+    max_compression_ratio: float = 2.4
+    """A segment whose text gzips better than this repeats itself: Whisper's own threshold (it decodes
+    such a window again at a higher temperature, which the batched pipeline does not). Measured: German
+    speech heard by tiny.en as English gibberish ending in a loop had 2.95, its English half 1.93."""
     max_words_per_s: float = 7.0
     """Faster than this (over a segment of at least ``rate_min_s``) is not speech: fast read speech is
     about 4 words/s; on the development set no segment went past 5."""
@@ -252,6 +256,7 @@ def find_suspects(
       energy; dropped when one of its words is also near-zero probability, else capped; a stock phrase
       with a near-zero word and no other evidence: capped;
     * a segment over low energy whose ``no_speech_prob`` is high: capped;
+    * a segment whose text repeats itself (compression ratio above Whisper's 2.4): capped;
     * a segment faster than anyone speaks (words or characters per second): capped;
     * a phrase of several words repeated back to back: the first occurrence capped, the repeats capped,
       or dropped for phrases of ``loop_drop_min_words`` or more.
@@ -295,6 +300,13 @@ def find_suspects(
                     *where,
                     "cap",
                     f"low energy ({loud:.0%} speech-loud), no_speech {segment.no_speech_prob:.2f}",
+                )
+            )
+            continue
+        if segment.compression_ratio > policy.max_compression_ratio:
+            suspects.append(
+                Suspect(
+                    *where, "cap", f"text repeats itself (compression ratio {segment.compression_ratio:.2f})"
                 )
             )
             continue
