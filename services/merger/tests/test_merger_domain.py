@@ -200,6 +200,41 @@ def test_guards_keep_the_first_pass(result: ClipResult, status: str, reason_part
     assert outcome.regions_replaced == 0
 
 
+def test_silent_second_pass_removes_words_suspected_of_being_invented() -> None:
+    """A stock phrase the first pass marked as suspect, and a second pass that hears nothing there."""
+    invented = [w("Thank", 3.0, 3.4, 0.01), w("you.", 3.4, 3.6, 0.01)]
+    outcome = reconcile_window(invented, {0, 1}, 0, said(""), 2.5, 4.0, POLICY)
+    assert outcome.words == []
+    assert outcome.correction.status == "accepted"
+    assert "suspected of being invented" in outcome.correction.reason
+    assert outcome.correction.original_text == "Thank you."
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        [w("Thank", 3.0, 3.4, 0.01), w("you.", 3.4, 3.6, 0.4)],  # one word the first pass believed
+        [w("Hello", 2.0, 2.5, 0.95), w("Thank", 3.0, 3.4, 0.01)],  # sure speech in the window
+    ],
+)
+def test_silent_second_pass_keeps_believed_words(words: list[Word]) -> None:
+    outcome = reconcile_window(words, {0, 1}, 0, said(""), 2.0, 4.0, POLICY)
+    assert outcome.words == unchanged(words)
+    assert outcome.correction.status == "rejected"
+
+
+def test_merge_removes_a_suspect_window_and_keeps_its_neighbours() -> None:
+    first = job(
+        [w("No.", 0.1, 0.5, 0.9), w("Thank", 1.0, 1.4, 0.01), w("you.", 1.4, 1.6, 0.01)], duration=4.0
+    )
+    window = MergeWindow(
+        index=0, start_s=0.8, end_s=2.0, flagged=(1, 2), trigger_confidence=0.01, word_first=1, word_last=3
+    )
+    words, corrections = merge(first, [window], {0: said("")}, POLICY)
+    assert texts(words) == ["No."]
+    assert [c.status for c in corrections] == ["accepted"]
+
+
 def test_drift_reason_gives_the_value() -> None:
     outcome = reconcile_window(RED_FOX, {1}, 0, said("a blue cat"), 5.0, 25.0, POLICY)
     assert "drift 1.00 exceeds 0.50" in outcome.correction.reason

@@ -14,8 +14,9 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from relisten_contracts import ErrorInfo, JobFailed, JobMerged, JobOptions
+from relisten_contracts import ErrorInfo, JobFailed, JobMerged, JobOptions, JobWarning
 from relisten_notifier.domain import (
+    AMBER,
     DISCORD_LIMITS,
     ELLIPSIS,
     GREEN,
@@ -219,6 +220,40 @@ def test_merged_message_is_green_with_the_stats_and_within_limits() -> None:
     assert values["Transcript"] == "https://r.example/v1/jobs/job1/transcript"
     assert embed.timestamp == "2023-11-14T22:13:20.000Z"
     assert embed.footer is not None and "job1" in embed.footer.text
+
+
+UNSURE = JobWarning(code="mostly_unsure", message="9 of 10 words are below the confidence threshold 0.6")
+INVENTED = JobWarning(code="possible_hallucination", message="2 word(s) removed: stock phrase 'Thank you.'")
+
+
+def test_merged_message_with_warnings_is_amber_and_says_them_first() -> None:
+    message = discord_message(
+        merged(preview="word " * 3000, warnings=[UNSURE, INVENTED]),
+        username="r",
+        public_url="http://h",
+        now=0,
+    )
+    (embed,) = message.embeds
+    assert_within_discord_limits(embed)
+    assert embed.color == AMBER
+    assert embed.fields[0].name == "Warnings"
+    # codes are shown as code (inside backticks markdown is not interpreted, so not escaped)
+    assert "`mostly_unsure`" in embed.fields[0].value and "`possible_hallucination`" in embed.fields[0].value
+    assert "9 of 10 words" in embed.fields[0].value and "stock phrase" in embed.fields[0].value
+    assert {field.name for field in embed.fields} >= {"Warnings", "Transcript"}
+
+
+def test_merged_message_without_warnings_has_no_warnings_field() -> None:
+    (embed,) = discord_message(merged(), username="r", public_url="http://h", now=0).embeds
+    assert "Warnings" not in {field.name for field in embed.fields}
+
+
+def test_completed_callback_carries_the_warnings() -> None:
+    body = json.loads(callback_body(merged(warnings=[UNSURE]), public_url="https://r.example", now=0))
+    assert body["data"]["warnings"] == [{"code": "mostly_unsure", "message": UNSURE.message}]
+    assert (
+        json.loads(callback_body(merged(), public_url="https://r.example", now=0))["data"]["warnings"] == []
+    )
 
 
 def test_failed_message_is_red_with_stage_and_code() -> None:

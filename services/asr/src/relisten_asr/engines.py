@@ -39,6 +39,7 @@ from relisten_runtime.remote import (
 )
 from relisten_runtime.settings import model_cpu_threads
 
+from relisten_asr.hallucination import HallucinationPolicy, Loudness, recovered_is_speech, screen
 from relisten_asr.recovery import unheard_speech
 from relisten_asr.settings import AsrSettings
 
@@ -319,7 +320,7 @@ class FasterWhisperEngine:
         if on_progress is not None and reported < 1.0:
             on_progress(1.0)
         words, collected = _assemble(pieces, duration)
-        return FirstPass(
+        result = FirstPass(
             language=str(info.language),
             duration_s=duration,
             words=words,
@@ -327,6 +328,7 @@ class FasterWhisperEngine:
             engine=self.name,
             seconds=seconds,
         )
+        return screen(result, audio, SAMPLE_RATE) if self._settings.screen_hallucinations else result
 
     def _recover(
         self,
@@ -365,8 +367,14 @@ class FasterWhisperEngine:
             batch_size=max(self._settings.batch_size, 1),
         )
         recovered: list[Any] = []
+        loudness = Loudness.of(audio, SAMPLE_RATE, HallucinationPolicy())
         for segment in segments:
             if not segment.words or _silence(segment):
+                continue
+            if self._settings.screen_hallucinations and not recovered_is_speech(
+                float(segment.no_speech_prob), float(segment.start), float(segment.end), loudness
+            ):
+                # a quiet gap decoded again is where Whisper writes its stock phrases
                 continue
             # Each segment belongs to the span its chunk started at (seek: frames of 10 ms).
             lo, hi = min(spans, key=lambda span: abs(span[0] - segment.seek / 100))
@@ -535,6 +543,7 @@ class OpenAITranscriptionEngine:
 
     def __init__(self, settings: AsrSettings) -> None:
         self._model = settings.model
+        self._screen = settings.screen_hallucinations
         self.name = f"openai:{self._model}"
         self._url = f"{api_root(settings.base_url)}/v1/audio/transcriptions"
         self._policy = RetryPolicy(max_attempts=settings.max_attempts, backoff_s=settings.backoff_s)
@@ -581,7 +590,7 @@ class OpenAITranscriptionEngine:
         )
         if on_progress is not None:
             on_progress(1.0)
-        return result
+        return screen(result, samples, SAMPLE_RATE) if self._screen else result
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -17,6 +17,7 @@ from relisten_runtime.remote import RemoteCallError as EngineError
 from relisten_runtime.worker import PermanentFailure, Worker
 
 from relisten_asr.engines import FirstPassEngine
+from relisten_asr.hallucination import unsure_warning
 from relisten_asr.language import LanguageRouter
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,9 @@ class FirstPassHandler:
             raise PermanentFailure(exc.code, exc.message) from exc
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        unsure = unsure_warning(result.words, event.options.confidence_threshold)
+        if unsure is not None:
+            result = msgspec.structs.replace(result, warnings=[*result.warnings, unsure])
         log.info(
             "job %s: first pass %d words in %.1f s (%.1f s of audio)",
             event.job_id,

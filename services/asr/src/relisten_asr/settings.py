@@ -75,6 +75,12 @@ class AsrSettings(CommonSettings):
         description="Decode again, on its own, any long gap between words that is as loud as speech "
         "(Whisper sometimes skips a whole sentence; no word confidence can flag words never written).",
     )
+    screen_hallucinations: bool = Field(
+        True,
+        description="Drop or mark unsure first-pass text Whisper invents (stock phrases over noise, "
+        "repetition loops, text faster than speech, recovered words over quiet audio); see "
+        "relisten_asr.hallucination.",
+    )
     multilingual_model: str = Field(
         "bundled:base",
         description="faster-whisper model for language identification, for the first pass of languages "

@@ -21,7 +21,9 @@ Status of a window's ``Correction``:
   beyond ``max_drift``, or every edit touching a flag failed the confidence gate.
 * ``accepted``: the second pass's reading of the flagged words stands -- either at least one region
   was replaced, or the second pass agreed with the first on every flagged word (nothing to change;
-  the reason says so).
+  the reason says so), or it heard nothing where every first-pass word was suspected of being
+  invented (``suspect_probability``: the first pass's hallucination checks) and those words are
+  removed.
 """
 
 from __future__ import annotations
@@ -82,6 +84,11 @@ class MergePolicy:
     unscored_probability: float = 0.0
     """Probability recorded for a replacement word whose backend gives none: unknown, so it shows
     as unsure rather than claiming a confidence nobody measured."""
+    suspect_probability: float = 0.01
+    """First-pass words at or below this probability are suspected of being invented (the asr's
+    hallucination checks cap such words at 0.01; tiny.en's own "Thank" of an invented "Thank you." is
+    0.00-0.01). When the second pass hears nothing in a window whose every word is such a word, both
+    passes agree there is no speech, and the words are removed."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_drift <= 1.0:
@@ -281,9 +288,16 @@ def reconcile_window(
     if not second.ok:
         error = f"{second.error.code}: {second.error.message}" if second.error else "no error given"
         return outcome("unresolved", f"second pass failed ({error}); first-pass words kept")
-    has_speech = any(normalise_token(text) for text in first_texts)
+    spoken = [word for word in first_words if normalise_token(word.word)]
     if not heard:
-        if has_speech:
+        if spoken and all(word.probability <= policy.suspect_probability for word in spoken):
+            return outcome(
+                "accepted",
+                f"second pass heard no words where the first pass's {len(spoken)} word(s) were suspected "
+                f"of being invented (probability <= {policy.suspect_probability:g}); removed",
+                [],
+            )
+        if spoken:
             return outcome("rejected", "second pass heard no words where the first pass heard speech")
         return outcome("accepted", "neither pass heard speech")
     heard_texts = [word.text for word in heard]

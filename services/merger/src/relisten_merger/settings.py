@@ -22,6 +22,14 @@ class MergerSettings(CommonSettings):
         "reaches this (a stronger model that is itself unsure is not evidence enough).",
     )
 
+    suspect_probability: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="First-pass words at or below this probability are suspected of being invented; when "
+        "the second pass hears nothing in a window of only such words, they are removed.",
+    )
+
     def policy_fields(self) -> dict[str, object]:
         return {
             name: getattr(self, name)
@@ -30,5 +38,6 @@ class MergerSettings(CommonSettings):
                 "require_more_confident",
                 "min_confidence_gain",
                 "min_second_probability",
+                "suspect_probability",
             )
         }

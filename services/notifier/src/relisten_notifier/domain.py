@@ -204,6 +204,8 @@ class EmbedLimits:
 
 DISCORD_LIMITS = EmbedLimits()
 GREEN = 0x2ECC71
+AMBER = 0xF1C40F
+"""A transcript that completed with warnings (mostly unsure, possible invented text, ...)."""
 RED = 0xE74C3C
 ELLIPSIS = "…"
 BLANK = "—"
@@ -330,11 +332,19 @@ def _merged_embed(event: JobMerged, public_url: str, when: float) -> Embed:
     redecoded = event.audio_redecoded_seconds
     share = f" ({100 * redecoded / event.duration_s:.0f} % of the audio)" if event.duration_s > 0 else ""
     preview = event.text_preview.strip()
+    # Warnings go first: fit_embed drops fields from the end when the embed is too long.
+    warnings = [
+        EmbedField(
+            name="Warnings",
+            value="\n".join(f"⚠ {escape_markdown(w.message)} (`{w.code}`)" for w in event.warnings),
+        )
+    ]
     return Embed(
         title=f"Transcript ready · {event.job_id}",
         description=escape_markdown(preview) if preview else "*(no speech recognised)*",
-        color=GREEN,
+        color=AMBER if event.warnings else GREEN,
         fields=[
+            *(warnings if event.warnings else []),
             EmbedField(name="Duration", value=format_duration(event.duration_s), inline=True),
             EmbedField(name="Language", value=event.language or "unknown", inline=True),
             EmbedField(name="Words flagged", value=str(event.words_flagged), inline=True),
@@ -344,20 +354,11 @@ def _merged_embed(event: JobMerged, public_url: str, when: float) -> Embed:
             EmbedField(name="First pass", value=f"{event.first_pass_seconds:.1f} s", inline=True),
             EmbedField(name="Second pass", value=f"{event.second_pass_seconds:.1f} s", inline=True),
             EmbedField(name="Re-decoded", value=f"{redecoded:.1f} s{share}", inline=True),
-            *_warning_fields(event),
             EmbedField(name="Transcript", value=transcript_url(public_url, event.job_id)),
         ],
         footer=EmbedFooter(text=f"relisten · job {event.job_id}"),
         timestamp=iso_timestamp(when),
     )
-
-
-def _warning_fields(event: JobMerged) -> list[EmbedField]:
-    """One field listing what the user should know about the transcript (wrong language, ...)."""
-    if not event.warnings:
-        return []
-    lines = [f"`{w.code}` {escape_markdown(w.message)}" for w in event.warnings]
-    return [EmbedField(name="Warnings", value="\n".join(lines))]
 
 
 def _failed_embed(event: JobFailed, public_url: str, when: float) -> Embed:
@@ -411,6 +412,7 @@ class CompletedData(msgspec.Struct, frozen=True, kw_only=True):
     text_preview: str
     stats: TranscriptStats
     warnings: list[JobWarning] = msgspec.field(default_factory=list)
+    """What the pipeline found doubtful about the transcript (``mostly_unsure``, ``possible_hallucination``)."""
 
 
 class FailedData(msgspec.Struct, frozen=True, kw_only=True):
