@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from relisten_contracts import Subject
+from relisten_contracts.calibration import default_calibration
 from relisten_runtime.worker import Worker
 
 from relisten_asr.engines import build_engine
@@ -18,5 +19,7 @@ def build_worker(settings: AsrSettings | None = None) -> Worker:
     if load is not None:
         load()  # fail at start-up on a model that cannot load, not on the first job
     worker.on_stop(engine.aclose)
-    worker.consume(Subject.JOB_CREATED, "asr", "transcribing", FirstPassHandler(worker, engine))
+    calibration = default_calibration() if settings.calibrate_probability else None
+    handler = FirstPassHandler(worker, engine, calibration)
+    worker.consume(Subject.JOB_CREATED, "asr", "transcribing", handler)
     return worker

@@ -11,6 +11,7 @@ import msgspec
 import numpy as np
 from nats.js.errors import NotFoundError
 from relisten_contracts import FirstPass, JobCreated, JobProgress, WordsScored, encode
+from relisten_contracts.calibration import Calibration, calibrated
 from relisten_runtime.audio import NotNormalisedAudio, pcm_from_wav
 from relisten_runtime.infra import Infra
 from relisten_runtime.remote import RemoteCallError as EngineError
@@ -36,6 +37,8 @@ def pcm16_to_float(pcm: bytes) -> np.ndarray:
 class FirstPassHandler:
     worker: Worker
     engine: FirstPassEngine
+    calibration: Calibration | None = None
+    """When set, words get calibrated probabilities (the model's own kept in ``raw_probability``)."""
 
     @property
     def infra(self) -> Infra:
@@ -103,6 +106,8 @@ class FirstPassHandler:
             raise PermanentFailure(exc.code, exc.message) from exc
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        if self.calibration is not None:
+            result = calibrated(result, self.calibration)
         log.info(
             "job %s: first pass %d words in %.1f s (%.1f s of audio)",
             event.job_id,
