@@ -14,9 +14,9 @@ for the tuning and the validation part separately:
 * the per-recording router line: sending a fraction f of whole recordings to the second model and the
   rest to the first costs ``(1-f) C(a) + f C(b)`` and expects ``(1-f) WER(a) + f WER(b)`` (errors add
   up); the line is read at the pipeline's own compute;
-* the oracle bound of the pipeline's windows: each window, in turn, takes the second pass's words over
-  its whole word range when that lowers the recording's errors against the reference (greedy), else
-  keeps the first pass's. No merger guard can beat it with these windows.
+* the oracle bound of the pipeline's windows: each window, in turn, takes whichever of the merged words,
+  the first pass's words or the second pass's whole answer has the fewest errors against the reference
+  (greedy over windows). No merger decision can beat it with these windows and answers.
 
 Intervals are paired bootstrap 95 % intervals of WER differences (``relisten.scoring``), resampling
 reference utterances together with their degraded copies; one whose interval includes zero is "not a
@@ -205,33 +205,43 @@ def router_wer(wer_a: float, compute_a: float, wer_b: float, compute_b: float, c
 
 
 def oracle_words(recording: Recording, first: FirstPass, replayed: Replayed) -> list[TimedWord]:
-    """The first pass with each window's words replaced by the second pass's answer exactly where that
-    lowers the recording's errors (windows taken in time order, greedily)."""
-    chosen: dict[int, bool] = {}
+    """The pipeline's words with each window, in turn, taking whichever of the merged words, the first
+    pass's words or the second pass's whole answer has the fewest errors against the reference (greedy
+    over windows in time order; never worse than the pipeline)."""
+    merged = _timed(replayed.words)
+    windows = replayed.windows
 
-    def words_with(choice: dict[int, bool]) -> list[TimedWord]:
-        out: list[TimedWord] = []
-        at = 0
-        for index, window in enumerate(replayed.windows):
-            out += _timed(first.words[at : window.word_first])
-            answer = replayed.results.get(index)
-            if choice.get(index) and answer is not None and answer.words is not None:
-                out += _timed(answer.words)
-            else:
-                out += _timed(first.words[window.word_first : window.word_last])
-            at = window.word_last
-        return out + _timed(first.words[at:])
+    def inside(word: TimedWord, index: int) -> bool:
+        return windows[index].start_s <= (word[0] + word[1]) / 2 < windows[index].end_s
 
-    def errors(choice: dict[int, bool]) -> int:
+    outside = [w for w in merged if not any(inside(w, i) for i in range(len(windows)))]
+    options: list[list[list[TimedWord]]] = []
+    for index, window in enumerate(windows):
+        answer = replayed.results.get(index)
+        options.append(
+            [
+                [w for w in merged if inside(w, index)],
+                _timed(first.words[window.word_first : window.word_last]),
+                _timed(answer.words) if answer is not None and answer.words is not None else [],
+            ]
+        )
+
+    def words_with(choice: Sequence[int]) -> list[TimedWord]:
+        chosen = [w for index, pick in enumerate(choice) for w in options[index][pick]]
+        return sorted(outside + chosen, key=lambda w: (w[0] + w[1]) / 2)
+
+    def errors(choice: Sequence[int]) -> int:
         return sum(u.errors for u in unit_errors(recording, words_with(choice)))
 
-    best = errors(chosen)
-    for index in range(len(replayed.windows)):
-        trial = {**chosen, index: True}
-        score = errors(trial)
-        if score < best:
-            chosen, best = trial, score
-    return words_with(chosen)
+    choice = [0] * len(windows)
+    best = errors(choice)
+    for index in range(len(windows)):
+        for pick in (1, 2):
+            trial = [*choice[:index], pick, *choice[index + 1 :]]
+            score = errors(trial)
+            if score < best:
+                choice, best = trial, score
+    return words_with(choice)
 
 
 # --- the run -----------------------------------------------------------------------------------------
