@@ -14,7 +14,8 @@ penalty, features standardised; numpy at fit time only). It prints, on the **val
   threshold (0.6), and the same number of words ranked by the calibrated probability;
 * what the clipper's real flagging (``flag_words`` with its default policy, segment levers included)
   flags and finds with each;
-* expected calibration error (10 equal-width bins of P(right)).
+* expected calibration error (10 equal-width bins of P(right));
+* a bootstrap 95 % interval of the AUC gain (recordings resampled with their degraded copies).
 
 ``--write`` stores the coefficients and those validation metrics in
 ``libs/contracts/src/relisten_contracts/calibration.json``, the data the asr service reads.
@@ -51,14 +52,20 @@ class Labelled:
     right: np.ndarray
     firsts: list[FirstPass]
     wrong_per_recording: list[list[bool]]
+    group: np.ndarray
+    """Per word, the recording of origin (degraded copies share their original's): the bootstrap's unit."""
 
 
 def label(recordings: Sequence[Recording], firsts: Sequence[FirstPass]) -> Labelled:
     rows: list[list[float]] = []
     raw: list[float] = []
     right: list[bool] = []
+    group: list[int] = []
+    origins: dict[str, int] = {}
     wrongs = []
     for recording, first in zip(recordings, firsts, strict=True):
+        origin = origins.setdefault(recording.name.split("~", 1)[0], len(origins))
+        group += [origin] * len(first.words)
         wrong = wrong_words(recording.reference, [w.word for w in first.words])
         wrongs.append(wrong)
         rows += word_features(first.words, first.segments)
@@ -70,6 +77,7 @@ def label(recordings: Sequence[Recording], firsts: Sequence[FirstPass]) -> Label
         np.array(right, dtype=float),
         list(firsts),
         wrongs,
+        np.array(group, dtype=int),
     )
 
 
@@ -121,6 +129,21 @@ def expected_calibration_error(predicted: np.ndarray, right: np.ndarray, bins: i
     return total
 
 
+def _auc_gain_interval(
+    before: np.ndarray, after: np.ndarray, wrong: np.ndarray, group: np.ndarray, resamples: int = 400
+) -> tuple[float, float]:
+    """Bootstrap 95 % interval of AUC(after) - AUC(before), resampling recordings (with their copies)."""
+    groups = np.unique(group)
+    members = [np.flatnonzero(group == g) for g in groups]
+    rng = np.random.default_rng(0)
+    gains = []
+    for _ in range(resamples):
+        picked = np.concatenate([members[i] for i in rng.integers(0, len(groups), len(groups))])
+        gains.append(auc(after[picked], wrong[picked]) - auc(before[picked], wrong[picked]))
+    low, high = np.nanpercentile(gains, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def _flag_recall(firsts: Sequence[FirstPass], wrongs: Sequence[Sequence[bool]]) -> tuple[float, float]:
     """(fraction of words flagged, fraction of wrong words flagged) by the clipper's default flagging."""
     from relisten_clipper.domain import ClipPolicy, flag_words
@@ -146,11 +169,14 @@ def evaluate(model: Calibration, data: Labelled, threshold: float = 0.6) -> dict
     cal_firsts = [calibrated(first, model) for first in data.firsts]
     flagged_before, recall_flags_before = _flag_recall(data.firsts, data.wrong_per_recording)
     flagged_after, recall_flags_after = _flag_recall(cal_firsts, data.wrong_per_recording)
+    low, high = _auc_gain_interval(-data.raw, -after, wrong, data.group)
     return {
         "words": float(len(data.right)),
         "wrong_fraction": float(wrong.mean()),
         "auc_before": auc(-data.raw, wrong),
         "auc_after": auc(-after, wrong),
+        "auc_gain_low": low,
+        "auc_gain_high": high,
         "budget_fraction": budget / max(len(data.raw), 1),
         "recall_at_budget_before": float(wrong[data.raw < threshold].sum() / max(wrong.sum(), 1)),
         "recall_at_budget_after": float(wrong[lowest].sum() / max(wrong.sum(), 1)),
