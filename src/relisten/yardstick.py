@@ -167,7 +167,7 @@ def user_decode(model_spec: str, *, batched: bool) -> Callable[[Sequence[Recordi
             else:
                 segments, _ = model.transcribe(audio, language="en", word_timestamps=True)
             words = [
-                Word(word=w.word, start=w.start, end=w.end, probability=w.probability)
+                Word(word=w.word, start=float(w.start), end=float(w.end), probability=float(w.probability))
                 for segment in segments
                 for w in segment.words or ()
             ]
