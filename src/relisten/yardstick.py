@@ -309,7 +309,21 @@ def report(
         )
         console.print(f"  {title}: (c) re-decoded {redecoded / audio_s:.1%} of the audio")
     console.print(table)
-    pairs = [("c", "a"), ("c", "b"), ("b", "a"), ("c", "a-asr"), ("oracle", "c")]
+    kinds = sorted({r.name.partition("~")[2] for r in recordings})
+    if len(kinds) > 1:
+        by_kind = Table(title=f"{title}: WER by channel")
+        by_kind.add_column("channel")
+        shown = [k for k in ("a", "b", "c", "oracle", *variants) if k in systems]
+        for key in shown:
+            by_kind.add_column(key, justify="right")
+        data["by_channel"] = {}
+        for kind in kinds:
+            part = [r for r in recordings if r.name.partition("~")[2] == kind]
+            wers = {key: wer_of(systems[key].units(part)) for key in shown}
+            data["by_channel"][kind or "original"] = wers
+            by_kind.add_row(kind or "original", *(f"{wers[key]:.2%}" for key in shown))
+        console.print(by_kind)
+    pairs = [("c", "a"), ("c", "b"), ("b", "a"), ("oracle", "c")]
     pairs += [("c", k) for k in ("a-seq", "a-batched", "b-seq", "b-batched")]
     pairs += [(k, "c") for k in variants]
     for x, y in pairs:
