@@ -357,6 +357,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also both models as faster-whisper users run them, on the original audio (4 more decodes)",
     )
+    parser.add_argument(
+        "--users-on-copies", action="store_true", help="with --users, decode the degraded copies too"
+    )
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE,...")
@@ -410,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         add("b", f"(b) {args.second_model} alone, relisten asr (correction=off)", seconds)
         if args.users:
             # On the original audio only (four more decodes of everything would take the machine for long).
-            originals = [r for r in recordings if "~" not in r.name]
+            originals = [r for r in recordings if args.users_on_copies or "~" not in r.name]
             for spec, letter in ((args.first_model, "a"), (args.second_model, "b")):
                 for batched in (False, True):
                     mode = "batched" if batched else "seq"
