@@ -109,8 +109,13 @@ def replay(
     settings: Mapping[str, str],
     *,
     threshold: float | None = None,
+    answers: dict[tuple[Any, ...], tuple[list[Any], float]] | None = None,
 ) -> Outcome:
-    """The pipeline's windows, second pass and merge over ``first_passes``, under ``settings``."""
+    """The pipeline's windows, second pass and merge over ``first_passes``, under ``settings``.
+
+    ``answers``, when given, keeps each job's second-pass answers keyed by the recording, its clips and
+    the corrector's settings: a later call whose windows and corrector are the same (a merger-only
+    variant) reuses them instead of decoding again (same clips packed the same way, same answers)."""
     import dataclasses
     import time
 
@@ -130,15 +135,18 @@ def replay(
             first_passes = [calibrated(first, default_calibration()) for first in first_passes]
         policy = ClipPolicy(**ClipperSettings().policy_fields())  # type: ignore[arg-type]
         merge_policy = MergePolicy(**MergerSettings().policy_fields())  # type: ignore[arg-type]
-        backend = FasterWhisperBackend(CorrectorSettings())
+        corrector = CorrectorSettings()
+        backend = FasterWhisperBackend(corrector)
+    corrector_key = corrector.model_dump_json()
     if threshold is not None:
         policy = dataclasses.replace(policy, threshold=threshold)
-    backend.load()
+    if answers is None:
+        answers = {}
 
     async def second_pass(clips: list[Any], language: str) -> tuple[list[Any], float]:
         started = time.perf_counter()
-        answers = await backend.transcribe_many(clips, prompt=None, language=language) if clips else []
-        return answers, time.perf_counter() - started
+        decoded = await backend.transcribe_many(clips, prompt=None, language=language) if clips else []
+        return decoded, time.perf_counter() - started
 
     hypotheses: list[str] = []
     replayed: list[Replayed] = []
@@ -148,10 +156,14 @@ def replay(
         audio = served_audio(recording)
         windows = find_windows(first.words, first.segments, first.duration_s, policy)
         ranges = [to_sample_range(w.start_s, w.end_s, SAMPLE_RATE, len(audio)) for w in windows]
-        answers, seconds = asyncio.run(second_pass([audio[lo:hi] for lo, hi in ranges], first.language))
+        key = (recording.name, tuple(ranges), first.language, corrector_key)
+        if key not in answers:
+            backend.load()
+            answers[key] = asyncio.run(second_pass([audio[lo:hi] for lo, hi in ranges], first.language))
+        clip_answers, seconds = answers[key]
         results = {
             index: answered(index, backend.name, answer, lo / SAMPLE_RATE, (hi - lo) / SAMPLE_RATE, 0.0)
-            for index, ((lo, hi), answer) in enumerate(zip(ranges, answers, strict=True))
+            for index, ((lo, hi), answer) in enumerate(zip(ranges, clip_answers, strict=True))
         }
         merge_windows = windows_to_merge(windows, ranges)
         words, corrections = merge(first, merge_windows, results, merge_policy)
@@ -159,7 +171,7 @@ def replay(
         replayed.append(Replayed(recording.name, tuple(windows), results, tuple(words), seconds))
         clips_total += len(windows)
         accepted += sum(correction.status == "accepted" for correction in corrections)
-        words_decoded += sum(len(answer.words or ()) for answer in answers)
+        words_decoded += sum(len(answer.words or ()) for answer in clip_answers)
         redecoded_s += sum(hi - lo for lo, hi in ranges) / SAMPLE_RATE
         second_pass_s += seconds
     asyncio.run(backend.aclose())

@@ -428,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                     label = f"({letter}) {spec} alone, faster-whisper {mode}"
                     add(f"{letter}-{mode}", label, decoded, originals)
     console.print("replaying the pipeline over the first passes ...")
-    outcome = replay("defaults", recordings, firsts, common)
+    answers: dict[tuple[Any, ...], tuple[list[Any], float]] = {}
+    outcome = replay("defaults", recordings, firsts, common, answers=answers)
     by_name = {r.name: r for r in outcome.recordings}
     systems["c"] = System(
         "c",
@@ -443,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         dict(systems["c"].seconds),
     )
     for label, settings in variants:
-        varied = replay(label, recordings, firsts, {**common, **settings})
+        varied = replay(label, recordings, firsts, {**common, **settings}, answers=answers)
         named = {r.name: r for r in varied.recordings}
         systems[label] = System(
             label,
