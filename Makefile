@@ -7,7 +7,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: help setup run test lint unit bench clean browser
+.PHONY: help setup run test lint unit bench yardstick clean browser
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ unit: setup  ## only the tests that need no NATS
 
 bench: setup  ## accuracy and cost benchmark over real long-form speech
 	$(UV) run --no-sync python -m relisten.bench
+
+yardstick: setup  ## references, pipeline (replayed), router line and oracle per tuning/validation part, with intervals
+	$(UV) run --no-sync python -m relisten.yardstick --users
 
 clean:  ## remove the virtual environments and local data
 	rm -rf .venv $(TOOLS) var
