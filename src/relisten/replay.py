@@ -26,13 +26,24 @@ from pathlib import Path
 from typing import Any
 
 from relisten_clipper.domain import Window
-from relisten_contracts import FirstPass
+from relisten_contracts import ClipResult, FirstPass, TranscriptWord
 from relisten_merger.domain import MergeWindow
 
 from relisten.bench import _assignments, _variants, corpus_wer, environment, resolve_model, served_audio
 from relisten.dataset import DEFAULT_DATA_DIR, SAMPLE_RATE, Recording, development_recordings
 
-__all__ = ["Outcome", "decode_first_passes", "main", "replay", "windows_to_merge"]
+__all__ = ["Outcome", "Replayed", "decode_first_passes", "main", "replay", "windows_to_merge"]
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """One recording through the replay: its windows, the second pass's answers and the merged words."""
+
+    name: str
+    windows: tuple[Window, ...]
+    results: dict[int, ClipResult]
+    words: tuple[TranscriptWord, ...]
+    second_pass_s: float
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,7 @@ class Outcome:
     duration_s: float
     second_pass_s: float
     words_decoded: int
+    recordings: tuple[Replayed, ...] = ()
 
     @property
     def redecoded_fraction(self) -> float:
@@ -97,13 +109,20 @@ def replay(
     settings: Mapping[str, str],
     *,
     threshold: float | None = None,
+    answers: dict[tuple[Any, ...], tuple[list[Any], float]] | None = None,
 ) -> Outcome:
-    """The pipeline's windows, second pass and merge over ``first_passes``, under ``settings``."""
+    """The pipeline's windows, second pass and merge over ``first_passes``, under ``settings``.
+
+    ``answers``, when given, keeps each job's second-pass answers keyed by the recording, its clips and
+    the corrector's settings: a later call whose windows and corrector are the same (a merger-only
+    variant) reuses them instead of decoding again (same clips packed the same way, same answers)."""
     import dataclasses
     import time
 
+    from relisten_asr.settings import AsrSettings
     from relisten_clipper.domain import ClipPolicy, find_windows, to_sample_range
     from relisten_clipper.settings import ClipperSettings
+    from relisten_contracts.calibration import calibrated, default_calibration
     from relisten_corrector.backends import FasterWhisperBackend
     from relisten_corrector.handlers import answered
     from relisten_corrector.settings import CorrectorSettings
@@ -111,36 +130,48 @@ def replay(
     from relisten_merger.settings import MergerSettings
 
     with environment(settings):
+        if AsrSettings().calibrate_probability:
+            # What the asr handler does to each first pass when the setting is on.
+            first_passes = [calibrated(first, default_calibration()) for first in first_passes]
         policy = ClipPolicy(**ClipperSettings().policy_fields())  # type: ignore[arg-type]
         merge_policy = MergePolicy(**MergerSettings().policy_fields())  # type: ignore[arg-type]
-        backend = FasterWhisperBackend(CorrectorSettings())
+        corrector = CorrectorSettings()
+        backend = FasterWhisperBackend(corrector)
+    corrector_key = corrector.model_dump_json()
     if threshold is not None:
         policy = dataclasses.replace(policy, threshold=threshold)
-    backend.load()
+    if answers is None:
+        answers = {}
 
     async def second_pass(clips: list[Any], language: str) -> tuple[list[Any], float]:
         started = time.perf_counter()
-        answers = await backend.transcribe_many(clips, prompt=None, language=language) if clips else []
-        return answers, time.perf_counter() - started
+        decoded = await backend.transcribe_many(clips, prompt=None, language=language) if clips else []
+        return decoded, time.perf_counter() - started
 
     hypotheses: list[str] = []
+    replayed: list[Replayed] = []
     clips_total = accepted = words_decoded = 0
     redecoded_s = second_pass_s = 0.0
     for recording, first in zip(recordings, first_passes, strict=True):
         audio = served_audio(recording)
         windows = find_windows(first.words, first.segments, first.duration_s, policy)
         ranges = [to_sample_range(w.start_s, w.end_s, SAMPLE_RATE, len(audio)) for w in windows]
-        answers, seconds = asyncio.run(second_pass([audio[lo:hi] for lo, hi in ranges], first.language))
+        key = (recording.name, tuple(ranges), first.language, corrector_key)
+        if key not in answers:
+            backend.load()
+            answers[key] = asyncio.run(second_pass([audio[lo:hi] for lo, hi in ranges], first.language))
+        clip_answers, seconds = answers[key]
         results = {
             index: answered(index, backend.name, answer, lo / SAMPLE_RATE, (hi - lo) / SAMPLE_RATE, 0.0)
-            for index, ((lo, hi), answer) in enumerate(zip(ranges, answers, strict=True))
+            for index, ((lo, hi), answer) in enumerate(zip(ranges, clip_answers, strict=True))
         }
         merge_windows = windows_to_merge(windows, ranges)
         words, corrections = merge(first, merge_windows, results, merge_policy)
         hypotheses.append(transcript_text(words))
+        replayed.append(Replayed(recording.name, tuple(windows), results, tuple(words), seconds))
         clips_total += len(windows)
         accepted += sum(correction.status == "accepted" for correction in corrections)
-        words_decoded += sum(len(answer.words or ()) for answer in answers)
+        words_decoded += sum(len(answer.words or ()) for answer in clip_answers)
         redecoded_s += sum(hi - lo for lo, hi in ranges) / SAMPLE_RATE
         second_pass_s += seconds
     asyncio.run(backend.aclose())
@@ -157,6 +188,7 @@ def replay(
         duration_s=sum(recording.duration_s for recording in recordings),
         second_pass_s=second_pass_s,
         words_decoded=words_decoded,
+        recordings=tuple(replayed),
     )
 
 

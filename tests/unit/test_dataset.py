@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from relisten.dataset import SAMPLE_RATE, joined, long_form_recordings, word_error_rate
@@ -59,3 +61,18 @@ def test_degraded_copies_are_deterministic_and_keep_utterances_in_place() -> Non
         # Aligned with the original (the codec's priming delay removed), yet not the same signal.
         correlation = float(np.corrcoef(coded.audio, recording.audio)[0, 1])
         assert 0.5 < correlation < 0.999  # unaligned, it would be near 0
+
+
+def test_a_held_out_speaker_in_the_material_stops_the_load(tmp_path: Path) -> None:
+    import json
+
+    import pytest
+
+    from relisten.dataset import degrade, long_form_recordings
+
+    item = {"id": "ls-test-other-367-130732-0000", "audio": "x.flac", "reference": "x", "subset": "s"}
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(item) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="held out"):
+        long_form_recordings(tmp_path)
+    with pytest.raises(ValueError, match="unknown degradation"):
+        degrade(long_form_recordings()[0], "underwater")

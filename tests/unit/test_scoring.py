@@ -58,3 +58,40 @@ def test_wrong_words_marks_substitutions_and_insertions_only() -> None:
     ]
     assert wrong_words("the cat sat", ["the", "big", "cat", "sat"]) == [False, True, False, False]
     assert wrong_words("the cat sat", ["the", "sat"]) == [False, False]
+
+
+def test_the_bench_report_prints_intervals_of_its_pairs() -> None:
+    from relisten.bench import RecordingResult, Report, SystemResult
+
+    recording = _recording()
+    right = [(0.1, 0.3, "the"), (0.4, 0.8, "cat"), (0.9, 1.2, "sat"), (3.1, 3.3, "on")]
+    right += [(3.4, 3.6, "the"), (3.7, 4.0, "mat")]
+    wrong = [*right[:4], (3.4, 3.6, "a"), (3.7, 4.0, "mat")]
+
+    def system(key: str, words: list[tuple[float, float, str]]) -> SystemResult:
+        text = " ".join(w for _, _, w in words)
+        result = RecordingResult(
+            name="r", duration_s=5.0, hypothesis=text, wer=0.0, compute_s=1.0, wall_s=1.0
+        )
+        result.words = words
+        return SystemResult(key, key, pipeline=False, recordings=[result])
+
+    report = Report(
+        date="",
+        data_dir="",
+        first_model="",
+        second_model="",
+        threshold=None,
+        env={},
+        machine={"cpus": 2, "cpu_model": "", "platform": ""},
+        audio_s=5.0,
+        recordings=["r"],
+        references={"r": recording.reference},
+        systems=[system("a", wrong), system("b", right), system("c", right)],
+        sources={"r": recording},
+    )
+    intervals = dict(report.intervals())
+    assert set(intervals) == {"WER(c) - WER(a)", "WER(c) - WER(b)", "WER(b) - WER(a)"}
+    assert abs(intervals["WER(c) - WER(a)"].difference - (-1 / 6)) < 1e-9
+    assert intervals["WER(c) - WER(b)"].difference == 0.0
+    assert "WER(c) - WER(a)" in report.to_markdown()

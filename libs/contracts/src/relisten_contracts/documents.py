@@ -14,6 +14,9 @@ class Word(msgspec.Struct, frozen=True, kw_only=True):
     start: float
     end: float
     probability: float
+    raw_probability: float | None = None
+    """The model's own probability when ``probability`` is calibrated (``relisten_contracts.calibration``);
+    None when ``probability`` is the model's own."""
 
 
 class Segment(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,6 +110,8 @@ class TranscriptWord(msgspec.Struct, frozen=True, kw_only=True):
     probability: float
     source: Literal["first", "second"] = "first"
     interpolated: bool = False
+    raw_probability: float | None = None
+    """The first-pass model's own probability when ``probability`` is calibrated; None otherwise."""
 
 
 class TranscriptSegment(msgspec.Struct, frozen=True, kw_only=True):

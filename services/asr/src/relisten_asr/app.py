@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from relisten_contracts import ASR_CAPABILITIES_REF, Subject, encode
+from relisten_contracts.calibration import default_calibration
 from relisten_runtime.worker import Worker
 
 from relisten_asr.engines import build_engine
@@ -47,6 +48,7 @@ def build_worker(settings: AsrSettings | None = None) -> Worker:
     worker.on_stop(engine.aclose)
     if router.multilingual is not None and router.multilingual is not engine:
         worker.on_stop(router.multilingual.aclose)
-    handler = FirstPassHandler(worker, engine, router)
+    calibration = default_calibration() if settings.calibrate_probability else None
+    handler = FirstPassHandler(worker, engine, router, calibration)
     worker.consume(Subject.JOB_CREATED, "asr", "transcribing", handler)
     return worker

@@ -11,6 +11,7 @@ import msgspec
 import numpy as np
 from nats.js.errors import NotFoundError
 from relisten_contracts import FirstPass, JobCreated, JobOptions, JobProgress, WordsScored, encode, names
+from relisten_contracts.calibration import Calibration, calibrated
 from relisten_runtime.audio import NotNormalisedAudio, pcm_from_wav
 from relisten_runtime.infra import Infra
 from relisten_runtime.remote import RemoteCallError as EngineError
@@ -47,6 +48,8 @@ class FirstPassHandler:
     engine: FirstPassEngine
     router: LanguageRouter | None = None
     """Language identification and routing (:mod:`relisten_asr.language`); None: ``engine`` alone."""
+    calibration: Calibration | None = None
+    """When set, words get calibrated probabilities (the model's own kept in ``raw_probability``)."""
 
     @property
     def infra(self) -> Infra:
@@ -120,6 +123,8 @@ class FirstPassHandler:
             raise PermanentFailure(exc.code, exc.message) from exc
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        if self.calibration is not None:
+            result = calibrated(result, self.calibration)
         unsure = unsure_warning(result.words, event.options.confidence_threshold)
         if unsure is not None:
             result = msgspec.structs.replace(result, warnings=[*result.warnings, unsure])

@@ -70,6 +70,12 @@ class AsrSettings(CommonSettings):
         "on previous text); 0 decodes sequentially. Measured on the development set (make bench), batched "
         "tiny.en was both faster and better: 11.7 % WER in 49 CPU s against 14.0 % in 74 CPU s.",
     )
+    calibrate_probability: bool = Field(
+        False,
+        description="Give each first-pass word a calibrated probability of being right (a logistic model "
+        "over the first pass's signals, relisten_contracts/calibration.json, fitted for tiny.en by python -m "
+        "relisten.calibrate) and keep the model's own in raw_probability; the clipper then flags on it.",
+    )
     recover_unheard_speech: bool = Field(
         True,
         description="Decode again, on its own, any long gap between words that is as loud as speech "

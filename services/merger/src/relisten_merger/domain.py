@@ -225,7 +225,13 @@ def _edit_regions(ops: Sequence[EditOp]) -> list[_Region]:
 
 
 def _as_transcript_word(word: Word) -> TranscriptWord:
-    return TranscriptWord(word=word.word, start=word.start, end=word.end, probability=word.probability)
+    return TranscriptWord(
+        word=word.word,
+        start=word.start,
+        end=word.end,
+        probability=word.probability,
+        raw_probability=word.raw_probability,
+    )
 
 
 def _join(texts: Sequence[str]) -> str:
