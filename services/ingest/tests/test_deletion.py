@@ -28,7 +28,7 @@ from relisten_contracts import (
 )
 from relisten_ingest.adapters import JobViews
 from relisten_ingest.app import create_app
-from relisten_ingest.deletion import delete_job, remnants
+from relisten_ingest.deletion import delete_job, purge_orphan_keys, remnants
 from relisten_ingest.domain import apply_event
 from relisten_ingest.live import FeedState, follow
 from relisten_ingest.settings import IngestSettings
@@ -236,3 +236,36 @@ async def test_the_projector_takes_job_deleted_before_and_after_the_removal(
     assert (await client.delete(f"/v1/jobs/{job_id}")).status_code == 200
     assert await views.apply_change(event) == (None, None), "a late job.deleted recreates nothing"
     assert await remnants(infra, job_id) == []
+
+
+async def test_keys_written_after_the_deletion_are_swept(client: httpx.AsyncClient, infra: Infra) -> None:
+    job_id = await submit(client)
+    await finish(infra, job_id)
+    living = await submit(client)
+    await finish(infra, living)
+    assert (await client.delete(f"/v1/jobs/{job_id}")).status_code == 200
+    # A notifier finishing a late delivery, a corrector finishing a late clip: after the deletion.
+    await infra.notify.put(f"{notify_key_prefix(job_id)}merged.callback", b"{}")
+    await infra.clips.put(clip_result_key(job_id, 9), b"{}")
+    assert len(await remnants(infra, job_id)) == 2
+    assert await purge_orphan_keys(infra) == 2
+    assert await remnants(infra, job_id) == []
+    assert any("relisten-notify" in item for item in await remnants(infra, living)), "a live job's keys stay"
+    assert await purge_orphan_keys(infra) == 0
+
+
+async def test_the_background_sweep_runs_and_stops_cleanly(
+    make_settings: Callable[..., IngestSettings], infra: Infra
+) -> None:
+    orphan = f"{notify_key_prefix('gone-job')}merged.discord"
+    await infra.notify.put(orphan, b"{}")
+    app = create_app(make_settings(retention_days=30, retention_sweep_interval_s=0.01))
+    async with asyncio.timeout(60):
+        async with app.router.lifespan_context(app):
+            await app.state.ingest.wait_ready(30)
+            for _ in range(2000):  # swept by the loop, not by this test
+                if not await remnants(infra, "gone-job"):
+                    break
+                await asyncio.sleep(0.02)
+            assert await remnants(infra, "gone-job") == []
+        # Leaving the lifespan cancelled the loop wherever it was (the timeout guards a hang).

@@ -177,6 +177,42 @@ async def delete_job(infra: Infra, job_id: str, reason: DeletionReason) -> JobVi
     return view
 
 
+def _job_of_token(token: str) -> str | None:
+    """The job id behind a KV key's first token (the inverse of ``job_token``)."""
+    if not token.startswith("="):
+        return token
+    try:
+        return base64.urlsafe_b64decode(token[1:] + "=" * (-len(token[1:]) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+async def purge_orphan_keys(infra: Infra) -> int:
+    """Purge second-pass answers and delivery latches of jobs that have no view; how many.
+
+    A job's view exists from before its first event until its deletion, so such keys belong to a
+    deleted job: written after the deletion by a service that was still finishing (a notifier
+    delivering late writes its latch afterwards)."""
+    views = JobViews.of(infra)
+    known: dict[str, bool] = {}
+    purged = 0
+    for bucket in (CLIPS_BUCKET, NOTIFY_BUCKET):
+        stream = f"KV_{bucket}"
+        info = await infra.js.stream_info(stream, subjects_filter=f"$KV.{bucket}.>")
+        for subject in info.state.subjects or {}:
+            job_id = _job_of_token(subject.removeprefix(f"$KV.{bucket}.").split(".", 1)[0])
+            if job_id is None:
+                continue
+            if job_id not in known:
+                known[job_id] = await views.get(job_id) is not None
+            if not known[job_id]:
+                await infra.js.purge_stream(stream, subject=subject)
+                purged += 1
+    if purged:
+        log.info("purged %d second-pass answers and delivery latches of deleted jobs", purged)
+    return purged
+
+
 async def expired_jobs(infra: Infra, older_than: float) -> list[str]:
     """Finished jobs whose last change is older than ``older_than`` (Unix time)."""
     views = JobViews.of(infra)

@@ -18,7 +18,7 @@ from relisten_runtime.infra import Infra
 from relisten_runtime.worker import Worker
 
 from relisten_ingest.backlog import Backlog
-from relisten_ingest.deletion import JobRunning, delete_job, expired_jobs
+from relisten_ingest.deletion import JobRunning, delete_job, expired_jobs, purge_orphan_keys
 from relisten_ingest.handlers import register_projector
 from relisten_ingest.languages import LanguageGate
 from relisten_ingest.limits import Slots
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
+FIRST_SWEEP_S = 60.0
 
 
 class NotReady(RuntimeError):
@@ -108,8 +109,7 @@ class IngestRuntime:
                 )
                 await self.watchdog.start()
             self.started.set()
-            if self.settings.retention_days is not None:
-                self._sweeping = asyncio.create_task(self._sweep_forever(), name="ingest-retention")
+            self._sweeping = asyncio.create_task(self._sweep_forever(), name="ingest-sweep")
             log.info("ingest connected to NATS %s; job view projector running", self._nats)
             return
 
@@ -137,14 +137,22 @@ class IngestRuntime:
         return deleted
 
     async def _sweep_forever(self) -> None:
+        """Every ``retention_sweep_interval_s`` (the first a minute after start at most): the
+        retention sweep (when configured), then the keys services wrote for jobs already deleted."""
+        interval = self.settings.retention_sweep_interval_s
+        await asyncio.sleep(min(interval, FIRST_SWEEP_S))
         while True:
             try:
                 await self.sweep_expired()
+                await purge_orphan_keys(self.infra)
             except Exception:
-                log.exception(
-                    "retention sweep failed; trying again in %.0f s", self.settings.retention_sweep_interval_s
-                )
-            await asyncio.sleep(self.settings.retention_sweep_interval_s)
+                # nats-py can turn a cancelled request into its own TimeoutError: shutting down
+                # must still end this task, not put it to sleep for an interval.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from None
+                log.exception("sweep failed; trying again in %.0f s", interval)
+            await asyncio.sleep(interval)
 
     async def stop(self) -> None:
         for task in (self._starting, self._sweeping):

@@ -152,7 +152,12 @@ class IngestSettings(CommonSettings):
         ),
     )
     retention_sweep_interval_s: float = Field(
-        3600.0, gt=0, description="How often ingest looks for jobs past RELISTEN_RETENTION_DAYS."
+        3600.0,
+        gt=0,
+        description=(
+            "How often ingest looks for jobs past RELISTEN_RETENTION_DAYS, and for second-pass answers "
+            "and delivery latches written for a job after its deletion."
+        ),
     )
 
     @field_validator("tmp_dir", "retention_days", mode="before")
