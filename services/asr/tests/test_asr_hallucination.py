@@ -225,7 +225,14 @@ def test_text_faster_than_speech_is_capped() -> None:
 
 @pytest.mark.parametrize(
     ("no_speech", "start", "end", "speech"),
-    [(0.1, 0.0, 1.0, True), (0.1, 1.5, 3.5, False), (0.7, 0.0, 1.0, False), (0.1, 0.5, 1.5, True)],
+    [
+        (0.1, 0.0, 1.0, True),
+        (0.1, 1.5, 3.5, False),  # faint noise only
+        (0.7, 0.0, 1.0, False),  # Whisper doubts it is speech
+        (0.1, 0.5, 1.5, True),
+        (0.1, 0.7, 3.5, True),  # a short word after a long silence: 0.3 s loud, 11 % of the span
+        (0.1, 0.9, 3.5, False),  # 0.1 s loud: shorter than any word
+    ],
 )
 def test_recovered_words_need_speech(no_speech: float, start: float, end: float, speech: bool) -> None:
     loudness = Loudness.of(tone_then_noise(), SR, HallucinationPolicy())
