@@ -417,6 +417,6 @@ def unsure_warning(
         return None
     return JobWarning(
         code="mostly_unsure",
-        message=f"{unsure} of {len(words)} words are below the confidence threshold {threshold:g}: "
-        "the transcript is mostly unsure (noise, another language or no speech?).",
+        message=f"{unsure} of the {len(words)} words the first pass heard are below the confidence threshold "
+        f"{threshold:g}: the transcript is mostly unsure (noise, another language or no speech?).",
     )
