@@ -207,6 +207,14 @@ def test_english_loop_keeps_one_unsure_copy() -> None:
     assert "repeated 8 times" in result.warnings[0].message
 
 
+def test_a_short_loop_is_only_marked_unsure() -> None:
+    words = [(word, 0.9) for _ in range(3) for word in ("let", "it", "go,")]
+    audio = np.full(4 * SR, 0.05, dtype=np.float32)
+    result = screen(first_pass([(words, 0.0, 3.0, 0.05)]), audio, SR)
+    assert texts(result) == [word for word, _ in words]
+    assert all(w.probability == SUSPECT_PROBABILITY for w in result.words)
+
+
 def test_text_that_repeats_itself_is_capped() -> None:
     audio = np.full(4 * SR, 0.05, dtype=np.float32)
     looping = first_pass([([("soft", 0.9), ("wear", 0.9), ("tzu", 0.9), ("fafan", 0.9)], 0.0, 3.0, 0.1)])

@@ -150,8 +150,11 @@ class HallucinationPolicy:
     loop_min_repeats: int = 3
     """A phrase said this many times in a row is a loop."""
     loop_drop_min_words: int = 3
-    """Repeats beyond the first of a loop of phrases at least this long are dropped; the first is
-    capped. Nobody says "I hope you enjoyed this video" three times in a row."""
+    loop_drop_min_repeats: int = 4
+    """Repeats beyond the first of a loop of phrases of at least ``loop_drop_min_words`` words said at
+    least ``loop_drop_min_repeats`` times are dropped (the first copy stays, capped): nobody says "I hope
+    you enjoyed this video" four times in a row. Shorter or rarer loops ("let it go, let it go, let it
+    go") are only capped, for the second pass to judge."""
     max_compression_ratio: float = 2.4
     """A segment whose text gzips better than this repeats itself: Whisper's own threshold (it decodes
     such a window again at a higher temperature, which the batched pipeline does not). Measured: German
@@ -261,7 +264,7 @@ def find_suspects(
     * a segment whose text repeats itself (compression ratio above Whisper's 2.4): capped;
     * a segment faster than anyone speaks (words or characters per second): capped;
     * a phrase of several words repeated back to back: the first occurrence capped, the repeats capped,
-      or dropped for phrases of ``loop_drop_min_words`` or more.
+      or dropped for long phrases repeated often (``loop_drop_min_words``, ``loop_drop_min_repeats``).
     """
     policy = policy or HallucinationPolicy()
     suspects: list[Suspect] = []
@@ -329,7 +332,8 @@ def find_suspects(
         phrase = " ".join(tokens[start : start + size])
         reason = f"{phrase!r} repeated {repeats} times in a row"
         suspects.append(Suspect(start, start + size, "cap", reason))
-        action: Action = "drop" if size >= policy.loop_drop_min_words else "cap"
+        long_loop = size >= policy.loop_drop_min_words and repeats >= policy.loop_drop_min_repeats
+        action: Action = "drop" if long_loop else "cap"
         suspects.append(Suspect(start + size, start + size * repeats, action, reason))
     return sorted(suspects, key=lambda s: (s.first, s.last))
 
