@@ -207,6 +207,14 @@ def test_english_loop_keeps_one_unsure_copy() -> None:
     assert "repeated 8 times" in result.warnings[0].message
 
 
+def test_a_short_loop_is_only_marked_unsure() -> None:
+    words = [(word, 0.9) for _ in range(3) for word in ("let", "it", "go,")]
+    audio = np.full(4 * SR, 0.05, dtype=np.float32)
+    result = screen(first_pass([(words, 0.0, 3.0, 0.05)]), audio, SR)
+    assert texts(result) == [word for word, _ in words]
+    assert all(w.probability == SUSPECT_PROBABILITY for w in result.words)
+
+
 def test_text_that_repeats_itself_is_capped() -> None:
     audio = np.full(4 * SR, 0.05, dtype=np.float32)
     looping = first_pass([([("soft", 0.9), ("wear", 0.9), ("tzu", 0.9), ("fafan", 0.9)], 0.0, 3.0, 0.1)])
@@ -225,7 +233,14 @@ def test_text_faster_than_speech_is_capped() -> None:
 
 @pytest.mark.parametrize(
     ("no_speech", "start", "end", "speech"),
-    [(0.1, 0.0, 1.0, True), (0.1, 1.5, 3.5, False), (0.7, 0.0, 1.0, False), (0.1, 0.5, 1.5, True)],
+    [
+        (0.1, 0.0, 1.0, True),
+        (0.1, 1.5, 3.5, False),  # faint noise only
+        (0.7, 0.0, 1.0, False),  # Whisper doubts it is speech
+        (0.1, 0.5, 1.5, True),
+        (0.1, 0.7, 3.5, True),  # a short word after a long silence: 0.3 s loud, 11 % of the span
+        (0.1, 0.9, 3.5, False),  # 0.1 s loud: shorter than any word
+    ],
 )
 def test_recovered_words_need_speech(no_speech: float, start: float, end: float, speech: bool) -> None:
     loudness = Loudness.of(tone_then_noise(), SR, HallucinationPolicy())
