@@ -309,6 +309,10 @@ def report(
         )
         console.print(f"  {title}: (c) re-decoded {redecoded / audio_s:.1%} of the audio")
     console.print(table)
+    console.print(
+        "  compute s: each cached decode's own seconds (the run that decoded it), the pipeline's second pass "
+        "from this run; on a loaded machine they are not comparable across runs, WER is"
+    )
     kinds = sorted({r.name.partition("~")[2] for r in recordings})
     if len(kinds) > 1:
         by_kind = Table(title=f"{title}: WER by channel")
