@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relisten_runtime.addresses import without_credentials
 from relisten_runtime.embedded import (
     EmbeddedNats,
     cluster_nodes,
@@ -206,7 +207,7 @@ def run_stack(
             f"nats-server ({kind}, store {data_dir / 'nats'}, sync {sync_interval or 'default'}) on {env['RELISTEN_NATS_URL']}"
         )
     else:
-        say(f"using NATS at {env['RELISTEN_NATS_URL']}")
+        say(f"using NATS at {without_credentials(env['RELISTEN_NATS_URL'])}")
         if nats_cluster > 1:
             say("RELISTEN_NATS_URL is set: --nats-cluster is ignored (that cluster is not started here)")
 

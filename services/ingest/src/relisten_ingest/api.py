@@ -53,7 +53,7 @@ from relisten_ingest.deletion import JobRunning, delete_job
 from relisten_ingest.domain import OptionError, apply_event, parse_options, present_view, safe_filename
 from relisten_ingest.feed import JobFeed
 from relisten_ingest.formats import to_srt, to_text, to_vtt
-from relisten_ingest.limits import API_KEY_SCOPE
+from relisten_ingest.limits import API_KEY_SCOPE, Slots
 from relisten_ingest.runtime import IngestRuntime, NotReady
 from relisten_ingest.uploads import (
     FILE_FIELD,
@@ -247,6 +247,19 @@ async def _refuse_when_backlogged(runtime: IngestRuntime, infra: Infra) -> None:
         )
 
 
+def take_slot(runtime: IngestRuntime, slots: Slots, code: str, held: str, retry_after_s: int) -> None:
+    """Hold one of ``slots`` (the caller gives it back) or answer 503 ``code`` with ``Retry-After``."""
+    if slots.try_take():
+        return
+    runtime.metrics.refused.labels(code).inc()
+    raise ApiError(
+        503,
+        code,
+        f"{slots.limit} {held} already; retry shortly",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
 FormCheck = Callable[[ReceivedForm], None]
 
 
@@ -273,14 +286,7 @@ async def admit_upload(
         raise ApiError(exc.status, exc.code, exc.message) from None
     # 503 not_ready before reading the body when NATS is not there, then admission control.
     await _refuse_when_backlogged(runtime, infra_of(request))
-    if not runtime.upload_slots.try_take():
-        runtime.metrics.refused.labels("too_many_uploads").inc()
-        raise ApiError(
-            503,
-            "too_many_uploads",
-            f"{runtime.upload_slots.limit} uploads are being received already; retry shortly",
-            headers={"Retry-After": "5"},
-        )
+    take_slot(runtime, runtime.upload_slots, "too_many_uploads", "uploads are being received", 5)
     try:
         return await _receive_and_admit(request, check, idempotency_key, task)
     finally:
@@ -590,14 +596,7 @@ async def job_events(request: Request, job_id: str) -> Response:
     view = await _view_or_404(infra, job_id)
     runtime = runtime_of(request)
     settings = runtime.settings
-    if not runtime.stream_slots.try_take():
-        runtime.metrics.refused.labels("too_many_streams").inc()
-        raise ApiError(
-            503,
-            "too_many_streams",
-            f"{runtime.stream_slots.limit} event streams are open already; retry shortly",
-            headers={"Retry-After": "5"},
-        )
+    take_slot(runtime, runtime.stream_slots, "too_many_streams", "event streams are open", 5)
     feed = JobFeed(
         infra,
         view,

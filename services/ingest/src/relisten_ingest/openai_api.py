@@ -30,6 +30,7 @@ from relisten_ingest.api import (
     admit_upload,
     infra_of,
     runtime_of,
+    take_slot,
 )
 from relisten_ingest.domain import OptionError
 from relisten_ingest.feed import JobFeed
@@ -101,14 +102,7 @@ async def create_translation(request: Request) -> Response:
 async def serve_openai_job(request: Request, task: Task) -> Response:
     """Admit the upload as a job with ``task``, follow it to its end, answer in OpenAI's shapes."""
     runtime = runtime_of(request)
-    if not runtime.wait_slots.try_take():
-        runtime.metrics.refused.labels("too_many_waits").inc()
-        raise ApiError(
-            503,
-            "too_many_waits",
-            f"{runtime.wait_slots.limit} transcriptions are being waited for already; retry shortly",
-            headers={"Retry-After": "10"},
-        )
+    take_slot(runtime, runtime.wait_slots, "too_many_waits", "transcriptions are being waited for", 10)
     try:
         return await _serve(request, task)
     finally:

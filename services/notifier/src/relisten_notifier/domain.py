@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 from relisten_contracts import ErrorInfo, JobFailed, JobMerged, JobWarning, TranscriptStats
+from relisten_contracts.names import job_token
 
 Notice: TypeAlias = JobMerged | JobFailed
 """The events the notifier announces."""
@@ -38,16 +39,9 @@ Target = Literal["discord", "callback"]
 # Identities
 
 
-_PLAIN_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def safe_token(value: str) -> str:
-    """``value`` itself when it is made of ``[A-Za-z0-9_-]`` only, otherwise ``=`` + its unpadded
-    URL-safe base64. The result is a valid KV key token and a valid Standard Webhooks id part (no
-    ``.``), and two different values never share a token (``=`` never appears in a plain one)."""
-    if _PLAIN_TOKEN.fullmatch(value):
-        return value
-    return "=" + base64.urlsafe_b64encode(value.encode()).decode("ascii").rstrip("=")
+safe_token = job_token
+"""A job id as a KV key token and a Standard Webhooks id part (no ``.``); see
+:func:`relisten_contracts.names.job_token` (deletion finds the latches by the same token)."""
 
 
 def event_kind(event: Notice) -> Kind:
