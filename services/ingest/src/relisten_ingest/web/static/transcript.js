@@ -403,6 +403,8 @@ export function statsItems(transcript) {
       `${seconds(stats.first_pass_seconds)} first + ${seconds(stats.second_pass_seconds)} second pass`,
     ],
   ];
+  const warnings = Array.isArray(transcript.warnings) ? transcript.warnings : [];
+  if (warnings.length) rows.push(["Warnings", String(warnings.length), warnings.map((w) => w.message).join(" · ")]);
   return rows.map(([term, value, note]) =>
     el("div", { class: "stat" }, el("dt", { text: term }), el("dd", {}, el("strong", { text: value }), note ? el("span", { class: "hint", text: note }) : null)),
   );
