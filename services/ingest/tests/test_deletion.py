@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
+from typing import cast
 
 import httpx
 import pytest
@@ -15,6 +17,7 @@ from relisten_contracts import (
     STREAM_NAME,
     ClipResult,
     ClipsReady,
+    Event,
     JobCreated,
     JobDeleted,
     Subject,
@@ -30,9 +33,11 @@ from relisten_ingest.adapters import JobViews
 from relisten_ingest.app import create_app
 from relisten_ingest.deletion import delete_job, purge_orphan_keys, remnants
 from relisten_ingest.domain import apply_event
+from relisten_ingest.handlers import JobViewProjector
 from relisten_ingest.live import FeedState, follow
 from relisten_ingest.settings import IngestSettings
 from relisten_runtime.infra import Infra
+from relisten_runtime.worker import Worker
 
 from .conftest import SPEECH_WAV, StartClient
 from .fake_pipeline import FakeJob
@@ -269,3 +274,36 @@ async def test_the_background_sweep_runs_and_stops_cleanly(
                 await asyncio.sleep(0.02)
             assert await remnants(infra, "gone-job") == []
         # Leaving the lifespan cancelled the loop wherever it was (the timeout guards a hang).
+
+
+async def test_a_replayed_job_created_does_not_bring_a_deleted_job_back(
+    client: httpx.AsyncClient, infra: Infra
+) -> None:
+    # JetStream delivers at least once: after a crash the projector may see a job's job.created again
+    # (seen by hand: kill -9 of nats-server under `relisten up` brought a deleted job's view back).
+    job_id = await submit(client)
+    await finish(infra, job_id)
+    created = [
+        event
+        for event in await stream_events(infra)
+        if isinstance(event, JobCreated) and event.job_id == job_id
+    ]
+    assert len(created) == 1
+    assert (await client.delete(f"/v1/jobs/{job_id}")).status_code == 200
+    projector = JobViewProjector(cast(Worker, SimpleNamespace(infra=infra)))
+    await projector(created[0])
+    assert await JobViews.of(infra).get(job_id) is None
+    assert (await client.get(f"/v1/jobs/{job_id}")).status_code == 404
+    # A job that was never deleted still gets its view from job.created.
+    other = replace(created[0], job_id="never-deleted")
+    await projector(other)
+    assert await JobViews.of(infra).get("never-deleted") is not None
+
+
+async def stream_events(infra: Infra) -> list[Event]:
+    info = await infra.js.stream_info(STREAM_NAME)
+    found: list[Event] = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        message = await infra.js.get_msg(STREAM_NAME, seq)
+        found.append(decode_event(message.data or b""))
+    return found

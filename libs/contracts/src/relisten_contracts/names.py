@@ -17,7 +17,7 @@ NOTIFY_BUCKET = "relisten-notify"
 """KV: delivery latches of the notifier, so a redelivered event is not announced twice."""
 RUNTIME_BUCKET = "relisten-runtime"
 """KV: bookkeeping of the workers (deliveries handed back on shutdown, so a restart does not count
-as a failed attempt)."""
+as a failed attempt) and of ingest (jobs deleted lately); entries expire after a week."""
 AUDIO_BUCKET = "relisten-audio"
 """Object Store: original uploads, normalised audio and clips."""
 DATA_BUCKET = "relisten-data"
@@ -106,3 +106,9 @@ def job_token(job_id: str) -> str:
 def notify_key_prefix(job_id: str) -> str:
     """``relisten-notify``: every delivery latch of a job starts with this (``<token>.``)."""
     return f"{job_token(job_id)}."
+
+
+def deleted_marker_key(job_id: str) -> str:
+    """``relisten-runtime``: left by a deletion, so that a replayed ``job.created`` of that job (JetStream
+    delivers at least once) does not bring its view back."""
+    return f"deleted.{job_token(job_id)}"

@@ -46,6 +46,7 @@ from relisten_contracts import (
     JobView,
     audio_object,
     clip_object,
+    deleted_marker_key,
     first_pass_object,
     notify_key_prefix,
     original_object,
@@ -165,6 +166,7 @@ async def delete_job(infra: Infra, job_id: str, reason: DeletionReason) -> JobVi
     answers = await _purge_keys(infra, CLIPS_BUCKET, f"$KV.{CLIPS_BUCKET}.{job_id}.>")
     latches = await _purge_keys(infra, NOTIFY_BUCKET, f"$KV.{NOTIFY_BUCKET}.{notify_key_prefix(job_id)}>")
     await _purge_claims(infra, job_id)
+    await infra.runtime.put(deleted_marker_key(job_id), b"")
     await _purge_keys(infra, JOBS_BUCKET, f"$KV.{JOBS_BUCKET}.{job_id}")
     log.info(
         "job %s deleted (%s): %d objects, %d clip answers, %d delivery latches, and the view",

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from relisten_contracts import Event
+from nats.js.errors import KeyNotFoundError
+from relisten_contracts import Event, JobCreated, deleted_marker_key
 from relisten_runtime.logs import job_context
 from relisten_runtime.worker import FOREVER, Worker
 
@@ -35,9 +36,27 @@ class JobViewProjector:
         self.worker = worker
         self.metrics = metrics
 
+    async def _deleted(self, views: JobViews, event: JobCreated) -> bool:
+        """Whether ``event`` is a replayed ``job.created`` of a job deleted since.
+
+        JetStream delivers at least once: after a crash a consumer may see events it had acknowledged
+        (its acknowledgement floor is not written with every ack); the deletion's marker keeps such a
+        replay from bringing the view back."""
+        if await views.get(event.job_id) is not None:
+            return False
+        try:
+            await self.worker.infra.runtime.get(deleted_marker_key(event.job_id))
+        except KeyNotFoundError:
+            return False
+        return True
+
     async def __call__(self, event: Event) -> None:
         with job_context(event.job_id):
-            before, view = await JobViews(self.worker.infra.jobs).apply_change(event)
+            views = JobViews(self.worker.infra.jobs)
+            if isinstance(event, JobCreated) and await self._deleted(views, event):
+                log.info("job %s was deleted; its replayed job.created makes no view", event.job_id)
+                return
+            before, view = await views.apply_change(event)
             if view is None:
                 log.info("no view for job %s: %s ignored", event.job_id, type(event).__name__)
                 return
