@@ -151,16 +151,21 @@ async def ensure_object_store(js: JetStreamContext, bucket: str, replicas: int) 
 async def open_infra(url: str, name: str, replicas: int = 1) -> Infra:
     """Connect and create (idempotently) the stream, KV and Object Store buckets."""
     nc = await connect(url, name)
-    js = nc.jetstream(timeout=30)
-    await ensure_stream(js, replicas)
-    return Infra(
-        nc=nc,
-        js=js,
-        jobs=await ensure_kv(js, JOBS_BUCKET, replicas),
-        clips=await ensure_kv(js, CLIPS_BUCKET, replicas),
-        notify=await ensure_kv(js, NOTIFY_BUCKET, replicas),
-        runtime=await ensure_kv(js, RUNTIME_BUCKET, replicas, RUNTIME_TTL_S),
-        audio=await ensure_object_store(js, AUDIO_BUCKET, replicas),
-        data=await ensure_object_store(js, DATA_BUCKET, replicas),
-        idempotency=await ensure_kv(js, IDEMPOTENCY_BUCKET, replicas, ttl_s=IDEMPOTENCY_TTL_S),
-    )
+    try:
+        js = nc.jetstream(timeout=30)
+        await ensure_stream(js, replicas)
+        return Infra(
+            nc=nc,
+            js=js,
+            jobs=await ensure_kv(js, JOBS_BUCKET, replicas),
+            clips=await ensure_kv(js, CLIPS_BUCKET, replicas),
+            notify=await ensure_kv(js, NOTIFY_BUCKET, replicas),
+            runtime=await ensure_kv(js, RUNTIME_BUCKET, replicas, RUNTIME_TTL_S),
+            audio=await ensure_object_store(js, AUDIO_BUCKET, replicas),
+            data=await ensure_object_store(js, DATA_BUCKET, replicas),
+            idempotency=await ensure_kv(js, IDEMPOTENCY_BUCKET, replicas, ttl_s=IDEMPOTENCY_TTL_S),
+        )
+    except BaseException:
+        # A half-opened connection would keep reconnecting in the background forever.
+        await nc.close()
+        raise

@@ -37,7 +37,7 @@ from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.errors import KeyNotFoundError
 from relisten_contracts import STREAM_NAME, ErrorInfo, Event, JobFailed, JobOptions, decode_event
 
-from relisten_runtime.addresses import without_credentials
+from relisten_runtime.addresses import scrub_credentials, without_credentials
 from relisten_runtime.infra import Infra, attempt_context, open_infra
 from relisten_runtime.logs import job_context
 from relisten_runtime.settings import CommonSettings
@@ -45,6 +45,9 @@ from relisten_runtime.settings import CommonSettings
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[Any], Awaitable[None]]
+
+STARTUP_RETRY_FIRST_S = 1.0
+STARTUP_RETRY_MAX_S = 30.0
 
 FOREVER = -1
 """``max_deliver`` of a consumer that must never give up (the job view projector)."""
@@ -332,12 +335,32 @@ class Worker:
 
     async def start(self) -> None:
         self._draining = False
-        self._infra = await open_infra(
-            self.settings.nats_url, f"relisten-{self.name}", self.settings.stream_replicas
-        )
+        self._infra = await self._open_infra_patiently()
         await self._ensure_consumers()
         await self.broker.start()
         self._broker_started = True
+
+    async def _open_infra_patiently(self) -> Infra:
+        """Open the NATS handles, retrying with backoff while NATS cannot answer yet.
+
+        A JetStream cluster that is electing a leader, or a server restarting, answers its API with
+        timeouts for a while; a worker starting then waits for it instead of exiting."""
+        delay = STARTUP_RETRY_FIRST_S
+        while True:
+            try:
+                return await open_infra(
+                    self.settings.nats_url, f"relisten-{self.name}", self.settings.stream_replicas
+                )
+            except Exception as exc:
+                log.warning(
+                    "%s: NATS at %s is not ready (%s); trying again in %.0f s",
+                    self.name,
+                    without_credentials(self.settings.nats_url),
+                    scrub_credentials(f"{type(exc).__name__}: {exc}", self.settings.nats_url),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STARTUP_RETRY_MAX_S)
 
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run ``callback`` after the broker stops (close HTTP clients, release models)."""

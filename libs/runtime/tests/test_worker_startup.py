@@ -1,0 +1,41 @@
+"""A worker that starts before NATS can answer waits for it instead of exiting (a cluster electing a
+leader, or a server restarting, answers its API with timeouts for a while)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from relisten_contracts import Subject
+from relisten_runtime.embedded import EmbeddedNats, free_port
+from relisten_runtime.settings import CommonSettings
+from relisten_runtime.worker import Worker
+
+pytestmark = pytest.mark.nats
+
+
+async def test_a_worker_started_before_nats_waits_for_it(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr("relisten_runtime.worker.STARTUP_RETRY_FIRST_S", 0.2)
+    port = free_port()
+    nats = EmbeddedNats(tmp_path / "store", port=port)
+    worker = Worker("startup", CommonSettings(nats_url=nats.url))
+    seen: list[Any] = []
+
+    async def handler(event: Any) -> None:
+        seen.append(event)
+
+    worker.consume(Subject.JOB_PROGRESS, "startup", "testing", handler)
+    starting = asyncio.create_task(worker.start())
+    await asyncio.sleep(1.0)
+    assert not starting.done(), "with no server to answer, the worker keeps trying"
+    nats.start(log_file=tmp_path / "nats.log")
+    try:
+        await asyncio.wait_for(starting, timeout=60)
+        assert worker.infra.nc.is_connected
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await worker.stop()
+        nats.stop()
