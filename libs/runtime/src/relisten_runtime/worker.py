@@ -333,9 +333,16 @@ class Worker:
             return
         await msg.ack()
 
-    async def start(self) -> None:
+    async def start(self, *, wait_for_nats: bool = True) -> None:
+        """Open NATS, declare the consumers and start consuming. ``wait_for_nats=False`` raises when
+        NATS cannot answer yet instead of retrying (for a caller with its own retry loop)."""
         self._draining = False
-        self._infra = await self._open_infra_patiently()
+        if wait_for_nats:
+            self._infra = await self._open_infra_patiently()
+        else:
+            self._infra = await open_infra(
+                self.settings.nats_url, f"relisten-{self.name}", self.settings.stream_replicas
+            )
         await self._ensure_consumers()
         await self.broker.start()
         self._broker_started = True

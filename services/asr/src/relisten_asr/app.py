@@ -24,8 +24,8 @@ class AsrWorker(Worker):
         super().__init__("asr", settings)
         self.router = router
 
-    async def start(self) -> None:
-        await super().start()
+    async def start(self, *, wait_for_nats: bool = True) -> None:
+        await super().start(wait_for_nats=wait_for_nats)
         capabilities = self.router.capabilities()
         await self.infra.data.put(ASR_CAPABILITIES_REF, encode(capabilities))
         log.info(

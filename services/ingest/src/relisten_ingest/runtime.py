@@ -79,7 +79,7 @@ class IngestRuntime:
             worker = Worker("ingest", self.settings, fails_jobs=False)
             register_projector(worker, self.metrics)
             try:
-                await worker.start()
+                await worker.start(wait_for_nats=False)  # this loop retries, and tells /readyz why
             except asyncio.CancelledError:
                 # Shutting down while still connecting: close what the attempt opened.
                 with contextlib.suppress(Exception):
