@@ -10,12 +10,10 @@ sent to the second-pass server by accident.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 from relisten_runtime.addresses import refuse_own_api
 from relisten_runtime.models import default_model_cache_dir as default_model_cache_dir
 from relisten_runtime.settings import CommonSettings
@@ -27,19 +25,10 @@ DEFAULT_VLLM_MODEL = "Qwen/Qwen2-Audio-7B-Instruct"
 DEFAULT_OPENAI_MODEL = "whisper-1"
 
 
-class _FieldsFromEnv(EnvSettingsSource):
-    """The environment under one prefix, limited to some fields (the others belong to another prefix)."""
-
-    def __init__(self, settings_cls: type[BaseSettings], prefix: str, fields: Iterable[str]) -> None:
-        super().__init__(settings_cls, env_prefix=prefix)
-        self._fields = frozenset(fields)
-
-    def __call__(self) -> dict[str, Any]:
-        return {key: value for key, value in super().__call__().items() if key in self._fields}
-
-
 class CorrectorSettings(CommonSettings):
     """Everything the corrector reads from the environment, built once per process."""
+
+    service_env_prefix: ClassVar[str] = ENV_PREFIX
 
     backend: BackendKind = Field(
         "faster-whisper",
@@ -89,11 +78,14 @@ class CorrectorSettings(CommonSettings):
     )
     model_cache_dir: Path = Field(
         default_factory=default_model_cache_dir,
+        json_schema_extra={"shown_default": "`$XDG_CACHE_HOME/relisten/models` (`~/.cache/...`)"},
         description="Where the bundled model is assembled once (its model.bin ships in two parts).",
     )
     base_url: str = Field(
         "http://127.0.0.1:8000",
-        description="Root of the remote server (vllm/openai backends); a trailing /v1 is accepted.",
+        description="Root of the remote server (vllm/openai backends); a trailing /v1 is accepted. "
+        "relisten's own API (RELISTEN_PORT on a loopback address) is refused at start: every job would "
+        "send its audio back to relisten as a new job.",
     )
     api_key: SecretStr | None = Field(
         None, description="Bearer token for the remote server, if it wants one."
@@ -128,23 +120,6 @@ class CorrectorSettings(CommonSettings):
         if self.backend in ("vllm", "openai"):
             refuse_own_api(self.base_url, "RELISTEN_CORRECTOR_BASE_URL", os.environ)
         return self
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        shared = set(CommonSettings.model_fields)
-        own = set(cls.model_fields) - shared
-        return (
-            init_settings,
-            _FieldsFromEnv(settings_cls, ENV_PREFIX, own),
-            _FieldsFromEnv(settings_cls, "RELISTEN_", shared),
-        )
 
     def remote_model(self) -> str:
         """The model name sent to the remote server."""
