@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 from relisten_contracts import FirstPass, Segment, Word
+from relisten_runtime.audio import SAMPLE_RATE
 from relisten_runtime.models import BUNDLED_MODELS, BUNDLED_PREFIX, BundledModelError, display_name
 from relisten_runtime.models import resolve_model as resolve_model_dir
 from relisten_runtime.remote import (
@@ -54,7 +55,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 MAX_CHUNK_S = 29.5
 """Longest audio Whisper hears at once (its window is 30 s)."""
 

@@ -29,6 +29,8 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 from relisten_contracts import Word
+from relisten_runtime.audio import SAMPLE_RATE
+from relisten_runtime.models import BundledModelError, display_name, resolve_model
 from relisten_runtime.remote import (
     RemoteCallError as BackendError,
 )
@@ -43,7 +45,6 @@ from relisten_runtime.remote import (
 from relisten_runtime.settings import model_cpu_threads
 
 from relisten_corrector.cleaning import clean_answer
-from relisten_corrector.model_files import BundledModelError, display_name, resolve_model
 from relisten_corrector.packing import assign_words, chunk_at, pack_audio
 from relisten_corrector.settings import CorrectorSettings
 
@@ -62,7 +63,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 
 MISSING_WORD_PROBABILITY = 1.0
 """Probability given to a remote word that came without one (OpenAI's own API never sends it).
