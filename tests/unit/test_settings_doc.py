@@ -70,3 +70,22 @@ def test_asr_and_corrector_own_fields_ignore_the_plain_prefix(monkeypatch: pytes
     asr, corrector = AsrSettings(), CorrectorSettings()
     assert (asr.beam_size, corrector.beam_size) == (5, 3)
     assert asr.ack_wait_s == corrector.ack_wait_s == 7
+
+
+def test_service_defaults_are_the_domain_policies_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One source of truth for the benchmarked values: the pure policies, which the domain tests use."""
+    from relisten_clipper.domain import ClipPolicy
+    from relisten_clipper.settings import ClipperSettings
+    from relisten_merger.domain import MergePolicy
+    from relisten_merger.settings import MergerSettings
+
+    for key in list(os.environ):
+        if key.startswith("RELISTEN_"):
+            monkeypatch.delenv(key)
+    assert ClipPolicy(**ClipperSettings().policy_fields()) == ClipPolicy()  # type: ignore[arg-type]
+    assert MergePolicy(**MergerSettings().policy_fields()) == MergePolicy()  # type: ignore[arg-type]
+    assert (ClipPolicy().cluster_gap_s, ClipPolicy().half_window_s, ClipPolicy().max_redecode_fraction) == (
+        1.0,
+        0.0,
+        0.2,
+    )
