@@ -15,15 +15,18 @@ from these classes (``python -m relisten.settings_doc --write``).
 
 import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from relisten_runtime.models import default_model_cache_dir
 
 PREFIX = "RELISTEN_"
 
@@ -120,6 +123,31 @@ class CommonSettings(BaseSettings):
             _FieldsFromEnv(settings_cls, cls.service_env_prefix, own),
             _FieldsFromEnv(settings_cls, PREFIX, shared),
         )
+
+
+class SpeechModelSettings(CommonSettings):
+    """What asr and corrector both set about a faster-whisper model in process or a speech server
+    (each under its own prefix: ``RELISTEN_ASR_DEVICE``, ``RELISTEN_CORRECTOR_DEVICE``, ...)."""
+
+    device: str = Field("cpu", description="faster-whisper device: cpu, cuda or auto.")
+    compute_type: str = Field(
+        "int8", description="CTranslate2 compute type for faster-whisper (int8 on CPU)."
+    )
+    cpu_threads: int = Field(
+        0, ge=0, description="CPU threads for faster-whisper; 0: one per CPU available, at most 4."
+    )
+    beam_size: int = Field(5, ge=1, description="Beam size of the faster-whisper decoder.")
+    model_cache_dir: Path = Field(
+        default_factory=default_model_cache_dir,
+        json_schema_extra={"shown_default": "`$XDG_CACHE_HOME/relisten/models` (`~/.cache/...`)"},
+        description="Where the bundled Whisper base is assembled once (its model.bin ships in two parts).",
+    )
+    api_key: SecretStr | None = Field(
+        None, description="Bearer token for the remote speech server, if it wants one."
+    )
+    backoff_s: float = Field(
+        1.0, ge=0, description="First pause between HTTP attempts; doubles each time, with jitter."
+    )
 
 
 def env_name(settings_cls: type[CommonSettings], field: str) -> str:

