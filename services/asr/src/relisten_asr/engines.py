@@ -25,8 +25,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import numpy as np
 from relisten_contracts import FirstPass, Segment, Word
 from relisten_runtime.audio import SAMPLE_RATE
-from relisten_runtime.models import BUNDLED_MODELS, BUNDLED_PREFIX, BundledModelError, display_name
-from relisten_runtime.models import resolve_model as resolve_model_dir
+from relisten_runtime.models import BUNDLED_MODELS, BUNDLED_PREFIX, display_name
 from relisten_runtime.remote import (
     RemoteCallError as EngineError,
 )
@@ -38,7 +37,7 @@ from relisten_runtime.remote import (
     post_with_retries,
     wav_from_float,
 )
-from relisten_runtime.settings import model_cpu_threads
+from relisten_runtime.whisper import load_whisper_model
 
 from relisten_asr.hallucination import HallucinationPolicy, Loudness, recovered_is_speech, screen
 from relisten_asr.recovery import unheard_speech
@@ -192,14 +191,6 @@ def _silence(segment: Any) -> bool:
     return float(segment.no_speech_prob) > 0.6 and float(segment.avg_logprob) < -1.0
 
 
-def resolve_model(spec: str, settings: AsrSettings) -> str:
-    """What to hand to ``WhisperModel`` (bundled models resolved by :mod:`relisten_runtime.models`)."""
-    try:
-        return resolve_model_dir(spec, settings.model_cache_dir)
-    except BundledModelError as exc:
-        raise EngineError("model_unavailable", str(exc)) from exc
-
-
 class FasterWhisperEngine:
     """Whisper (CTranslate2) in this process: one model, loaded once, one decode at a time.
 
@@ -230,19 +221,8 @@ class FasterWhisperEngine:
         start-up to fail fast on a bad model setting."""
         with self._load_lock:
             if self._model is None:
-                from faster_whisper import WhisperModel
-
                 started = time.perf_counter()
-                source = resolve_model(self.model_spec, self._settings)
-                try:
-                    self._model = WhisperModel(
-                        source,
-                        device=self._settings.device,
-                        compute_type=self._settings.compute_type,
-                        cpu_threads=model_cpu_threads(self._settings.cpu_threads),
-                    )
-                except (OSError, RuntimeError, ValueError) as exc:
-                    raise EngineError("model_unavailable", f"cannot load {self.model_spec!r}: {exc}") from exc
+                self._model = load_whisper_model(self.model_spec, self._settings)
                 self.load_seconds = time.perf_counter() - started
                 log.info("loaded %s in %.1f s", self.name, self.load_seconds)
             return self._model

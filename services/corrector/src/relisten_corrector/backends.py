@@ -30,7 +30,7 @@ import msgspec
 import numpy as np
 from relisten_contracts import Word
 from relisten_runtime.audio import SAMPLE_RATE
-from relisten_runtime.models import BundledModelError, display_name, resolve_model
+from relisten_runtime.models import display_name
 from relisten_runtime.remote import (
     RemoteCallError as BackendError,
 )
@@ -42,7 +42,7 @@ from relisten_runtime.remote import (
     post_with_retries,
     wav_from_float,
 )
-from relisten_runtime.settings import model_cpu_threads
+from relisten_runtime.whisper import load_whisper_model
 
 from relisten_corrector.cleaning import clean_answer
 from relisten_corrector.packing import assign_words, chunk_at, pack_audio
@@ -123,21 +123,8 @@ class FasterWhisperBackend:
         """
         with self._load_lock:
             if self._model is None:
-                from faster_whisper import WhisperModel
-
                 started = time.perf_counter()
-                try:
-                    source = resolve_model(self._settings.second_pass_model, self._settings.model_cache_dir)
-                    self._model = WhisperModel(
-                        source,
-                        device=self._settings.device,
-                        compute_type=self._settings.compute_type,
-                        cpu_threads=model_cpu_threads(self._settings.cpu_threads),
-                    )
-                except (BundledModelError, OSError, RuntimeError, ValueError) as exc:
-                    raise BackendError(
-                        "model_unavailable", f"cannot load {self._settings.second_pass_model!r}: {exc}"
-                    ) from exc
+                self._model = load_whisper_model(self._settings.second_pass_model, self._settings)
                 self.load_seconds = time.perf_counter() - started
                 log.info("loaded %s in %.1f s", self.name, self.load_seconds)
             return self._model
