@@ -60,6 +60,16 @@ def api_root(base_url: str) -> str:
     return root.removesuffix("/v1")
 
 
+def json_number(value: Any, what: str, default: float | None = None) -> float:
+    """A number from a server's JSON answer (``default`` when absent and one is given); anything else,
+    booleans included, is ``bad_response``."""
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RemoteCallError("bad_response", f"{what} is {value!r}, not a number")
+    return float(value)
+
+
 def retry_after_s(response: httpx.Response) -> float | None:
     """``Retry-After`` in seconds (delta-seconds or HTTP-date), None when absent or unreadable."""
     value = response.headers.get("retry-after")

@@ -9,11 +9,16 @@ load a model (and declare faster-whisper) need it installed.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import numpy as np
 
 from relisten_runtime.models import BundledModelError, resolve_model
 from relisten_runtime.remote import RemoteCallError
 from relisten_runtime.settings import SpeechModelSettings, model_cpu_threads
+
+log = logging.getLogger(__name__)
 
 
 def load_whisper_model(spec: str, settings: SpeechModelSettings) -> Any:
@@ -31,3 +36,24 @@ def load_whisper_model(spec: str, settings: SpeechModelSettings) -> Any:
         )
     except (BundledModelError, OSError, RuntimeError, ValueError) as exc:
         raise RemoteCallError("model_unavailable", f"cannot load {spec!r}: {exc}") from exc
+
+
+def mono_samples(audio: np.ndarray) -> np.ndarray:
+    """``audio`` as float32 mono samples; anything else is ``bad_audio``."""
+    samples = np.asarray(audio, dtype=np.float32)
+    if samples.ndim != 1:
+        raise RemoteCallError("bad_audio", f"expected mono samples, got an array of shape {samples.shape}")
+    return samples
+
+
+def supported_language(model: Any, language: str | None) -> str | None:
+    """A language the model knows, else None (auto-detect); English-only models always get "en"."""
+    if not model.model.is_multilingual:
+        return "en"
+    if language is None:
+        return None
+    code = language.strip().lower()
+    if code in model.supported_languages:
+        return str(code)
+    log.warning("language %r is unknown to the model; detecting it instead", language)
+    return None

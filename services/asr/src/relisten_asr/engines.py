@@ -33,11 +33,12 @@ from relisten_runtime.remote import (
     RetryPolicy,
     api_root,
     json_body,
+    json_number,
     new_client,
     post_with_retries,
     wav_from_float,
 )
-from relisten_runtime.whisper import load_whisper_model
+from relisten_runtime.whisper import load_whisper_model, mono_samples, supported_language
 
 from relisten_asr.hallucination import HallucinationPolicy, Loudness, recovered_is_speech, screen
 from relisten_asr.recovery import unheard_speech
@@ -87,13 +88,6 @@ class FirstPassEngine(Protocol):
 
     async def aclose(self) -> None:
         """Release what the engine holds (HTTP clients); a no-op for in-process models."""
-
-
-def _check_audio(audio: np.ndarray) -> np.ndarray:
-    samples = np.asarray(audio, dtype=np.float32)
-    if samples.ndim != 1:
-        raise EngineError("bad_audio", f"expected mono samples, got an array of shape {samples.shape}")
-    return samples
 
 
 class _WordTimeline:
@@ -252,7 +246,7 @@ class FasterWhisperEngine:
         """The first pass; ``task="translate"`` is Whisper's translation into English (multilingual
         models only), with the translated words timed against the audio; ``mixed`` decodes window by
         window, each in the language it is heard in (a recording in several languages)."""
-        samples = _check_audio(audio)
+        samples = mono_samples(audio)
         async with self._queue:
             return await asyncio.to_thread(
                 self._transcribe_blocking, samples, language, prompt, on_progress, task, mixed
@@ -269,7 +263,7 @@ class FasterWhisperEngine:
     ) -> FirstPass:
         model = self.load()
         duration = len(audio) / SAMPLE_RATE
-        language = _supported_language(model, language)
+        language = supported_language(model, language)
         if duration == 0:
             return FirstPass(
                 language=language or "en",
@@ -416,28 +410,7 @@ class FasterWhisperEngine:
         )
 
 
-def _supported_language(model: Any, language: str | None) -> str | None:
-    """A language the model knows, else None (auto-detect); English-only models always get "en"."""
-    if not model.model.is_multilingual:
-        return "en"
-    if language is None:
-        return None
-    code = language.strip().lower()
-    if code in model.supported_languages:
-        return code
-    log.warning("language %r is unknown to the model; detecting it instead", language)
-    return None
-
-
 # --- OpenAI-compatible transcription -----------------------------------------------------------------
-
-
-def _number(value: Any, what: str, default: float | None = None) -> float:
-    if value is None and default is not None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise EngineError("bad_response", f"{what} is {value!r}, not a number")
-    return float(value)
 
 
 def _language_code(reported: Any, requested: str | None) -> str:
@@ -476,9 +449,9 @@ def first_pass_from_verbose_json(
             raise EngineError("bad_response", f"malformed word {item!r}")
         timeline.add(
             item["word"],
-            _number(item.get("start"), "word start"),
-            _number(item.get("end"), "word end"),
-            _number(item.get("probability"), "word probability", MISSING_WORD_PROBABILITY),
+            json_number(item.get("start"), "word start"),
+            json_number(item.get("end"), "word end"),
+            json_number(item.get("probability"), "word probability", MISSING_WORD_PROBABILITY),
         )
     words = timeline.words
 
@@ -488,8 +461,8 @@ def first_pass_from_verbose_json(
     segments: list[Segment] = []
     index = 0
     for position, span in enumerate(spans):
-        start = min(max(_number(span.get("start"), "segment start", 0.0), 0.0), duration_s)
-        end = min(max(_number(span.get("end"), "segment end", start), start), duration_s)
+        start = min(max(json_number(span.get("start"), "segment start", 0.0), 0.0), duration_s)
+        end = min(max(json_number(span.get("end"), "segment end", start), start), duration_s)
         first = index
         last_span = position == len(spans) - 1
         while index < len(words) and (last_span or (words[index].start + words[index].end) / 2 <= end):
@@ -499,11 +472,13 @@ def first_pass_from_verbose_json(
                 start=start,
                 end=end,
                 text=str(span.get("text") or "").strip(),
-                avg_logprob=_number(span.get("avg_logprob"), "avg_logprob", NEUTRAL_AVG_LOGPROB),
-                compression_ratio=_number(
+                avg_logprob=json_number(span.get("avg_logprob"), "avg_logprob", NEUTRAL_AVG_LOGPROB),
+                compression_ratio=json_number(
                     span.get("compression_ratio"), "compression_ratio", NEUTRAL_COMPRESSION_RATIO
                 ),
-                no_speech_prob=_number(span.get("no_speech_prob"), "no_speech_prob", NEUTRAL_NO_SPEECH_PROB),
+                no_speech_prob=json_number(
+                    span.get("no_speech_prob"), "no_speech_prob", NEUTRAL_NO_SPEECH_PROB
+                ),
                 first_word=first,
                 last_word=index,
             )
@@ -552,7 +527,7 @@ class OpenAITranscriptionEngine:
         prompt: str | None,
         on_progress: ProgressCallback | None = None,
     ) -> FirstPass:
-        samples = _check_audio(audio)
+        samples = mono_samples(audio)
         started = time.perf_counter()
         response = await post_with_retries(
             self._client,

@@ -38,11 +38,12 @@ from relisten_runtime.remote import (
     RetryPolicy,
     api_root,
     json_body,
+    json_number,
     new_client,
     post_with_retries,
     wav_from_float,
 )
-from relisten_runtime.whisper import load_whisper_model
+from relisten_runtime.whisper import load_whisper_model, mono_samples, supported_language
 
 from relisten_corrector.cleaning import clean_answer
 from relisten_corrector.packing import assign_words, chunk_at, pack_audio
@@ -89,13 +90,6 @@ class SecondPassBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _check_audio(audio: np.ndarray) -> np.ndarray:
-    samples = np.asarray(audio, dtype=np.float32)
-    if samples.ndim != 1:
-        raise BackendError("bad_audio", f"expected mono samples, got an array of shape {samples.shape}")
-    return samples
-
-
 # --- faster-whisper in process ---------------------------------------------------------------------
 
 
@@ -132,7 +126,7 @@ class FasterWhisperBackend:
     async def transcribe(
         self, audio: np.ndarray, *, prompt: str | None, language: str | None
     ) -> SecondPassAnswer:
-        samples = _check_audio(audio)
+        samples = mono_samples(audio)
         if samples.size == 0:
             return SecondPassAnswer(text="", words=[])
         async with self._queue:
@@ -145,7 +139,7 @@ class FasterWhisperBackend:
         with self._decode_lock:
             segments, _info = model.transcribe(
                 audio,
-                language=_supported_language(model, language),
+                language=supported_language(model, language),
                 beam_size=self._settings.beam_size,
                 word_timestamps=True,
                 condition_on_previous_text=False,
@@ -175,7 +169,7 @@ class FasterWhisperBackend:
         ``prompt`` is shared by every chunk (the job's glossary): a chunk holds several clips from
         different places, so no one clip's preceding text belongs in front of it.
         """
-        checked = [_check_audio(clip) for clip in clips]
+        checked = [mono_samples(clip) for clip in clips]
         async with self._queue:
             return await asyncio.to_thread(self._transcribe_many_blocking, checked, prompt, language)
 
@@ -201,7 +195,7 @@ class FasterWhisperBackend:
             with self._decode_lock:
                 segments, _info = trimmed_pipeline(model, frames).transcribe(
                     packed.audio,
-                    language=_supported_language(model, language),
+                    language=supported_language(model, language),
                     beam_size=self._settings.beam_size,
                     word_timestamps=True,
                     initial_prompt=prompt or None,
@@ -277,19 +271,6 @@ def _trimmed_pipeline_class() -> type:
             return super().generate_segment_batched(features[..., : self.frames], tokenizer, options)
 
     return TrimmedPipeline
-
-
-def _supported_language(model: Any, language: str | None) -> str | None:
-    """A language the model knows, else None (auto-detect); English-only models always get "en"."""
-    if not model.model.is_multilingual:
-        return "en"
-    if language is None:
-        return None
-    code = language.strip().lower()
-    if code in model.supported_languages:
-        return str(code)
-    log.warning("language %r is unknown to the model; detecting it instead", language)
-    return None
 
 
 # --- vLLM chat (Qwen2-Audio) -------------------------------------------------------------------------
@@ -386,7 +367,7 @@ class VllmChatBackend:
     async def transcribe(
         self, audio: np.ndarray, *, prompt: str | None, language: str | None
     ) -> SecondPassAnswer:
-        samples = _check_audio(audio)
+        samples = mono_samples(audio)
         pieces = split_at_pauses(samples, self._max_samples)
         texts = await asyncio.gather(
             *(self._ask(samples[start:end], prompt=prompt, language=language) for start, end in pieces)
@@ -423,12 +404,6 @@ class VllmChatBackend:
 # --- OpenAI-compatible transcription -----------------------------------------------------------------
 
 
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BackendError("bad_response", f"{what} is {value!r}, not a number")
-    return float(value)
-
-
 def words_from_verbose_json(body: dict[str, Any]) -> list[Word] | None:
     """``words`` of a verbose_json answer (or those inside its segments); None when it has none."""
     raw: Any = body.get("words")
@@ -446,8 +421,8 @@ def words_from_verbose_json(body: dict[str, Any]) -> list[Word] | None:
         text = item["word"].strip()
         if not text:
             continue
-        start = _number(item.get("start"), "word start")
-        end = max(_number(item.get("end"), "word end"), start)
+        start = json_number(item.get("start"), "word start")
+        end = max(json_number(item.get("end"), "word end"), start)
         probability = item.get("probability")
         words.append(
             Word(
@@ -456,7 +431,7 @@ def words_from_verbose_json(body: dict[str, Any]) -> list[Word] | None:
                 end=end,
                 probability=MISSING_WORD_PROBABILITY
                 if probability is None
-                else _number(probability, "probability"),
+                else json_number(probability, "probability"),
             )
         )
     return words or None
@@ -491,7 +466,7 @@ class OpenAITranscriptionBackend:
     async def transcribe(
         self, audio: np.ndarray, *, prompt: str | None, language: str | None
     ) -> SecondPassAnswer:
-        wav = wav_from_float(_check_audio(audio))
+        wav = wav_from_float(mono_samples(audio))
         response = await post_with_retries(
             self._client,
             self._url,
