@@ -30,13 +30,8 @@ from relisten_runtime.remote import (
     RemoteCallError as EngineError,
 )
 from relisten_runtime.remote import (
-    RetryPolicy,
-    api_root,
-    json_body,
+    TranscriptionsClient,
     json_number,
-    new_client,
-    post_with_retries,
-    wav_from_float,
 )
 from relisten_runtime.whisper import load_whisper_model, mono_samples, supported_language
 
@@ -497,27 +492,17 @@ class OpenAITranscriptionEngine:
     """Any OpenAI-compatible ``/v1/audio/transcriptions``: one multipart WAV, ``verbose_json`` back."""
 
     def __init__(self, settings: AsrSettings) -> None:
-        self._model = settings.model
         self._screen = settings.screen_hallucinations
-        self.name = f"openai:{self._model}"
-        self._url = f"{api_root(settings.base_url)}/v1/audio/transcriptions"
-        self._policy = RetryPolicy(max_attempts=settings.max_attempts, backoff_s=settings.backoff_s)
-        self._client = new_client(
-            settings.timeout_s, settings.api_key.get_secret_value() if settings.api_key else None
+        self.name = f"openai:{settings.model}"
+        self._server = TranscriptionsClient(
+            base_url=settings.base_url,
+            model=settings.model,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            timeout_s=settings.timeout_s,
+            max_attempts=settings.max_attempts,
+            backoff_s=settings.backoff_s,
+            granularities=("word", "segment"),
         )
-
-    def form_fields(self, *, language: str | None, prompt: str | None) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "model": self._model,
-            "response_format": "verbose_json",
-            "timestamp_granularities[]": ["word", "segment"],
-            "temperature": "0",
-        }
-        if language:
-            fields["language"] = language
-        if prompt and prompt.strip():
-            fields["prompt"] = prompt.strip()
-        return fields
 
     async def transcribe(
         self,
@@ -529,15 +514,9 @@ class OpenAITranscriptionEngine:
     ) -> FirstPass:
         samples = mono_samples(audio)
         started = time.perf_counter()
-        response = await post_with_retries(
-            self._client,
-            self._url,
-            policy=self._policy,
-            data=self.form_fields(language=language, prompt=prompt),
-            files={"file": ("audio.wav", wav_from_float(samples), "audio/wav")},
-        )
+        body = await self._server.transcribe(samples, language=language, prompt=prompt)
         result = first_pass_from_verbose_json(
-            json_body(response),
+            body,
             duration_s=len(samples) / SAMPLE_RATE,
             engine=self.name,
             seconds=time.perf_counter() - started,
@@ -548,7 +527,7 @@ class OpenAITranscriptionEngine:
         return screen(result, samples, SAMPLE_RATE) if self._screen else result
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._server.aclose()
 
 
 def build_engine(settings: AsrSettings) -> FirstPassEngine:

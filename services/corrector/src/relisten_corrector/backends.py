@@ -36,6 +36,7 @@ from relisten_runtime.remote import (
 )
 from relisten_runtime.remote import (
     RetryPolicy,
+    TranscriptionsClient,
     api_root,
     json_body,
     json_number,
@@ -441,48 +442,31 @@ class OpenAITranscriptionBackend:
     """Any OpenAI-compatible ``/v1/audio/transcriptions``: multipart WAV, ``verbose_json``, word times."""
 
     def __init__(self, settings: CorrectorSettings) -> None:
-        self._model = settings.remote_model()
-        self.name = f"openai:{self._model}"
-        self._url = f"{api_root(settings.base_url)}/v1/audio/transcriptions"
-        self._policy = RetryPolicy(max_attempts=settings.max_attempts, backoff_s=settings.backoff_s)
-        self._gate = asyncio.Semaphore(settings.max_concurrency)
-        self._client = new_client(
-            settings.timeout_s, settings.api_key.get_secret_value() if settings.api_key else None
+        self.name = f"openai:{settings.remote_model()}"
+        self._server = TranscriptionsClient(
+            base_url=settings.base_url,
+            model=settings.remote_model(),
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            timeout_s=settings.timeout_s,
+            max_attempts=settings.max_attempts,
+            backoff_s=settings.backoff_s,
+            granularities=("word",),
+            max_concurrency=settings.max_concurrency,
         )
-
-    def form_fields(self, *, prompt: str | None, language: str | None) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "model": self._model,
-            "response_format": "verbose_json",
-            "timestamp_granularities[]": ["word"],
-            "temperature": "0",
-        }
-        if language:
-            fields["language"] = language
-        if prompt and prompt.strip():
-            fields["prompt"] = prompt.strip()
-        return fields
 
     async def transcribe(
         self, audio: np.ndarray, *, prompt: str | None, language: str | None
     ) -> SecondPassAnswer:
-        wav = wav_from_float(mono_samples(audio))
-        response = await post_with_retries(
-            self._client,
-            self._url,
-            policy=self._policy,
-            gate=self._gate,
-            data=self.form_fields(prompt=prompt, language=language),
-            files={"file": ("clip.wav", wav, "audio/wav")},
+        body = await self._server.transcribe(
+            mono_samples(audio), language=language, prompt=prompt, filename="clip.wav"
         )
-        body = json_body(response)
         text = body.get("text")
         if not isinstance(text, str):
             raise BackendError("bad_response", f"no text in {str(body)[:200]}")
         return SecondPassAnswer(text=text.strip(), words=words_from_verbose_json(body))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._server.aclose()
 
 
 def build_backend(settings: CorrectorSettings) -> SecondPassBackend:
