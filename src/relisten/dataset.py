@@ -36,9 +36,9 @@ from typing import Any, Literal
 
 import av
 import numpy as np
+from relisten_runtime.audio import SAMPLE_RATE as SAMPLE_RATE
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "librispeech-dev"
-SAMPLE_RATE = 16000
 GAP_S = 0.6
 HELD_OUT_SPEAKERS = frozenset({"3005", "3080", "3331", "367", "533"})
 """LibriSpeech test-other speakers never used here: kept apart for independent checks."""

@@ -21,7 +21,10 @@ from relisten_clipper.domain import (
 )
 from relisten_contracts import Segment, Word
 
-NO_SEGMENT_FLAGS = ClipPolicy(flag_repetition_loops=False, flag_low_logprob=False)
+SEED_WINDOWS = ClipPolicy(cluster_gap_s=5.0, half_window_s=10.0, max_redecode_fraction=1.0)
+"""The original design's windows (5 s clusters, 20 s around each, no budget) rather than the shipped
+defaults: the tests of window geometry need their size to exercise clamping, merging and splitting."""
+NO_SEGMENT_FLAGS = dataclasses.replace(SEED_WINDOWS, flag_repetition_loops=False, flag_low_logprob=False)
 
 
 def word(start: float, end: float, probability: float = 0.9, text: str = "w") -> Word:
@@ -138,13 +141,13 @@ def test_cluster_flags_without_flags() -> None:
 
 def test_no_flags_no_windows() -> None:
     words = steady_words(40)
-    assert plan_windows(words, [], 20.0, ClipPolicy()) == []
-    assert find_windows(words, [], 20.0, ClipPolicy()) == []
+    assert plan_windows(words, [], 20.0, SEED_WINDOWS) == []
+    assert find_windows(words, [], 20.0, SEED_WINDOWS) == []
 
 
 def test_window_is_clamped_at_the_start_of_the_audio() -> None:
     words = steady_words(200, low=frozenset({2}))
-    (window,) = plan_windows(words, [[2]], 100.0, ClipPolicy())
+    (window,) = plan_windows(words, [[2]], 100.0, SEED_WINDOWS)
     assert window.start_s == 0.0
     assert window.word_first == 0
     assert 10.0 <= window.end_s <= 10.0 + 1.5 + 0.5
@@ -152,14 +155,14 @@ def test_window_is_clamped_at_the_start_of_the_audio() -> None:
 
 def test_window_is_clamped_at_the_end_of_the_audio() -> None:
     words = steady_words(200, low=frozenset({198}))
-    (window,) = plan_windows(words, [[198]], 100.0, ClipPolicy())
+    (window,) = plan_windows(words, [[198]], 100.0, SEED_WINDOWS)
     assert window.end_s == 100.0
     assert window.word_last == 200
 
 
 def test_seed_window_is_twenty_seconds_around_the_cluster() -> None:
     words = steady_words(200, low=frozenset({100, 102}))  # flags span 50.0 .. 51.4, centre 50.7
-    (window,) = plan_windows(words, [[100, 102]], 100.0, ClipPolicy())
+    (window,) = plan_windows(words, [[100, 102]], 100.0, SEED_WINDOWS)
     assert abs(window.start_s - 40.7) <= 1.5
     assert abs(window.end_s - 60.7) <= 1.5
     assert window.flagged == (100, 102)
@@ -171,7 +174,7 @@ def test_overlapping_windows_are_merged() -> None:
     words = steady_words(200, low=frozenset({40, 56}))
     clusters = cluster_flags(words, [40, 56], 5.0)
     assert clusters == [[40], [56]]
-    (window,) = plan_windows(words, clusters, 100.0, ClipPolicy())
+    (window,) = plan_windows(words, clusters, 100.0, SEED_WINDOWS)
     assert window.flagged == (40, 56)
     assert window.start_s <= 10.2 + 1.5 and window.end_s >= 38.2 - 1.5
     assert window.end_s - window.start_s <= 30.0
@@ -179,7 +182,7 @@ def test_overlapping_windows_are_merged() -> None:
 
 def test_merged_windows_over_the_limit_are_split() -> None:
     words = steady_words(200, low=frozenset({40, 70}))  # 20.0 s and 35.0 s: merged they span 35 s
-    windows = plan_windows(words, [[40], [70]], 100.0, ClipPolicy())
+    windows = plan_windows(words, [[40], [70]], 100.0, SEED_WINDOWS)
     assert [w.flagged for w in windows] == [(40,), (70,)]
     assert windows[0].end_s == windows[1].start_s
     assert windows[0].word_last == windows[1].word_first
@@ -187,7 +190,7 @@ def test_merged_windows_over_the_limit_are_split() -> None:
 
 def test_distant_windows_stay_apart() -> None:
     words = steady_words(200, low=frozenset({20, 180}))
-    first, second = plan_windows(words, [[20], [180]], 100.0, ClipPolicy())
+    first, second = plan_windows(words, [[20], [180]], 100.0, SEED_WINDOWS)
     assert first.flagged == (20,) and second.flagged == (180,)
     assert first.end_s < second.start_s
     assert first.word_last <= second.word_first
@@ -245,7 +248,7 @@ def test_long_windows_are_split_at_pauses_within_the_limit() -> None:
 
 def test_word_range_holds_the_words_fully_inside() -> None:
     words = steady_words(200, low=frozenset({100}))
-    (window,) = plan_windows(words, [[100]], 100.0, ClipPolicy())
+    (window,) = plan_windows(words, [[100]], 100.0, SEED_WINDOWS)
     inside = [i for i, w in enumerate(words) if window.start_s <= w.start and w.end <= window.end_s]
     assert inside == list(range(window.word_first, window.word_last))
 
@@ -356,6 +359,8 @@ policies = st.builds(
     merge_gap_s=st.floats(0.0, 3.0),
     snap_search_s=st.floats(0.0, 2.0),
     edge_margin_s=st.floats(0.0, 0.3),
+    # No budget: these properties are about planning, where every flagged word gets a window.
+    max_redecode_fraction=st.just(1.0),
 )
 
 

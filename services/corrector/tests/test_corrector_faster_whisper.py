@@ -20,8 +20,8 @@ from relisten_corrector.backends import (
     build_backend,
     encoder_frames,
 )
-from relisten_corrector.model_files import SIDE_FILES, bundled_base_dir, resolve_model
 from relisten_corrector.settings import CorrectorSettings
+from relisten_runtime.models import SIDE_FILES, bundled_base_dir, resolve_model
 
 FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "audio"
 CLIP = FIXTURES / "ls-test-other-1688-142285-0000.flac"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import wave
 
+import numpy as np
+
 SAMPLE_RATE = 16000
 SAMPLE_WIDTH = 2
 
@@ -22,6 +24,12 @@ def wav_bytes(pcm: bytes, sample_rate: int = SAMPLE_RATE) -> bytes:
         wav.setframerate(sample_rate)
         wav.writeframes(pcm)
     return out.getvalue()
+
+
+def pcm16_to_float(pcm: bytes) -> np.ndarray:
+    """Little-endian 16-bit PCM as float32 samples in [-1, 1) (scale 32768, the inverse of
+    ``relisten_runtime.remote.pcm16_from_float``): what the models are given."""
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
 
 
 def pcm_from_wav(data: bytes) -> bytes:

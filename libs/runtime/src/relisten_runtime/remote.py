@@ -60,6 +60,16 @@ def api_root(base_url: str) -> str:
     return root.removesuffix("/v1")
 
 
+def json_number(value: Any, what: str, default: float | None = None) -> float:
+    """A number from a server's JSON answer (``default`` when absent and one is given); anything else,
+    booleans included, is ``bad_response``."""
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RemoteCallError("bad_response", f"{what} is {value!r}, not a number")
+    return float(value)
+
+
 def retry_after_s(response: httpx.Response) -> float | None:
     """``Retry-After`` in seconds (delta-seconds or HTTP-date), None when absent or unreadable."""
     value = response.headers.get("retry-after")
@@ -167,3 +177,58 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise RemoteCallError("bad_response", f"answer is not a JSON object: {response.text[:200]!r}")
     return body
+
+
+class TranscriptionsClient:
+    """An OpenAI-compatible ``/v1/audio/transcriptions`` endpoint (speaches, OpenAI, vLLM's Whisper):
+    one multipart WAV per request, ``verbose_json`` with word timestamps back, retried by
+    :func:`post_with_retries`. The asr engine and the corrector backend read the answer each their way."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str | None,
+        timeout_s: float,
+        max_attempts: int,
+        backoff_s: float,
+        granularities: tuple[str, ...],
+        max_concurrency: int | None = None,
+    ) -> None:
+        self.model = model
+        self.url = f"{api_root(base_url)}/v1/audio/transcriptions"
+        self._granularities = list(granularities)
+        self._policy = RetryPolicy(max_attempts=max_attempts, backoff_s=backoff_s)
+        self._gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        self._client = new_client(timeout_s, api_key)
+
+    def form_fields(self, *, language: str | None, prompt: str | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "model": self.model,
+            "response_format": "verbose_json",
+            "timestamp_granularities[]": self._granularities,
+            "temperature": "0",
+        }
+        if language:
+            fields["language"] = language
+        if prompt and prompt.strip():
+            fields["prompt"] = prompt.strip()
+        return fields
+
+    async def transcribe(
+        self, samples: np.ndarray, *, language: str | None, prompt: str | None, filename: str = "audio.wav"
+    ) -> dict[str, Any]:
+        """The server's JSON answer for ``samples`` (16 kHz mono floats)."""
+        response = await post_with_retries(
+            self._client,
+            self.url,
+            policy=self._policy,
+            gate=self._gate,
+            data=self.form_fields(language=language, prompt=prompt),
+            files={"file": (filename, wav_from_float(samples), "audio/wav")},
+        )
+        return json_body(response)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

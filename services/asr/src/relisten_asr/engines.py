@@ -24,20 +24,16 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 from relisten_contracts import FirstPass, Segment, Word
-from relisten_runtime.models import BUNDLED_MODELS, BUNDLED_PREFIX, BundledModelError, display_name
-from relisten_runtime.models import resolve_model as resolve_model_dir
+from relisten_runtime.audio import SAMPLE_RATE
+from relisten_runtime.models import BUNDLED_MODELS, BUNDLED_PREFIX, display_name
 from relisten_runtime.remote import (
     RemoteCallError as EngineError,
 )
 from relisten_runtime.remote import (
-    RetryPolicy,
-    api_root,
-    json_body,
-    new_client,
-    post_with_retries,
-    wav_from_float,
+    TranscriptionsClient,
+    json_number,
 )
-from relisten_runtime.settings import model_cpu_threads
+from relisten_runtime.whisper import load_whisper_model, mono_samples, supported_language
 
 from relisten_asr.hallucination import HallucinationPolicy, Loudness, recovered_is_speech, screen
 from relisten_asr.recovery import unheard_speech
@@ -54,7 +50,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 MAX_CHUNK_S = 29.5
 """Longest audio Whisper hears at once (its window is 30 s)."""
 
@@ -88,13 +83,6 @@ class FirstPassEngine(Protocol):
 
     async def aclose(self) -> None:
         """Release what the engine holds (HTTP clients); a no-op for in-process models."""
-
-
-def _check_audio(audio: np.ndarray) -> np.ndarray:
-    samples = np.asarray(audio, dtype=np.float32)
-    if samples.ndim != 1:
-        raise EngineError("bad_audio", f"expected mono samples, got an array of shape {samples.shape}")
-    return samples
 
 
 class _WordTimeline:
@@ -192,14 +180,6 @@ def _silence(segment: Any) -> bool:
     return float(segment.no_speech_prob) > 0.6 and float(segment.avg_logprob) < -1.0
 
 
-def resolve_model(spec: str, settings: AsrSettings) -> str:
-    """What to hand to ``WhisperModel`` (bundled models resolved by :mod:`relisten_runtime.models`)."""
-    try:
-        return resolve_model_dir(spec, settings.model_cache_dir)
-    except BundledModelError as exc:
-        raise EngineError("model_unavailable", str(exc)) from exc
-
-
 class FasterWhisperEngine:
     """Whisper (CTranslate2) in this process: one model, loaded once, one decode at a time.
 
@@ -230,19 +210,8 @@ class FasterWhisperEngine:
         start-up to fail fast on a bad model setting."""
         with self._load_lock:
             if self._model is None:
-                from faster_whisper import WhisperModel
-
                 started = time.perf_counter()
-                source = resolve_model(self.model_spec, self._settings)
-                try:
-                    self._model = WhisperModel(
-                        source,
-                        device=self._settings.device,
-                        compute_type=self._settings.compute_type,
-                        cpu_threads=model_cpu_threads(self._settings.cpu_threads),
-                    )
-                except (OSError, RuntimeError, ValueError) as exc:
-                    raise EngineError("model_unavailable", f"cannot load {self.model_spec!r}: {exc}") from exc
+                self._model = load_whisper_model(self.model_spec, self._settings)
                 self.load_seconds = time.perf_counter() - started
                 log.info("loaded %s in %.1f s", self.name, self.load_seconds)
             return self._model
@@ -272,7 +241,7 @@ class FasterWhisperEngine:
         """The first pass; ``task="translate"`` is Whisper's translation into English (multilingual
         models only), with the translated words timed against the audio; ``mixed`` decodes window by
         window, each in the language it is heard in (a recording in several languages)."""
-        samples = _check_audio(audio)
+        samples = mono_samples(audio)
         async with self._queue:
             return await asyncio.to_thread(
                 self._transcribe_blocking, samples, language, prompt, on_progress, task, mixed
@@ -289,7 +258,7 @@ class FasterWhisperEngine:
     ) -> FirstPass:
         model = self.load()
         duration = len(audio) / SAMPLE_RATE
-        language = _supported_language(model, language)
+        language = supported_language(model, language)
         if duration == 0:
             return FirstPass(
                 language=language or "en",
@@ -436,28 +405,7 @@ class FasterWhisperEngine:
         )
 
 
-def _supported_language(model: Any, language: str | None) -> str | None:
-    """A language the model knows, else None (auto-detect); English-only models always get "en"."""
-    if not model.model.is_multilingual:
-        return "en"
-    if language is None:
-        return None
-    code = language.strip().lower()
-    if code in model.supported_languages:
-        return code
-    log.warning("language %r is unknown to the model; detecting it instead", language)
-    return None
-
-
 # --- OpenAI-compatible transcription -----------------------------------------------------------------
-
-
-def _number(value: Any, what: str, default: float | None = None) -> float:
-    if value is None and default is not None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise EngineError("bad_response", f"{what} is {value!r}, not a number")
-    return float(value)
 
 
 def _language_code(reported: Any, requested: str | None) -> str:
@@ -496,9 +444,9 @@ def first_pass_from_verbose_json(
             raise EngineError("bad_response", f"malformed word {item!r}")
         timeline.add(
             item["word"],
-            _number(item.get("start"), "word start"),
-            _number(item.get("end"), "word end"),
-            _number(item.get("probability"), "word probability", MISSING_WORD_PROBABILITY),
+            json_number(item.get("start"), "word start"),
+            json_number(item.get("end"), "word end"),
+            json_number(item.get("probability"), "word probability", MISSING_WORD_PROBABILITY),
         )
     words = timeline.words
 
@@ -508,8 +456,8 @@ def first_pass_from_verbose_json(
     segments: list[Segment] = []
     index = 0
     for position, span in enumerate(spans):
-        start = min(max(_number(span.get("start"), "segment start", 0.0), 0.0), duration_s)
-        end = min(max(_number(span.get("end"), "segment end", start), start), duration_s)
+        start = min(max(json_number(span.get("start"), "segment start", 0.0), 0.0), duration_s)
+        end = min(max(json_number(span.get("end"), "segment end", start), start), duration_s)
         first = index
         last_span = position == len(spans) - 1
         while index < len(words) and (last_span or (words[index].start + words[index].end) / 2 <= end):
@@ -519,11 +467,13 @@ def first_pass_from_verbose_json(
                 start=start,
                 end=end,
                 text=str(span.get("text") or "").strip(),
-                avg_logprob=_number(span.get("avg_logprob"), "avg_logprob", NEUTRAL_AVG_LOGPROB),
-                compression_ratio=_number(
+                avg_logprob=json_number(span.get("avg_logprob"), "avg_logprob", NEUTRAL_AVG_LOGPROB),
+                compression_ratio=json_number(
                     span.get("compression_ratio"), "compression_ratio", NEUTRAL_COMPRESSION_RATIO
                 ),
-                no_speech_prob=_number(span.get("no_speech_prob"), "no_speech_prob", NEUTRAL_NO_SPEECH_PROB),
+                no_speech_prob=json_number(
+                    span.get("no_speech_prob"), "no_speech_prob", NEUTRAL_NO_SPEECH_PROB
+                ),
                 first_word=first,
                 last_word=index,
             )
@@ -542,27 +492,17 @@ class OpenAITranscriptionEngine:
     """Any OpenAI-compatible ``/v1/audio/transcriptions``: one multipart WAV, ``verbose_json`` back."""
 
     def __init__(self, settings: AsrSettings) -> None:
-        self._model = settings.model
         self._screen = settings.screen_hallucinations
-        self.name = f"openai:{self._model}"
-        self._url = f"{api_root(settings.base_url)}/v1/audio/transcriptions"
-        self._policy = RetryPolicy(max_attempts=settings.max_attempts, backoff_s=settings.backoff_s)
-        self._client = new_client(
-            settings.timeout_s, settings.api_key.get_secret_value() if settings.api_key else None
+        self.name = f"openai:{settings.model}"
+        self._server = TranscriptionsClient(
+            base_url=settings.base_url,
+            model=settings.model,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            timeout_s=settings.timeout_s,
+            max_attempts=settings.max_attempts,
+            backoff_s=settings.backoff_s,
+            granularities=("word", "segment"),
         )
-
-    def form_fields(self, *, language: str | None, prompt: str | None) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "model": self._model,
-            "response_format": "verbose_json",
-            "timestamp_granularities[]": ["word", "segment"],
-            "temperature": "0",
-        }
-        if language:
-            fields["language"] = language
-        if prompt and prompt.strip():
-            fields["prompt"] = prompt.strip()
-        return fields
 
     async def transcribe(
         self,
@@ -572,17 +512,11 @@ class OpenAITranscriptionEngine:
         prompt: str | None,
         on_progress: ProgressCallback | None = None,
     ) -> FirstPass:
-        samples = _check_audio(audio)
+        samples = mono_samples(audio)
         started = time.perf_counter()
-        response = await post_with_retries(
-            self._client,
-            self._url,
-            policy=self._policy,
-            data=self.form_fields(language=language, prompt=prompt),
-            files={"file": ("audio.wav", wav_from_float(samples), "audio/wav")},
-        )
+        body = await self._server.transcribe(samples, language=language, prompt=prompt)
         result = first_pass_from_verbose_json(
-            json_body(response),
+            body,
             duration_s=len(samples) / SAMPLE_RATE,
             engine=self.name,
             seconds=time.perf_counter() - started,
@@ -593,7 +527,7 @@ class OpenAITranscriptionEngine:
         return screen(result, samples, SAMPLE_RATE) if self._screen else result
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._server.aclose()
 
 
 def build_engine(settings: AsrSettings) -> FirstPassEngine:

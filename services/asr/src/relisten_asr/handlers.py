@@ -8,13 +8,13 @@ import time
 from dataclasses import dataclass
 
 import msgspec
-import numpy as np
 from nats.js.errors import NotFoundError
 from relisten_contracts import FirstPass, JobCreated, JobOptions, JobProgress, WordsScored, encode, names
 from relisten_contracts.calibration import Calibration, calibrated
-from relisten_runtime.audio import NotNormalisedAudio, pcm_from_wav
+from relisten_runtime.audio import pcm16_to_float
 from relisten_runtime.infra import Infra
 from relisten_runtime.remote import RemoteCallError as EngineError
+from relisten_runtime.stored_audio import load_pcm
 from relisten_runtime.worker import PermanentFailure, Worker
 
 from relisten_asr.engines import FirstPassEngine
@@ -29,10 +29,6 @@ PROGRESS_STEP = 0.1
 
 def first_pass_ref(job_id: str) -> str:
     return names.first_pass_object(job_id)
-
-
-def pcm16_to_float(pcm: bytes) -> np.ndarray:
-    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
 
 
 def routed_options(options: JobOptions, first: FirstPass) -> JobOptions:
@@ -85,15 +81,7 @@ class FirstPassHandler:
 
     async def _transcribe(self, event: JobCreated, ref: str) -> FirstPass:
         await self.infra.publish(JobProgress(job_id=event.job_id, stage="transcribing", progress=0.0))
-        try:
-            wav = await self.infra.get_blob(self.infra.audio, event.audio_ref)
-            audio = pcm16_to_float(pcm_from_wav(wav))
-        except NotFoundError as exc:
-            raise PermanentFailure(
-                "audio_missing", f"normalised audio {event.audio_ref} is not stored"
-            ) from exc
-        except NotNormalisedAudio as exc:
-            raise PermanentFailure("audio_invalid", f"stored audio is unusable: {exc}") from exc
+        audio = pcm16_to_float(await load_pcm(self.infra, event.audio_ref))
 
         loop = asyncio.get_running_loop()
         reported = [0.0]

@@ -44,10 +44,11 @@ from relisten_contracts import (
     LanguageWindow,
     Routing,
 )
+from relisten_runtime.audio import SAMPLE_RATE
 from relisten_runtime.models import display_name
 from relisten_runtime.remote import RemoteCallError as EngineError
 
-from relisten_asr.engines import SAMPLE_RATE, FasterWhisperEngine, FirstPassEngine, ProgressCallback
+from relisten_asr.engines import FasterWhisperEngine, FirstPassEngine, ProgressCallback
 from relisten_asr.settings import AsrSettings
 
 log = logging.getLogger(__name__)

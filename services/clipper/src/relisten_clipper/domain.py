@@ -8,7 +8,8 @@ and ``find_windows`` chains the first three.
 
 The original design's algorithm is kept -- words with p < 0.6, clusters of flags closer than
 5 s, a window of +-10 s around each cluster's centre, overlapping windows merged -- with these
-changes, each for a measured or structural reason:
+changes, each for a measured or structural reason (and, as ``ClipPolicy``'s defaults, the benchmarked
+sizes: 1 s clusters, no fixed window, a budget of a fifth of the audio):
 
 * Segment signals can flag words too: a confident repetition loop (high compression ratio) or a
   segment the decoder itself scored low (avg log-prob) has words with p >= threshold that are
@@ -50,7 +51,12 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class ClipPolicy:
-    """Every knob of flagging and window planning; defaults are the original design's values.
+    """Every knob of flagging and window planning; the defaults are the values the service ships.
+
+    Window sizes and the budget are what ``make bench`` measured best on the development set: tight
+    windows (each cluster of flagged words plus 1 s of context on each side, no fixed-length window
+    around it) and at most a fifth of the audio re-listened to, the most doubtful windows first. The
+    original design's values were ``cluster_gap_s=5``, ``half_window_s=10``, ``max_redecode_fraction=1``.
 
     ``threshold`` is per job (``JobOptions.confidence_threshold``): build the policy with
     ``dataclasses.replace(policy, threshold=options.confidence_threshold)``.
@@ -68,10 +74,10 @@ class ClipPolicy:
     """Flag every word of a segment the decoder thought was probably silence (words over silence
     are a classic Whisper hallucination). Off until measured."""
     max_no_speech_prob: float = 0.6
-    cluster_gap_s: float = 5.0
+    cluster_gap_s: float = 1.0
     """Flagged words separated by less than this (end of one to start of the next) share a cluster."""
-    half_window_s: float = 10.0
-    """Half the length of the window centred on a cluster."""
+    half_window_s: float = 0.0
+    """Half the length of the window centred on a cluster; 0 keeps just the cluster and its context."""
     context_pad_s: float = 1.0
     """Audio kept on each side of a cluster's flagged words, whatever ``half_window_s`` says."""
     min_window_s: float = 1.0
@@ -87,7 +93,7 @@ class ClipPolicy:
     timestamps are only accurate to a tenth of a second or two."""
     context_chars: int = 200
     """Characters of preceding first-pass text offered to the second pass as a prompt."""
-    max_redecode_fraction: float = 1.0
+    max_redecode_fraction: float = 0.2
     """Budget: at most this fraction of the audio is re-listened to. When the windows cover more, the
     most doubtful ones (lowest trigger confidence) are kept first, so cost stays bounded on a recording
     the first pass found hard everywhere. 1.0: no budget."""

@@ -10,8 +10,9 @@ import msgspec
 from nats.js.errors import NotFoundError
 from pydub import AudioSegment
 from relisten_contracts import ClipSpec, ClipsReady, FirstPass, WordsScored, encode, names
-from relisten_runtime.audio import SAMPLE_RATE, SAMPLE_WIDTH, NotNormalisedAudio, pcm_from_wav
+from relisten_runtime.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from relisten_runtime.infra import Infra
+from relisten_runtime.stored_audio import load_pcm
 from relisten_runtime.worker import PermanentFailure, Worker
 
 from relisten_clipper.domain import ClipPolicy, Window, context_prompt, find_windows, to_sample_range
@@ -84,14 +85,7 @@ class ClipHandler:
     async def _store_clips(
         self, event: WordsScored, first: FirstPass, windows: list[Window]
     ) -> list[ClipSpec]:
-        try:
-            pcm = pcm_from_wav(await self.infra.get_blob(self.infra.audio, event.audio_ref))
-        except NotFoundError as exc:
-            raise PermanentFailure(
-                "audio_missing", f"normalised audio {event.audio_ref} is not stored"
-            ) from exc
-        except NotNormalisedAudio as exc:
-            raise PermanentFailure("audio_invalid", f"stored audio is unusable: {exc}") from exc
+        pcm = await load_pcm(self.infra, event.audio_ref)
         audio = AudioSegment(data=pcm, sample_width=SAMPLE_WIDTH, frame_rate=SAMPLE_RATE, channels=1)
         total = len(pcm) // SAMPLE_WIDTH
         clips = []

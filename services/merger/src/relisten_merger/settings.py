@@ -1,21 +1,32 @@
-"""Settings of the merger (env prefix ``RELISTEN_``)."""
+"""Settings of the merger (env prefix ``RELISTEN_``); every default is :class:`MergePolicy`'s own."""
 
 from pydantic import Field
 from relisten_runtime.settings import CommonSettings
 
+from relisten_merger.domain import MergePolicy
+
+SHIPPED = MergePolicy()
+
 
 class MergerSettings(CommonSettings):
     max_drift: float = Field(
-        0.5, ge=0, le=1, description="Reject a clip whose words differ from the first pass by more than this."
+        SHIPPED.max_drift,
+        ge=0,
+        le=1,
+        description="Reject a clip whose words differ from the first pass by more than this.",
     )
     require_more_confident: bool = Field(
-        True, description="Replace a flagged stretch only where the second pass is more confident."
+        SHIPPED.require_more_confident,
+        description="Replace a flagged stretch only where the second pass is more confident.",
     )
     min_confidence_gain: float = Field(
-        0.0, ge=0, le=1, description="How much more confident the second pass must be to replace a stretch."
+        SHIPPED.min_confidence_gain,
+        ge=0,
+        le=1,
+        description="How much more confident the second pass must be to replace a stretch.",
     )
     min_second_probability: float = Field(
-        0.6,
+        SHIPPED.min_second_probability,
         ge=0,
         le=1,
         description="A flagged stretch is replaced only where the second pass's own mean probability over it "
@@ -23,7 +34,7 @@ class MergerSettings(CommonSettings):
     )
 
     suspect_probability: float = Field(
-        0.01,
+        SHIPPED.suspect_probability,
         ge=0,
         le=1,
         description="First-pass words at or below this probability are suspected of being invented; when "

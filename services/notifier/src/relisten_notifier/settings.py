@@ -45,6 +45,7 @@ class NotifierSettings(CommonSettings):
     )
     notify_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
         (5.0, 30.0, 120.0, 600.0, 3600.0, 10800.0, 28800.0),
+        json_schema_extra={"shown_default": "`5s,30s,2m,10m,1h,3h,8h`"},
         description=(
             "Waits between the attempts of one notice, comma-separated, in seconds or with s/m/h "
             "(RELISTEN_NOTIFY_SCHEDULE=5s,30s,2m,10m,1h,3h,8h, the default: 8 attempts over about "
