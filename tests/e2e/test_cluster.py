@@ -93,7 +93,18 @@ async def stream_state(url: str) -> tuple[str | None, dict[str, bool]]:
 async def subjects_by_job(url: str) -> dict[str, Counter[str]]:
     nc = await nats.connect(servers=url.split(","))
     try:
-        sub = await nc.jetstream(timeout=10).subscribe(">", stream=STREAM_NAME, ordered_consumer=True)
+        # Right after a node's restart the cluster may still be settling its stream's leadership and
+        # answer the consumer's creation with a timeout: ask again (the read is the test's, not the
+        # product's, and every job has already completed by now).
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                sub = await nc.jetstream(timeout=10).subscribe(">", stream=STREAM_NAME, ordered_consumer=True)
+                break
+            except nats.errors.TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(2)
         found: dict[str, Counter[str]] = {}
         while True:
             try:
