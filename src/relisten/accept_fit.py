@@ -29,7 +29,7 @@ from relisten.replay import Replayed, replay, windows_to_merge
 from relisten.scoring import TimedWord, paired_bootstrap, unit_errors, wer_of
 from relisten.yardstick import DEFAULT_CACHE, _timed, asr_decode, cached_decodes
 
-__all__ = ["fit_logistic", "main", "region_rows"]
+__all__ = ["fit_logistic", "held_out_saved", "main", "region_rows"]
 
 
 def fit_logistic(
@@ -53,6 +53,21 @@ def fit_logistic(
         if float(np.abs(step).max()) < 1e-8:
             break
     return mean, scale, w[1:], float(w[0])
+
+
+def held_out_saved(x: np.ndarray, saved: np.ndarray, groups: np.ndarray, l2: float) -> int:
+    """Errors saved over the first pass by the regions a model takes, each group (speaker) judged by a
+    model fitted on the other groups: how well a fit carries to a voice it has not seen."""
+    total = 0
+    for group in sorted(set(groups.tolist())):
+        train = (groups != group) & (saved != 0)
+        test = groups == group
+        if not train.any() or len(set((saved[train] > 0).tolist())) < 2:
+            continue
+        mean, scale, coefficients, intercept = fit_logistic(x[train], (saved[train] > 0).astype(float), l2=l2)
+        taken = intercept + ((x[test] - mean) / scale) @ coefficients >= 0
+        total += int(saved[test][taken].sum())
+    return total
 
 
 def region_rows(
@@ -120,8 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"replaying the defaults over {len(recordings)} recordings ...")
     defaults = replay("defaults", recordings, firsts, common, answers=answers)
     rows: dict[str, list[tuple[list[float], int]]] = {"tuning": [], "validation": []}
+    speakers: list[str] = []
     for recording, first, replayed in zip(recordings, firsts, defaults.recordings, strict=True):
-        rows[split_of(recording)].extend(region_rows(recording, first, replayed, policy))
+        found = region_rows(recording, first, replayed, policy)
+        rows[split_of(recording)].extend(found)
+        if split_of(recording) == "tuning":
+            speakers += [recording.speaker or recording.name.split("~")[0]] * len(found)
+    x_all = np.array([f for f, _ in rows["tuning"]], dtype=float)
+    saved_all = np.array([saved for _, saved in rows["tuning"]])
+    for l2 in (0.1, 1.0, 10.0, 100.0):
+        held = held_out_saved(x_all, saved_all, np.array(speakers), l2)
+        console.print(f"  tuning, leave one speaker out, L2 {l2:g}: errors saved {held:+d}")
     for part, found in rows.items():
         helps = sum(saved > 0 for _, saved in found)
         hurts = sum(saved < 0 for _, saved in found)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from relisten.accept_fit import fit_logistic
+from relisten.accept_fit import fit_logistic, held_out_saved
 
 
 def test_fit_recovers_the_signs_and_separates_the_classes() -> None:
@@ -24,3 +24,15 @@ def test_constant_feature_does_not_break_the_fit() -> None:
     y = (np.linspace(-2, 2, 50) > 0).astype(float)
     _, scale, coefficients, _ = fit_logistic(x, y)
     assert scale[1] == 1.0 and np.isfinite(coefficients).all() and coefficients[0] > 0
+
+
+def test_held_out_saving_judges_each_group_by_a_fit_on_the_others() -> None:
+    values = np.concatenate([np.linspace(-3, -0.5, 20), np.linspace(0.5, 3, 20)])
+    x = values[:, None]
+    saved = np.where(values > 0, 1, -1)
+    groups = np.array(["a", "b"] * 20)
+    # The rule carries from one speaker to the other: every helping region taken, no hurting one.
+    assert held_out_saved(x, saved, groups, 0.1) == int((saved > 0).sum())
+    # A rule that flips between speakers is taken backwards on the held-out one.
+    flipped = np.where(groups == "a", saved, -saved)
+    assert held_out_saved(x, flipped, groups, 0.1) < 0
