@@ -11,6 +11,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from relisten_contracts import ClipResult, FirstPass, TranscriptWord, Word
+from relisten_merger.accept import default_accept_model
 from relisten_merger.domain import MergePolicy, MergeWindow, merge, word_drift
 
 GARBAGE = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "tempor"]
@@ -83,6 +84,7 @@ guard_policies = st.builds(
     max_drift=st.floats(0.0, 0.99),
     require_more_confident=st.booleans(),
     min_confidence_gain=st.floats(0.0, 0.3),
+    accept_model=st.sampled_from([None, default_accept_model()]),
 )
 
 

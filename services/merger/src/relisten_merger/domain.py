@@ -49,6 +49,8 @@ from relisten_contracts import (
     Word,
 )
 
+from relisten_merger.accept import AcceptModel, RegionSignals
+
 __all__ = [
     "EditOp",
     "MergePolicy",
@@ -56,6 +58,7 @@ __all__ = [
     "WindowOutcome",
     "align",
     "build_segments",
+    "flagged_regions",
     "merge",
     "normalise_token",
     "reconcile_window",
@@ -89,6 +92,11 @@ class MergePolicy:
     hallucination checks cap such words at 0.01; tiny.en's own "Thank" of an invented "Thank you." is
     0.00-0.01). When the second pass hears nothing in a window whose every word is such a word, both
     passes agree there is no speech, and the words are removed."""
+
+    accept_model: AcceptModel | None = None
+    """When set (and the second pass reports probabilities), this model decides which flagged regions
+    are replaced instead of the confidence gate above; the guards before it (failed clip, nothing
+    heard, drift) stay in force (``relisten_merger.accept``)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_drift <= 1.0:
@@ -333,11 +341,22 @@ def reconcile_window(
         )
     scored = all(word.probability is not None for word in heard)
     gate_on = policy.require_more_confident and scored
-    accepted = [
-        region
-        for region in touching
-        if not gate_on or _second_more_confident(region, first_words, heard, is_flagged, policy)
-    ]
+    model = policy.accept_model if scored else None
+    if model is not None:
+        flagged_count = sum(is_flagged(position) for position in range(len(first_words)))
+        accepted = [
+            region
+            for region in touching
+            if model.accepts(
+                _signals(region, first_words, heard, is_flagged, drift, flagged_count, len(touching))
+            )
+        ]
+    else:
+        accepted = [
+            region
+            for region in touching
+            if not gate_on or _second_more_confident(region, first_words, heard, is_flagged, policy)
+        ]
     if not accepted:
         return outcome(
             "rejected",
@@ -350,11 +369,96 @@ def reconcile_window(
         reason += f"; {len(touching) - len(accepted)} kept (second pass less confident)"
     if not scored:
         reason += "; backend gives no confidence, drift guard only"
+    elif model is not None:
+        reason += "; accept model"
     elif not policy.require_more_confident:
         reason += "; confidence gate off"
     if len(regions) > len(touching):
         reason += f"; {len(regions) - len(touching)} unflagged difference(s) left"
     return outcome("accepted", reason, words, len(accepted))
+
+
+def _region_sides(
+    region: _Region, first_words: Sequence[Word], heard: Sequence[_Heard], is_flagged: Callable[[int], bool]
+) -> tuple[list[float], list[float]]:
+    """The first-pass probabilities a region would replace and the second-pass probabilities it would
+    bring (see ``_second_more_confident`` for insertions and deletions)."""
+    if region.first_start < region.first_end:
+        first_side = [w.probability for w in first_words[region.first_start : region.first_end]]
+    else:
+        neighbours = [region.first_start - 1, region.first_start]
+        first_side = [first_words[p].probability for p in neighbours if is_flagged(p)]
+    if region.second_start < region.second_end:
+        second_words = heard[region.second_start : region.second_end]
+    else:
+        second_words = [
+            heard[p] for p in (region.second_start - 1, region.second_start) if 0 <= p < len(heard)
+        ]
+    second_side = [w.probability for w in second_words if w.probability is not None]
+    return first_side, second_side
+
+
+def _signals(
+    region: _Region,
+    first_words: Sequence[Word],
+    heard: Sequence[_Heard],
+    is_flagged: Callable[[int], bool],
+    drift: float,
+    flagged_count: int,
+    touching: int,
+) -> RegionSignals:
+    first_side, second_side = _region_sides(region, first_words, heard, is_flagged)
+    return RegionSignals(
+        first_probabilities=tuple(first_side),
+        second_probabilities=tuple(second_side),
+        words_removed=region.first_end - region.first_start,
+        words_inserted=region.second_end - region.second_start,
+        drift=drift,
+        window_words=len(first_words),
+        flagged_in_window=flagged_count,
+        touching_regions=touching,
+    )
+
+
+def flagged_regions(
+    first_words: Sequence[Word],
+    flagged: set[int],
+    first_offset: int,
+    second: ClipResult,
+    policy: MergePolicy,
+    low: float,
+    high: float,
+) -> list[tuple[RegionSignals, list[TranscriptWord]]]:
+    """Each flagged edit region of a window that passed the guards, with its signals and the window's
+    words if only that region were replaced (empty when a guard decides the window, or the second pass
+    has no probabilities). For fitting the accept model: the same regions ``reconcile_window`` judges."""
+    heard = _second_pass_words(second)
+    if not second.ok or not heard or not all(w.probability is not None for w in heard):
+        return []
+    first_texts = [word.word for word in first_words]
+    drift = word_drift(first_texts, [word.text for word in heard])
+    if drift > policy.max_drift:
+        return []
+
+    def is_flagged(position: int) -> bool:
+        return 0 <= position < len(first_words) and first_offset + position in flagged
+
+    def touches_flag(region: _Region) -> bool:
+        if region.first_start == region.first_end:
+            return is_flagged(region.first_start - 1) or is_flagged(region.first_start)
+        return any(is_flagged(position) for position in range(region.first_start, region.first_end))
+
+    regions = _edit_regions(align(first_texts, [word.text for word in heard]))
+    touching = [region for region in regions if touches_flag(region)]
+    flagged_count = sum(is_flagged(position) for position in range(len(first_words)))
+    kept = [_as_transcript_word(word) for word in first_words]
+    return [
+        (
+            _signals(region, first_words, heard, is_flagged, drift, flagged_count, len(touching)),
+            _apply([region], first_words, kept, heard, low, max(low, high), policy),
+        )
+        for region in touching
+    ]
 
 
 def _second_more_confident(

@@ -41,8 +41,18 @@ class MergerSettings(CommonSettings):
         "the second pass hears nothing in a window of only such words, they are removed.",
     )
 
+    accept_model: bool = Field(
+        False,
+        description="Decide which flagged stretches take the second pass's words with the fitted per-region "
+        "accept model (relisten_merger/accept_model.json) instead of the confidence gate; the drift guard "
+        "stays in force. Off: on validation it was not a win beyond noise (docs/yardstick.md).",
+    )
+
     def policy_fields(self) -> dict[str, object]:
-        return {
+        from relisten_merger.accept import default_accept_model
+
+        fields: dict[str, object] = {"accept_model": default_accept_model() if self.accept_model else None}
+        return fields | {
             name: getattr(self, name)
             for name in (
                 "max_drift",
