@@ -241,3 +241,44 @@ class Stack:
             f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
             for path in self.work_dir.glob("*.log")
         )
+
+
+def stream_events(
+    nats_url: str, job_id: str | None = None, *, settle_s: float = 120.0
+) -> list[tuple[str, Any]]:
+    """Every event in the pipeline's stream with its subject, in order (of one job when ``job_id`` is
+    given), read with an ordered consumer. Right after a node of a cluster restarts, the cluster may
+    still be settling the stream's leadership and answer the consumer's creation with a timeout: it is
+    asked again for up to ``settle_s``."""
+    import asyncio
+
+    import nats
+    from relisten_contracts import STREAM_NAME, decode_event
+
+    async def read() -> list[tuple[str, Any]]:
+        nc = await nats.connect(servers=nats_url.split(","))
+        try:
+            deadline = time.monotonic() + settle_s
+            while True:
+                try:
+                    sub = await nc.jetstream(timeout=10).subscribe(
+                        ">", stream=STREAM_NAME, ordered_consumer=True
+                    )
+                    break
+                except nats.errors.TimeoutError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(2)
+            found: list[tuple[str, Any]] = []
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=2)
+                except nats.errors.TimeoutError:
+                    return found
+                event = decode_event(msg.data)
+                if job_id is None or event.job_id == job_id:
+                    found.append((msg.subject, event))
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())

@@ -25,7 +25,7 @@ import httpx
 import nats
 import nats.errors
 import pytest
-from relisten_contracts import STREAM_NAME, Subject, decode_event
+from relisten_contracts import STREAM_NAME, Subject
 from relisten_runtime.embedded import (
     EmbeddedNats,
     cluster_nodes,
@@ -38,7 +38,7 @@ from relisten_runtime.embedded import (
 from relisten.dataset import DEFAULT_DATA_DIR, Recording, decode, load_manifest
 from relisten.health import problems
 from relisten.services import SERVICES, WORKER_SERVICES
-from relisten.stack import Stack
+from relisten.stack import Stack, stream_events
 from tests.e2e.test_failures import Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
@@ -86,32 +86,6 @@ async def stream_state(url: str) -> tuple[str | None, dict[str, bool]]:
         if cluster is None:
             return None, {}
         return cluster.leader, {str(peer.name): bool(peer.current) for peer in cluster.replicas or []}
-    finally:
-        await nc.close()
-
-
-async def subjects_by_job(url: str) -> dict[str, Counter[str]]:
-    nc = await nats.connect(servers=url.split(","))
-    try:
-        # Right after a node's restart the cluster may still be settling its stream's leadership and
-        # answer the consumer's creation with a timeout: ask again (the read is the test's, not the
-        # product's, and every job has already completed by now).
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                sub = await nc.jetstream(timeout=10).subscribe(">", stream=STREAM_NAME, ordered_consumer=True)
-                break
-            except nats.errors.TimeoutError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(2)
-        found: dict[str, Counter[str]] = {}
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=2)
-            except nats.errors.TimeoutError:
-                return found
-            found.setdefault(decode_event(msg.data).job_id, Counter())[msg.subject] += 1
     finally:
         await nc.close()
 
@@ -188,7 +162,9 @@ def test_every_job_completes_once_through_a_node_and_a_replica_of_each_service_d
         deadline = time.monotonic() + 60
         while len(callbacks.requests) < JOBS and time.monotonic() < deadline:
             time.sleep(0.5)
-        events = asyncio.run(subjects_by_job(url))
+        events: dict[str, Counter[str]] = {}
+        for subject, event in stream_events(url):
+            events.setdefault(event.job_id, Counter())[subject] += 1
         transcripts = [
             httpx.get(f"{stack.base_url}/v1/jobs/{job_id}/transcript", timeout=30).status_code
             for job_id in job_ids

@@ -21,16 +21,15 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
 import nats
 import pytest
-from relisten_contracts import RUNTIME_BUCKET, STREAM_NAME, Subject, decode_event
+from relisten_contracts import RUNTIME_BUCKET, Subject
 
 from relisten.dataset import Recording, long_form_recordings
 from relisten.services import SERVICES
-from relisten.stack import Stack
+from relisten.stack import Stack, stream_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
 
@@ -55,25 +54,6 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         yield running
     finally:
         running.stop()
-
-
-async def job_events(nats_url: str, job_id: str) -> list[tuple[str, Any]]:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        sub = await js.subscribe(">", stream=STREAM_NAME, ordered_consumer=True)
-        found = []
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1)
-            except nats.errors.TimeoutError:
-                break
-            event = decode_event(msg.data)
-            if event.job_id == job_id:
-                found.append((msg.subject, event))
-        return found
-    finally:
-        await nc.close()
 
 
 async def handed_back(nats_url: str) -> dict[str, bytes]:
@@ -107,7 +87,7 @@ def test_sigterm_mid_job_hands_the_event_back_and_a_restart_takes_it_at_once(
     stack.wait_for(job_id, {"transcribing"}, timeout_s=120)
     code, exit_s = sigterm_and_time(stack, "asr", timeout_s=60)
     assert stack.view(job_id)["status"] == "transcribing", "the SIGTERM must land mid-transcription"
-    events = asyncio.run(job_events(nats_url, job_id))
+    events = stream_events(nats_url, job_id)
     assert Subject.WORDS_SCORED not in [s for s, _ in events], "the first pass was not finished"
     marks = asyncio.run(handed_back(nats_url))
     assert [key for key in marks if key.startswith("handed-back.asr.")], marks
@@ -119,7 +99,7 @@ def test_sigterm_mid_job_hands_the_event_back_and_a_restart_takes_it_at_once(
         f"\ndrain: asr exited {exit_s:.1f} s after SIGTERM (code {code}); job completed {terminal_s:.1f} s after submission"
     )
     assert view["status"] == "completed", view
-    subjects = [s for s, _ in asyncio.run(job_events(nats_url, job_id))]
+    subjects = [s for s, _ in stream_events(nats_url, job_id)]
     assert subjects.count(Subject.WORDS_SCORED) == 1
     assert subjects.count(Subject.JOB_MERGED) == 1
     assert Subject.JOB_FAILED not in subjects
@@ -136,14 +116,14 @@ def test_sigterm_with_a_long_grace_lets_the_first_pass_finish(
     job_id = str(stack.submit(recording, correction="off")["id"])
     stack.wait_for(job_id, {"transcribing"}, timeout_s=180)
     code, exit_s = sigterm_and_time(stack, "asr", timeout_s=300)
-    subjects = [s for s, _ in asyncio.run(job_events(nats_url, job_id))]
+    subjects = [s for s, _ in stream_events(nats_url, job_id)]
     print(f"\ndrain: asr finished its first pass and exited {exit_s:.1f} s after SIGTERM (code {code})")
     assert subjects.count(Subject.WORDS_SCORED) == 1, "the in-flight first pass finished before the exit"
     asr.env = {**asr.env, "RELISTEN_SHUTDOWN_GRACE_S": "1"}
     asr.start()
     view = stack.wait_for(job_id, timeout_s=300)
     assert view["status"] == "completed", view
-    subjects = [s for s, _ in asyncio.run(job_events(nats_url, job_id))]
+    subjects = [s for s, _ in stream_events(nats_url, job_id)]
     assert subjects.count(Subject.WORDS_SCORED) == 1
     assert Subject.JOB_FAILED not in subjects
 
@@ -177,7 +157,7 @@ def test_a_worker_killed_on_the_last_delivery_leaves_a_failed_job_not_a_stuck_on
         )
         assert view["status"] == "failed", view
         assert view["error"]["code"] == "deliveries_exhausted", view
-        failures = [e for s, e in asyncio.run(job_events(nats_url, job_id)) if s == Subject.JOB_FAILED]
+        failures = [e for s, e in stream_events(nats_url, job_id) if s == Subject.JOB_FAILED]
         assert [f.stage for f in failures] == ["watchdog"]
     finally:
         asr.stop()
@@ -245,7 +225,7 @@ def test_a_failed_job_retried_after_the_cause_is_fixed_completes(
     assert view["status"] == "completed" and view["attempt"] == 1, view
     transcript = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}/transcript", timeout=30).json()
     assert transcript["text"].strip()
-    runs = [(s, e.attempt) for s, e in asyncio.run(job_events(nats_url, job_id))]
+    runs = [(s, e.attempt) for s, e in stream_events(nats_url, job_id)]
     assert (Subject.JOB_FAILED, 0) in runs and (Subject.JOB_MERGED, 1) in runs
     assert (Subject.JOB_CREATED, 1) in runs and (Subject.WORDS_SCORED, 1) in runs
     assert Subject.JOB_RETRIED in [s for s, _ in runs]

@@ -9,17 +9,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import msgspec
 import nats
 import pytest
-from relisten_contracts import DATA_BUCKET, STREAM_NAME, FirstPass, Subject, decode_event
+from relisten_contracts import DATA_BUCKET, FirstPass, Subject
 
 from relisten.dataset import Recording, long_form_recordings, word_error_rate
 from relisten.services import SERVICES
-from relisten.stack import Stack
+from relisten.stack import Stack, stream_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
 
@@ -42,25 +41,6 @@ def submit(stack: Stack, recording: Recording, **form: str) -> str:
     body = stack.submit(recording, **form)
     assert body["status"] == "queued"
     return str(body["id"])
-
-
-async def events_of(nats_url: str, job_id: str) -> list[Any]:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        sub = await js.subscribe(">", stream=STREAM_NAME, ordered_consumer=True)
-        found = []
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1)
-            except nats.errors.TimeoutError:
-                break
-            event = decode_event(msg.data)
-            if event.job_id == job_id:
-                found.append((msg.subject, event))
-        return found
-    finally:
-        await nc.close()
 
 
 async def stored_first_pass(nats_url: str, job_id: str) -> FirstPass:
@@ -137,7 +117,7 @@ def test_killing_a_service_mid_job_still_gives_one_transcript(
     view = stack.wait_for(job_id)
     assert view["status"] == "completed", view
 
-    events = asyncio.run(events_of(nats_url, job_id))
+    events = stream_events(nats_url, job_id)
     subjects = [subject for subject, _ in events]
     assert subjects.count(Subject.JOB_MERGED) == 1
     assert subjects.count(Subject.WORDS_SCORED) == 1

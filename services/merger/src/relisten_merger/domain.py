@@ -215,6 +215,27 @@ class _Region:
     second_end: int
 
 
+@dataclass(frozen=True, slots=True)
+class _WindowFlags:
+    """Which of a window's first-pass words are flagged; positions are relative to the window."""
+
+    length: int
+    offset: int
+    """The window's first word's index in the job."""
+    flagged: set[int]
+    """Flagged word indices in the job."""
+
+    def is_flagged(self, position: int) -> bool:
+        return 0 <= position < self.length and self.offset + position in self.flagged
+
+    def touches(self, region: _Region) -> bool:
+        """An edit region touches a flag when it covers a flagged word, or, for a pure insertion, sits
+        next to one."""
+        if region.first_start == region.first_end:
+            return self.is_flagged(region.first_start - 1) or self.is_flagged(region.first_start)
+        return any(self.is_flagged(position) for position in range(region.first_start, region.first_end))
+
+
 def _edit_regions(ops: Sequence[EditOp]) -> list[_Region]:
     """Fuse adjacent non-equal operations: rapidfuzz reports "replace 2, then delete 1" separately,
     but the gates must judge everything between two anchors as one disagreement."""
@@ -325,13 +346,8 @@ def reconcile_window(
     if not regions:
         return outcome("accepted", "second pass agrees")
 
-    def is_flagged(position: int) -> bool:
-        return 0 <= position < len(first_words) and first_offset + position in flagged
-
-    def touches_flag(region: _Region) -> bool:
-        if region.first_start == region.first_end:
-            return is_flagged(region.first_start - 1) or is_flagged(region.first_start)
-        return any(is_flagged(position) for position in range(region.first_start, region.first_end))
+    flags = _WindowFlags(len(first_words), first_offset, flagged)
+    is_flagged, touches_flag = flags.is_flagged, flags.touches
 
     touching = [region for region in regions if touches_flag(region)]
     if not touching:
@@ -440,13 +456,8 @@ def flagged_regions(
     if drift > policy.max_drift:
         return []
 
-    def is_flagged(position: int) -> bool:
-        return 0 <= position < len(first_words) and first_offset + position in flagged
-
-    def touches_flag(region: _Region) -> bool:
-        if region.first_start == region.first_end:
-            return is_flagged(region.first_start - 1) or is_flagged(region.first_start)
-        return any(is_flagged(position) for position in range(region.first_start, region.first_end))
+    flags = _WindowFlags(len(first_words), first_offset, flagged)
+    is_flagged, touches_flag = flags.is_flagged, flags.touches
 
     regions = _edit_regions(align(first_texts, [word.text for word in heard]))
     touching = [region for region in regions if touches_flag(region)]
