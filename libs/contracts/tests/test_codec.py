@@ -5,16 +5,19 @@ import pytest
 from relisten_contracts import (
     ClipCorrected,
     ErrorInfo,
+    FirstPass,
     JobCreated,
     JobFailed,
     JobOptions,
     JobProgress,
     JobRetried,
+    Routing,
     Subject,
     decode_event,
     encode,
     message_id,
     subject_for,
+    words_scored,
 )
 
 
@@ -77,3 +80,21 @@ def test_events_are_frozen_and_keyword_only() -> None:
 def test_unknown_payload_is_rejected() -> None:
     with pytest.raises(msgspec.ValidationError):
         decode_event(b'{"type":"nope.v1","job_id":"x"}')
+
+
+def test_words_scored_carries_the_routing_of_the_first_pass() -> None:
+    # The asr service and a retry from the stored first pass announce it alike: a language routed
+    # past the second pass keeps correction off in both.
+    routing = Routing(task="transcribe", language="es", first_pass="base", second_pass=False, reason="es")
+    first = FirstPass(
+        language="es", duration_s=2.0, words=[], segments=[], engine="base", seconds=0.5, routing=routing
+    )
+    event = words_scored(
+        "j", first, audio_ref="j/audio.wav", words_ref="j/first_pass.json", options=JobOptions(), attempt=2
+    )
+    assert (event.options.correction, event.attempt, event.language, event.word_count) == ("off", 2, "es", 0)
+    english = msgspec.structs.replace(first, routing=None)
+    assert (
+        words_scored("j", english, audio_ref="a", words_ref="w", options=JobOptions()).options.correction
+        == "auto"
+    )

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from faster_whisper import decode_audio
 from relisten_asr.engines import FasterWhisperEngine
-from relisten_asr.handlers import routed_options
 from relisten_asr.language import (
     Capabilities,
     LanguageRouter,
@@ -23,7 +22,7 @@ from relisten_asr.language import (
     whisper_languages,
 )
 from relisten_asr.settings import AsrSettings
-from relisten_contracts import FirstPass, JobOptions, Routing
+from relisten_contracts import FirstPass, JobOptions, Routing, routed_options
 
 FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "multilingual"
 RATE = 16000

@@ -28,10 +28,12 @@ from relisten_contracts import (
     WordsScored,
     decode_event,
     encode,
+    first_pass_object,
+    plan_object,
 )
 from relisten_ingest.adapters import JobViews
 from relisten_ingest.domain import apply_event, job_deadline_s, stuck_views
-from relisten_ingest.recovery import Watchdog, first_pass_name, plan_name
+from relisten_ingest.recovery import Watchdog
 from relisten_ingest.settings import IngestSettings
 from relisten_runtime.infra import Infra
 
@@ -271,7 +273,7 @@ async def test_retry_redrives_a_failed_job_from_its_last_stored_artefact(
 
     # Run 1 stored a first pass, then failed: run 2 resumes from words.scored.
     first_pass = FirstPass(language="en", duration_s=5.855, words=[], segments=[], engine="test", seconds=1.0)
-    await infra.data.put(first_pass_name(job_id), encode(first_pass))
+    await infra.data.put(first_pass_object(job_id), encode(first_pass))
     await fail(infra, job_id, attempt=1)
     await wait_status(client, job_id, "failed")
     assert (await client.post(f"/v1/jobs/{job_id}/retry")).status_code == 202
@@ -280,8 +282,8 @@ async def test_retry_redrives_a_failed_job_from_its_last_stored_artefact(
     plan = ClipsReady(
         job_id=job_id,
         audio_ref=f"{job_id}/audio.wav",
-        words_ref=first_pass_name(job_id),
-        plan_ref=plan_name(job_id),
+        words_ref=first_pass_object(job_id),
+        plan_ref=plan_object(job_id),
         language="en",
         duration_s=5.855,
         first_pass_seconds=1.0,
@@ -289,7 +291,7 @@ async def test_retry_redrives_a_failed_job_from_its_last_stored_artefact(
         clips=[],
         attempt=2,
     )
-    await infra.data.put(plan_name(job_id), encode(plan))
+    await infra.data.put(plan_object(job_id), encode(plan))
     await fail(infra, job_id, attempt=2)
     await wait_status(client, job_id, "failed")
     answer = await client.post(f"/v1/jobs/{job_id}/retry")
@@ -308,7 +310,7 @@ async def test_retry_redrives_a_failed_job_from_its_last_stored_artefact(
     ]
     assert all(msg_id.endswith(f":a{attempt}") for _, attempt, msg_id in resumed)
     words = next(e for e, _ in events if isinstance(e, WordsScored))
-    assert (words.words_ref, words.attempt) == (first_pass_name(job_id), 2)
+    assert (words.words_ref, words.attempt) == (first_pass_object(job_id), 2)
     created = [e for e, _ in events if isinstance(e, JobCreated)]
     assert [c.attempt for c in created] == [0, 1]
     assert created[1].audio_ref == created[0].audio_ref

@@ -20,6 +20,8 @@ from relisten_contracts.documents import (
     TranscriptStats,
     TranscriptWord,
     Word,
+    routed_options,
+    words_scored,
 )
 from relisten_contracts.events import (
     ClipCorrected,
@@ -123,6 +125,8 @@ __all__ = [
     "notify_key_prefix",
     "original_object",
     "plan_object",
+    "routed_options",
     "subject_for",
     "transcript_object",
+    "words_scored",
 ]

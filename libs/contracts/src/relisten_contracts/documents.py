@@ -4,7 +4,7 @@ from typing import Literal
 
 import msgspec
 
-from relisten_contracts.events import ErrorInfo, JobOptions, JobWarning, Stage
+from relisten_contracts.events import ErrorInfo, JobOptions, JobWarning, Stage, WordsScored
 
 
 class Word(msgspec.Struct, frozen=True, kw_only=True):
@@ -88,6 +88,32 @@ class FirstPass(msgspec.Struct, frozen=True, kw_only=True):
     """What the first pass found suspicious about itself (carried into the transcript)."""
     language_detection: LanguageDetection | None = None
     routing: Routing | None = None
+
+
+def routed_options(options: JobOptions, first: FirstPass) -> JobOptions:
+    """The options the next stages see: the second pass is off where the routing skipped it."""
+    if first.routing is not None and not first.routing.second_pass and options.correction != "off":
+        return msgspec.structs.replace(options, correction="off")
+    return options
+
+
+def words_scored(
+    job_id: str, first: FirstPass, *, audio_ref: str, words_ref: str, options: JobOptions, attempt: int = 0
+) -> WordsScored:
+    """The ``words.scored`` event that announces a stored first pass: sent by the asr service, and again
+    when a retry re-drives a job from its first pass (with the routing's options either way)."""
+    return WordsScored(
+        job_id=job_id,
+        audio_ref=audio_ref,
+        words_ref=words_ref,
+        language=first.language,
+        duration_s=first.duration_s,
+        word_count=len(first.words),
+        first_pass_seconds=first.seconds,
+        engine=first.engine,
+        options=routed_options(options, first),
+        attempt=attempt,
+    )
 
 
 class ClipResult(msgspec.Struct, frozen=True, kw_only=True):

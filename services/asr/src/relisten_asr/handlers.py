@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import msgspec
 from nats.js.errors import NotFoundError
-from relisten_contracts import FirstPass, JobCreated, JobOptions, JobProgress, WordsScored, encode, names
+from relisten_contracts import FirstPass, JobCreated, JobProgress, encode, names, words_scored
 from relisten_contracts.calibration import Calibration, calibrated
 from relisten_runtime.audio import pcm16_to_float
 from relisten_runtime.infra import Infra
@@ -29,13 +29,6 @@ PROGRESS_STEP = 0.1
 
 def first_pass_ref(job_id: str) -> str:
     return names.first_pass_object(job_id)
-
-
-def routed_options(options: JobOptions, first: FirstPass) -> JobOptions:
-    """The options the next stages see: the second pass is off where the routing skipped it."""
-    if first.routing is not None and not first.routing.second_pass and options.correction != "off":
-        return msgspec.structs.replace(options, correction="off")
-    return options
 
 
 @dataclass
@@ -59,16 +52,8 @@ class FirstPassHandler:
         else:
             log.info("job %s: first pass already stored, re-announcing it", event.job_id)
         await self.infra.publish(
-            WordsScored(
-                job_id=event.job_id,
-                audio_ref=event.audio_ref,
-                words_ref=ref,
-                language=existing.language,
-                duration_s=existing.duration_s,
-                word_count=len(existing.words),
-                first_pass_seconds=existing.seconds,
-                engine=existing.engine,
-                options=routed_options(event.options, existing),
+            words_scored(
+                event.job_id, existing, audio_ref=event.audio_ref, words_ref=ref, options=event.options
             )
         )
 

@@ -44,9 +44,11 @@ from relisten_contracts import (
     JobFailed,
     JobRetried,
     JobView,
-    WordsScored,
     decode_event,
     encode,
+    first_pass_object,
+    plan_object,
+    words_scored,
 )
 from relisten_runtime.infra import Infra
 from relisten_runtime.logs import job_context
@@ -60,16 +62,6 @@ MAX_DELIVERIES_ADVISORY: Final = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 TERMINATED_ADVISORY: Final = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED"
 WATCHDOG_QUEUE: Final = "relisten-watchdog"
 WATCHDOG_STAGE: Final = "watchdog"
-
-
-def first_pass_name(job_id: str) -> str:
-    """Where the asr service stores a job's first pass in the data store."""
-    return f"{job_id}/first_pass.json"
-
-
-def plan_name(job_id: str) -> str:
-    """Where the clipper stores a job's plan (the ``clips.ready`` event itself) in the data store."""
-    return f"{job_id}/plan.json"
 
 
 class Watchdog:
@@ -234,24 +226,20 @@ async def resume_event(infra: Infra, view: JobView, attempt: int) -> Event:
     """The event that re-drives ``view``'s job from its last stored artefact, as run ``attempt``:
     the stored plan -> ``clips.ready``; the stored first pass -> ``words.scored``; else the stored
     audio -> ``job.created``."""
-    plan = await _stored(infra, plan_name(view.id))
+    plan = await _stored(infra, plan_object(view.id))
     if plan is not None:
         with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
             ready = msgspec.json.decode(plan, type=ClipsReady)
             return msgspec.structs.replace(ready, attempt=attempt, occurred_at=0.0)
-    first = await _stored(infra, first_pass_name(view.id))
+    first = await _stored(infra, first_pass_object(view.id))
     if first is not None:
         with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
             first_pass = msgspec.json.decode(first, type=FirstPass)
-            return WordsScored(
-                job_id=view.id,
+            return words_scored(
+                view.id,
+                first_pass,
                 audio_ref=audio_name(view.id),
-                words_ref=first_pass_name(view.id),
-                language=first_pass.language,
-                duration_s=first_pass.duration_s,
-                word_count=len(first_pass.words),
-                first_pass_seconds=first_pass.seconds,
-                engine=first_pass.engine,
+                words_ref=first_pass_object(view.id),
                 options=view.options,
                 attempt=attempt,
             )
