@@ -36,14 +36,12 @@ class JobViewProjector:
         self.worker = worker
         self.metrics = metrics
 
-    async def _deleted(self, views: JobViews, event: JobCreated) -> bool:
+    async def _deleted(self, event: JobCreated) -> bool:
         """Whether ``event`` is a replayed ``job.created`` of a job deleted since.
 
         JetStream delivers at least once: after a crash a consumer may see events it had acknowledged
         (its acknowledgement floor is not written with every ack); the deletion's marker keeps such a
-        replay from bringing the view back."""
-        if await views.get(event.job_id) is not None:
-            return False
+        replay from bringing the view back. Job ids are never reused, so a marked job has no view."""
         try:
             await self.worker.infra.runtime.get(deleted_marker_key(event.job_id))
         except KeyNotFoundError:
@@ -52,11 +50,10 @@ class JobViewProjector:
 
     async def __call__(self, event: Event) -> None:
         with job_context(event.job_id):
-            views = JobViews(self.worker.infra.jobs)
-            if isinstance(event, JobCreated) and await self._deleted(views, event):
+            if isinstance(event, JobCreated) and await self._deleted(event):
                 log.info("job %s was deleted; its replayed job.created makes no view", event.job_id)
                 return
-            before, view = await views.apply_change(event)
+            before, view = await JobViews(self.worker.infra.jobs).apply_change(event)
             if view is None:
                 log.info("no view for job %s: %s ignored", event.job_id, type(event).__name__)
                 return
