@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from relisten_contracts import WRITTEN_WITHOUT_SPACES
+
 FIXTURES: Final = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 MULTILINGUAL: Final = FIXTURES / "multilingual"
 ENGLISH: Final = (
@@ -35,7 +37,7 @@ ENGLISH: Final = (
         "harshly feel has got a little too much of steel anon",
     ),
 )
-CHARACTER_SCORED: Final = frozenset({"ja", "zh", "yue", "th", "lo", "my", "km"})
+CHARACTER_SCORED: Final = WRITTEN_WITHOUT_SPACES
 """Languages written without spaces between words: scored by characters."""
 
 

@@ -17,12 +17,13 @@ from relisten_asr.language import (
     UnsupportedLanguage,
     combine,
     declared_languages,
+    doubt,
     pick_windows,
     route,
     whisper_languages,
 )
 from relisten_asr.settings import AsrSettings
-from relisten_contracts import FirstPass, JobOptions, Routing, routed_options
+from relisten_contracts import FirstPass, JobOptions, JobWarning, Routing, Word, routed_options
 
 FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "multilingual"
 RATE = 16000
@@ -153,6 +154,45 @@ def test_a_skipped_second_pass_turns_correction_off_for_the_next_stages() -> Non
     assert routed_options(JobOptions(), first(True)).correction == "auto"
 
 
+def spoken(*probabilities: float, seconds_each: float = 0.4, warnings: tuple[str, ...] = ()) -> FirstPass:
+    words = [
+        Word(word=f"w{i}", start=i * seconds_each, end=(i + 1) * seconds_each, probability=p)
+        for i, p in enumerate(probabilities)
+    ]
+    return FirstPass(
+        language="en",
+        duration_s=len(words) * seconds_each,
+        words=words,
+        segments=[],
+        engine="tiny.en",
+        seconds=0,
+        warnings=[JobWarning(code=code, message="") for code in warnings],
+    )
+
+
+def test_a_first_pass_that_looks_right_is_not_doubted() -> None:
+    assert doubt(spoken(*[0.9] * 40), speech_s=16) is None
+    assert doubt(spoken(*[0.9] * 36, *[0.2] * 4), speech_s=16) is None  # 10 % unsure: degraded English
+    assert doubt(spoken(), speech_s=0.3) is None  # no speech, no words: nothing to identify
+
+
+def test_each_sign_of_a_wrong_language_is_a_reason_to_identify_it() -> None:
+    assert "too few" in str(doubt(spoken(0.99, 0.99, 0.99, 0.99), speech_s=6))  # "Thank you very much."
+    assert "too few" in str(doubt(spoken(), speech_s=6))  # speech, and no word at all
+    assert "unsure" in str(doubt(spoken(*[0.9] * 20, *[0.2] * 10), speech_s=12))
+    assert "per second" in str(doubt(spoken(*[0.9] * 20), speech_s=30))  # 20 words for 30 s of speech
+    assert "invented" in str(doubt(spoken(*[0.9] * 20, warnings=("possible_hallucination",)), speech_s=8))
+    # a recording in English but for one part: the whole is mostly sure, the part is not
+    part = spoken(*[0.95] * 150, *[0.2] * 100, *[0.95] * 150, seconds_each=0.3)
+    assert "one part" in str(doubt(part, speech_s=120))
+
+
+def test_the_old_true_false_values_still_work() -> None:
+    assert AsrSettings(detect_language=True).detect_language == "always"
+    assert AsrSettings(detect_language="false").detect_language == "when_doubtful"
+    assert AsrSettings().detect_language == "auto"
+
+
 # --- the real models on real speech --------------------------------------------------------------
 
 
@@ -212,7 +252,7 @@ async def test_spanish_forced_to_english_is_flagged_not_trusted(router: Language
 async def test_mixed_recording_is_heard_beyond_its_first_30_s(router: LanguageRouter) -> None:
     spanish = audio("librivox-es-alarcon-capitan-veneno-dedicatoria.flac")
     german = audio("librivox-de-grimmelshausen-simplicissimus-titel.flac")
-    detection = await router.detect(np.concatenate([spanish, german]))
+    detection = await router.detect(np.concatenate([spanish, german]), doubtful=True)
     assert detection is not None
     languages = [w.language for w in detection.windows]
     assert len(languages) == 3 and languages[0] == "es" and languages[-1] == "de"  # all three heard
@@ -254,7 +294,7 @@ async def test_windows_between_two_agreeing_ones_are_not_heard(router: LanguageR
             for n in (1, 2)
         ]
     )
-    detection = await router.detect(speech)  # 106 s: three windows planned
+    detection = await router.detect(speech, doubtful=True)  # 106 s: three windows planned
     assert detection is not None and detection.language == "en" and not detection.mixed
     # the first and the last agreed, so the middle one was skipped
     assert len(detection.windows) == 2
@@ -276,3 +316,36 @@ async def test_a_mixed_recording_is_transcribed_part_by_part_in_its_languages(ro
     text = " ".join(w.word for w in first.words)
     assert "Manuel" in text and "Grimmelshausen" in text  # each part in its own language
     assert "mixed_language" in {w.code for w in first.warnings}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("leopard-test_*.wav")))
+async def test_short_clips_in_other_languages_are_caught_after_an_english_first_pass(
+    router: LanguageRouter, name: str
+) -> None:
+    # short recordings are not identified before the first pass (detect_language=auto): tiny.en hears
+    # them first, and its answer must give the language away, even the French clip it turns into a
+    # confident "Thank you very much."
+    language = name.removeprefix("leopard-test_").removesuffix(".wav")
+    first = await router.first_pass(audio(name), JobOptions())
+    assert first.language == language and first.engine == "faster-whisper:base"
+    assert first.routing is not None and "re-routed" in first.routing.reason
+
+
+async def test_english_that_looks_right_pays_no_identification(router: LanguageRouter) -> None:
+    clip = FIXTURES.parent / "audio" / "ls-test-other-1688-142285-0000.flac"
+    speech = np.asarray(decode_audio(str(clip), sampling_rate=RATE), dtype=np.float32)
+    first = await router.first_pass(speech, JobOptions())
+    assert first.language == "en" and first.engine == "faster-whisper:tiny.en"
+    assert first.language_detection is None  # no encoder pass of the multilingual model was paid for
+    assert first.routing is not None and "not identified" in first.routing.reason
+
+
+async def test_long_recordings_are_identified_before_the_first_pass() -> None:
+    settings = AsrSettings(beam_size=1, identify_up_front_s=20)
+    primary = FasterWhisperEngine(settings)
+    made = LanguageRouter(settings, primary)
+    made.primary_loaded(primary.load())
+    first = await made.first_pass(audio("librivox-es-alarcon-capitan-veneno-dedicatoria.flac"), JobOptions())
+    assert first.language == "es" and first.engine == "faster-whisper:base"
+    assert first.routing is not None and "re-routed" not in first.routing.reason
+    assert first.language_detection is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import msgspec
 import pytest
 from relisten_contracts import Transcript, TranscriptSegment, TranscriptStats, TranscriptWord
 from relisten_ingest.formats import (
@@ -221,3 +222,13 @@ def test_segments_without_words_still_give_timed_cues() -> None:
     assert cues[0].start == 0.0
     assert cues[-1].end == pytest.approx(base.duration_s, abs=0.01)
     assert " ".join(c.text.replace("\n", " ") for c in cues) == LONG
+
+
+def test_a_language_written_without_spaces_gets_none_in_subtitles() -> None:
+    words = [(ch, i * 0.3, i * 0.3 + 0.3) for i, ch in enumerate("客観的な事実を大切にしてください")]
+    japanese = msgspec.structs.replace(transcript(words), language="ja", text="")
+    cues = build_cues(japanese)
+    assert "".join(cue.text.replace("\n", "") for cue in cues) == "客観的な事実を大切にしてください"
+    assert all(" " not in cue.text for cue in cues)
+    assert to_text(japanese) == "客観的な事実を大切にしてください\n"
+    assert wrap_lines("あ" * 50, 42, anywhere=True) == "あ" * 25 + "\n" + "あ" * 25

@@ -650,3 +650,13 @@ def test_identical_second_pass_changes_nothing(
     words, corrections = merge(first, windows, results, policy)
     assert words == unchanged(first.words)
     assert all(c.status == "accepted" and c.reason == "second pass agrees" for c in corrections)
+
+
+def test_a_japanese_transcript_has_no_spaces_between_its_words() -> None:
+    words = [
+        TranscriptWord(word=ch, start=i * 0.2, end=i * 0.2 + 0.2, probability=0.9)
+        for i, ch in enumerate("客観的")
+    ]
+    assert transcript_text(words, "ja") == "客観的"
+    assert transcript_text(words, "en") == "客 観 的"
+    assert build_segments(words, [], language="ja")[0].text == "客観的"

@@ -67,6 +67,7 @@ from relisten_contracts.names import (
     subject_for,
     transcript_object,
 )
+from relisten_contracts.text import WRITTEN_WITHOUT_SPACES, join_words, written_without_spaces
 
 __all__ = [
     "ASR_CAPABILITIES_REF",
@@ -80,6 +81,7 @@ __all__ = [
     "RUNTIME_BUCKET",
     "STREAM_NAME",
     "STREAM_SUBJECTS",
+    "WRITTEN_WITHOUT_SPACES",
     "AsrCapabilities",
     "ClipCorrected",
     "ClipResult",
@@ -121,6 +123,7 @@ __all__ = [
     "encode",
     "first_pass_object",
     "job_token",
+    "join_words",
     "message_id",
     "notify_key_prefix",
     "original_object",
@@ -129,4 +132,5 @@ __all__ = [
     "subject_for",
     "transcript_object",
     "words_scored",
+    "written_without_spaces",
 ]

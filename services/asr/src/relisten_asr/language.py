@@ -25,6 +25,7 @@ into the transcript.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -75,6 +76,20 @@ SUSPICIOUS: Final = 0.3
 Measured with tiny.en (beam 5): 28 English LibriSpeech and LibriVox clips had at most 12 % of their
 words unsure; Spanish, German, French, Italian, Portuguese, Japanese and Korean speech, which tiny.en
 turns into English, had 36 % to 77 %."""
+REGIONAL_SUSPICIOUS: Final = 0.45
+"""A 30 s stretch (of at least ``MIN_WORDS_IN_REGION`` words) with this share of unsure words has the
+language checked too: a recording mostly in English with a part in another language. English copies
+degraded to telephone band, mp3 and 1.1x speed reached 0.32 at most."""
+REGION_S: Final = 30.0
+MIN_WORDS_IN_REGION: Final = 8
+MIN_WORDS_TO_JUDGE: Final = 12
+"""Fewer first-pass words than this and the shares above say nothing: the language is checked (on a
+short recording identification costs one short encoder pass). A French clip came out of tiny.en as
+four words, "Thank you very much.", too few for any share."""
+SLOWEST_SPEECH_WPS: Final = 1.0
+"""Fewer words than this per second of speech (VAD) and the text cannot be what was said: an English-only
+model given another language often writes a short stock phrase for a long stretch. English read speech,
+clean or degraded, gave at least 1.8."""
 MOSTLY_UNSURE: Final = 0.5
 """A first pass with more than this share of its words unsure is reported as mostly unsure."""
 MIN_WORDS_FOR_UNSURE: Final = 5
@@ -111,6 +126,10 @@ def speech_spans(audio: np.ndarray) -> list[tuple[int, int]]:
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     return [(int(s["start"]), int(s["end"])) for s in get_speech_timestamps(audio, VadOptions())]
+
+
+def speech_seconds(audio: np.ndarray) -> float:
+    return sum(end - start for start, end in speech_spans(audio)) / SAMPLE_RATE
 
 
 def pick_windows(
@@ -330,6 +349,43 @@ def looping_share(first: FirstPass) -> float:
     return looping / len(first.words)
 
 
+def regional_unsure_share(first: FirstPass) -> float:
+    """The largest share of unsure words in any ``REGION_S`` stretch (stepping by half of it)."""
+    if not first.words:
+        return 0.0
+    worst, start, end = 0.0, 0.0, first.words[-1].end
+    while start <= end:
+        inside = [w for w in first.words if start <= w.start < start + REGION_S]
+        if len(inside) >= MIN_WORDS_IN_REGION:
+            worst = max(worst, sum(w.probability < UNSURE_WORD for w in inside) / len(inside))
+        start += REGION_S / 2
+    return worst
+
+
+def doubt(first: FirstPass, speech_s: float) -> str | None:
+    """Why a first pass by the model the job was routed to may be in the wrong language (None: it looks
+    right). ``speech_s``: seconds of speech in the audio (VAD)."""
+    words = len(first.words)
+    if speech_s >= MIN_SPEECH_S and words < MIN_WORDS_TO_JUDGE:
+        return f"{words} words for {speech_s:.0f} s of speech, too few to judge"
+    if words == 0:
+        return None
+    unsure = unsure_share(first)
+    if unsure >= SUSPICIOUS:
+        return f"{unsure:.0%} of its words unsure"
+    looping = looping_share(first)
+    if looping >= SUSPICIOUS:
+        return f"{looping:.0%} of its words in repeating segments"
+    regional = regional_unsure_share(first)
+    if regional >= REGIONAL_SUSPICIOUS:
+        return f"{regional:.0%} of the words unsure in one part"
+    if speech_s > 0 and words / speech_s < SLOWEST_SPEECH_WPS:
+        return f"{words / speech_s:.1f} words per second of speech"
+    if any(w.code == "possible_hallucination" for w in first.warnings):
+        return "possibly invented text"
+    return None
+
+
 def unsure_share(first: FirstPass) -> float:
     if len(first.words) < MIN_WORDS_FOR_UNSURE:
         return 0.0
@@ -381,10 +437,11 @@ class LanguageRouter:
         )
 
     async def detect(self, audio: np.ndarray, *, doubtful: bool = False) -> LanguageDetection | None:
-        """The spoken language, or None without a multilingual model (or with identification off,
-        unless the first pass is ``doubtful``: the guard identifies the language whatever the setting)."""
+        """The spoken language, or None without a multilingual model (or, before the first pass, when
+        :meth:`identify_up_front` says no; the guard passes ``doubtful`` and identifies whatever the
+        setting)."""
         engine = self.multilingual
-        if engine is None or not (self._settings.detect_language or doubtful) or len(audio) == 0:
+        if engine is None or not (doubtful or self.identify_up_front(audio)) or len(audio) == 0:
             return None
         windows = self._settings.language_windows
         detection = await engine.with_model(
@@ -399,6 +456,15 @@ class LanguageRouter:
             " (mixed)" if detection.mixed else "",
         )
         return detection
+
+    def identify_up_front(self, audio: np.ndarray) -> bool:
+        """Identify before the first pass? (Otherwise only when the first pass looks wrong.)"""
+        mode = self._settings.detect_language
+        if mode == "always":
+            return True
+        if mode == "auto":
+            return len(audio) >= self._settings.identify_up_front_s * SAMPLE_RATE
+        return False
 
     async def first_pass(
         self, audio: np.ndarray, options: JobOptions, on_progress: ProgressCallback | None = None
@@ -415,7 +481,7 @@ class LanguageRouter:
                 language = detection.language
                 how = f"detected, p={detection.probability:.2f}"
             else:
-                how = "not identified"
+                how = "not named, not identified before the first pass"
         chosen = route(options, language, how, caps)
         if detection is not None and detection.mixed and options.task == "transcribe":
             chosen = self._mixed_route(detection, caps) or chosen
@@ -424,13 +490,30 @@ class LanguageRouter:
             detection = await self._segment_languages(audio, first, detection)
         warnings: list[JobWarning] = []
 
-        # The guard: a mostly unsure first pass may be in the wrong language.
+        # The guard: a first pass that looks wrong may be in the wrong language.
         unsure = unsure_share(first)
-        doubtful = max(unsure, looping_share(first)) >= SUSPICIOUS
-        if doubtful and options.task == "transcribe" and not chosen.mixed:
+        suspicion = self._suspicion(first, audio, options, chosen, identified=detection is not None)
+        if suspicion is None and detection is None and options.language is None:
+            chosen = dataclasses.replace(
+                chosen,
+                reason=f"{chosen.reason}; the first pass looked right (enough words, few unsure, none "
+                "invented), so the language was not identified",
+            )
+        if suspicion is not None and options.task == "transcribe" and not chosen.mixed:
+            log.info("first pass doubtful (%s): checking its language", suspicion)
             if detection is None:
                 detection = await self.detect(audio, doubtful=True)
-            if detection is not None and detection.probability >= REROUTE_PROBABILITY:
+            if (
+                detection is not None
+                and detection.mixed
+                and options.language is None
+                and (mixed := self._mixed_route(detection, caps)) is not None
+            ):
+                chosen = dataclasses.replace(mixed, reason=f"{mixed.reason} (the first pass: {suspicion})")
+                first = await self._run(chosen, audio, options, on_progress)
+                detection = await self._segment_languages(audio, first, detection)
+                unsure = unsure_share(first)
+            elif detection is not None and detection.probability >= REROUTE_PROBABILITY:
                 heard, p = detection.language, detection.probability
                 # an English-only model reports "en" whatever it was told
                 current = chosen.language or first.language
@@ -442,7 +525,7 @@ class LanguageRouter:
                         language=rerouted.language,
                         second_pass=rerouted.second_pass,
                         reason=f"{rerouted.reason} (re-routed: the first pass in "
-                        f"{chosen.language or 'its own language'} looked wrong)",
+                        f"{chosen.language or 'its own language'} looked wrong: {suspicion})",
                     )
                     first = await self._run(chosen, audio, options, on_progress)
                     unsure = unsure_share(first)
@@ -503,6 +586,22 @@ class LanguageRouter:
                 reason=chosen.reason,
             ),
         )
+
+    @staticmethod
+    def _suspicion(
+        first: FirstPass, audio: np.ndarray, options: JobOptions, chosen: Route, *, identified: bool
+    ) -> str | None:
+        """Why the first pass may be in the wrong language (None: no reason to check). A job whose
+        language was not identified before its first pass is judged on every sign (:func:`doubt`); one
+        whose language was named or identified only when most of its words are unsure or loop."""
+        if options.task != "transcribe" or chosen.mixed:
+            return None
+        if not identified and options.language is None:
+            return doubt(first, speech_seconds(audio))
+        unsure, looping = unsure_share(first), looping_share(first)
+        if max(unsure, looping) < SUSPICIOUS:
+            return None
+        return f"{unsure:.0%} of its words unsure" if unsure >= looping else f"{looping:.0%} looping"
 
     def _mixed_route(self, detection: LanguageDetection, caps: Capabilities) -> Route | None:
         """A recording heard in several languages goes to the multilingual model, decoded window by

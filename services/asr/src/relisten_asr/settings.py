@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from relisten_runtime.addresses import refuse_own_api
 from relisten_runtime.settings import SpeechModelSettings
 
@@ -74,12 +74,44 @@ class AsrSettings(SpeechModelSettings):
         "'bundled:base' (no download), a size such as 'small', or a directory; loaded on first use. "
         "Empty: none (jobs in other languages are refused).",
     )
-    detect_language: bool = Field(
-        True,
-        description="Identify the spoken language of jobs that do not name one (with the multilingual "
-        "model, over a few speech windows); false: the first-pass model decides, and the language is "
-        "identified only when its answer looks wrong (many unsure words, or repeating itself).",
+    detect_language: Literal["auto", "always", "when_doubtful"] = Field(
+        "auto",
+        description="When to identify the spoken language of a job that does not name one (the multilingual "
+        "model over a few speech windows). 'auto': before the first pass for recordings of at least "
+        "RELISTEN_ASR_IDENTIFY_UP_FRONT_S (identification is then a small share of the work), after it "
+        "for shorter ones, and only when the first pass looks wrong (many unsure words, too few words to "
+        "judge, text slower than speech, loops, invented phrases): English pays nothing. 'always': "
+        "before the first pass for every job (also per-part languages of short mixed recordings). "
+        "'when_doubtful': only after a first pass that looks wrong. The old values true/false mean "
+        "always/when_doubtful.",
     )
+    identify_up_front_s: float = Field(
+        300.0,
+        ge=0,
+        description="With detect_language=auto: recordings at least this long are identified before the "
+        "first pass (an English-only first pass over a long recording in another language would be "
+        "wasted work).",
+    )
+
+    @field_validator("detect_language", mode="before")
+    @classmethod
+    def _old_boolean_values(cls, value: object) -> object:
+        """``true``/``false`` were the setting's values before it had modes."""
+        if isinstance(value, bool):
+            return "always" if value else "when_doubtful"
+        if isinstance(value, str) and value.strip().lower() in {
+            "true",
+            "1",
+            "yes",
+            "on",
+            "false",
+            "0",
+            "no",
+            "off",
+        }:
+            return "always" if value.strip().lower() in {"true", "1", "yes", "on"} else "when_doubtful"
+        return value
+
     language_windows: int = Field(
         3,
         ge=1,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from relisten_contracts import Transcript
+from relisten_contracts import Transcript, join_words, written_without_spaces
 
 MAX_CUE_SECONDS: Final = 7.0
 LINE_CHARS: Final = 42
@@ -75,29 +75,29 @@ def _tokens_from_segments(transcript: Transcript) -> list[_Token]:
     return tokens
 
 
-def _text(tokens: list[_Token]) -> str:
-    return " ".join(t.text for t in tokens)
+def _text(tokens: list[_Token], joiner: str = " ") -> str:
+    return joiner.join(t.text for t in tokens)
 
 
-def _too_long(tokens: list[_Token], max_chars: int, max_seconds: float) -> bool:
-    return len(_text(tokens)) > max_chars or tokens[-1].end - tokens[0].start > max_seconds
+def _too_long(tokens: list[_Token], max_chars: int, max_seconds: float, joiner: str) -> bool:
+    return len(_text(tokens, joiner)) > max_chars or tokens[-1].end - tokens[0].start > max_seconds
 
 
-def _break_point(tokens: list[_Token]) -> int:
+def _break_point(tokens: list[_Token], joiner: str) -> int:
     """How many of ``tokens`` go into the cue being closed.
 
     The latest sentence end, else the latest clause mark, that leaves at least a third of the text
     in the closed cue; otherwise all of them.
     """
-    total = len(_text(tokens))
+    total = len(_text(tokens, joiner))
     for marks in (_SENTENCE_END, _CLAUSE_END):
         for count in range(len(tokens) - 1, 0, -1):
-            if tokens[count - 1].text.endswith(marks) and len(_text(tokens[:count])) * 3 >= total:
+            if tokens[count - 1].text.endswith(marks) and len(_text(tokens[:count], joiner)) * 3 >= total:
                 return count
     return len(tokens)
 
 
-def _group(tokens: list[_Token], max_chars: int, max_seconds: float) -> list[list[_Token]]:
+def _group(tokens: list[_Token], max_chars: int, max_seconds: float, joiner: str) -> list[list[_Token]]:
     groups: list[list[_Token]] = []
     current: list[_Token] = []
     for token in tokens:
@@ -105,11 +105,11 @@ def _group(tokens: list[_Token], max_chars: int, max_seconds: float) -> list[lis
         if hard_break:
             groups.append(current)
             current = []
-        elif current and _too_long([*current, token], max_chars, max_seconds):
-            keep = _break_point(current)
+        elif current and _too_long([*current, token], max_chars, max_seconds, joiner):
+            keep = _break_point(current, joiner)
             groups.append(current[:keep])
             current = current[keep:]
-            if current and _too_long([*current, token], max_chars, max_seconds):
+            if current and _too_long([*current, token], max_chars, max_seconds, joiner):
                 groups.append(current)
                 current = []
         current.append(token)
@@ -118,10 +118,13 @@ def _group(tokens: list[_Token], max_chars: int, max_seconds: float) -> list[lis
     return groups
 
 
-def wrap_lines(text: str, line_chars: int = LINE_CHARS) -> str:
+def wrap_lines(text: str, line_chars: int = LINE_CHARS, *, anywhere: bool = False) -> str:
     """Break ``text`` into at most two lines at the space that balances them best."""
     if len(text) <= line_chars:
         return text
+    if anywhere:  # a language written without spaces breaks between any two characters
+        middle = (len(text) + 1) // 2
+        return f"{text[:middle]}\n{text[middle:]}"
     spaces = [i for i, ch in enumerate(text) if ch == " "]
     if not spaces:
         return text
@@ -142,7 +145,8 @@ def build_cues(
     """
     tokens = _tokens_from_words(transcript) if transcript.words else _tokens_from_segments(transcript)
     tokens.sort(key=lambda t: t.start)
-    groups = _group(tokens, line_chars * max_lines, max_seconds)
+    joiner = "" if written_without_spaces(transcript.language) else " "
+    groups = _group(tokens, line_chars * max_lines, max_seconds, joiner)
     spans = [(round(g[0].start * 1000), round(max(t.end for t in g) * 1000)) for g in groups]
 
     cues: list[Cue] = []
@@ -154,7 +158,9 @@ def build_cues(
         if i + 1 < len(spans):
             end = min(end, spans[i + 1][0])
         end = max(end, start + 1)
-        cues.append(Cue(start / 1000, end / 1000, wrap_lines(_text(group), line_chars)))
+        cues.append(
+            Cue(start / 1000, end / 1000, wrap_lines(_text(group, joiner), line_chars, anywhere=not joiner))
+        )
         previous_end = end
     return cues
 
@@ -181,7 +187,7 @@ def to_text(transcript: Transcript) -> str:
     """The transcript as plain text, one line, ending with a newline (empty for silence)."""
     text = " ".join(transcript.text.split())
     if not text:
-        text = " ".join(t.text for t in _tokens_from_words(transcript))
+        text = join_words((t.text for t in _tokens_from_words(transcript)), transcript.language)
     return f"{text}\n" if text else ""
 
 

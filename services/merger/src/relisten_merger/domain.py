@@ -47,6 +47,7 @@ from relisten_contracts import (
     TranscriptSegment,
     TranscriptWord,
     Word,
+    join_words,
 )
 
 from relisten_merger.accept import AcceptModel, RegionSignals
@@ -264,7 +265,7 @@ def _as_transcript_word(word: Word) -> TranscriptWord:
 
 
 def _join(texts: Sequence[str]) -> str:
-    return " ".join(stripped for text in texts if (stripped := text.strip()))
+    return join_words(texts)
 
 
 def reconcile_window(
@@ -642,7 +643,11 @@ _SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
 
 
 def build_segments(
-    words: Sequence[TranscriptWord], first_segments: Sequence[Segment], *, pause_s: float = 1.0
+    words: Sequence[TranscriptWord],
+    first_segments: Sequence[Segment],
+    *,
+    pause_s: float = 1.0,
+    language: str | None = None,
 ) -> list[TranscriptSegment]:
     """Group the final words into segments.
 
@@ -675,7 +680,7 @@ def build_segments(
             id=number,
             start=words[first].start,
             end=words[last - 1].end,
-            text=transcript_text(words[first:last]),
+            text=transcript_text(words[first:last], language),
             first_word=first,
             last_word=last,
         )
@@ -683,6 +688,6 @@ def build_segments(
     ]
 
 
-def transcript_text(words: Sequence[TranscriptWord]) -> str:
-    """The words as plain text, single-spaced (engines differ on leading spaces in word texts)."""
-    return _join([word.word for word in words])
+def transcript_text(words: Sequence[TranscriptWord], language: str | None = None) -> str:
+    """The words as plain text: single-spaced, or run together in a language written without spaces."""
+    return join_words((word.word for word in words), language)

@@ -71,11 +71,11 @@ def build_transcript(
     )
     return Transcript(
         job_id=plan.job_id,
-        text=transcript_text(words),
+        text=transcript_text(words, first.language),
         language=first.language,
         duration_s=first.duration_s,
         words=words,
-        segments=build_segments(words, first.segments),
+        segments=build_segments(words, first.segments, language=first.language),
         corrections=corrections,
         stats=stats,
         warnings=list(first.warnings),
