@@ -869,6 +869,12 @@ def _parser() -> argparse.ArgumentParser:
         "--output", action="append", type=Path, default=[], help="write results (.md or .json); repeatable"
     )
     parser.add_argument("--keep-dir", type=Path, help="keep the services' logs and NATS store here")
+    parser.add_argument(
+        "--no-languages",
+        action="store_true",
+        help="skip the languages part (per-language error rate and language identification on the "
+        "non-English fixtures, relisten.multilingual)",
+    )
     return parser
 
 
@@ -1072,14 +1078,29 @@ def main(argv: list[str] | None = None) -> int:
     report.checks = checks
     report.settings = service_settings(pipeline_env)
     print_report(report, console)
+    languages = "" if args.no_languages else languages_part(console)
     for path in args.output:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".json":
             path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
         else:
-            path.write_text(report.to_markdown(), encoding="utf-8")
+            path.write_text(report.to_markdown() + languages, encoding="utf-8")
         console.print(f"wrote {path}")
     return 0 if all(checks.values()) else 1
+
+
+def languages_part(console: Any) -> str:
+    """Per-language error rates and language identification (``relisten.multilingual``: the asr's own
+    router and models, in this process, no language named), as markdown."""
+    from relisten import multilingual
+
+    console.print("\n[bold]Languages[/] (tests/fixtures/multilingual, no language named)")
+    started = time.perf_counter()
+    outcomes = asyncio.run(multilingual.evaluate(multilingual.clips()))
+    table = multilingual.report(outcomes)
+    console.print(table, markup=False, highlight=False)
+    console.print(f"({len(outcomes)} clips in {time.perf_counter() - started:.0f} s)")
+    return f"\n## Languages\n\n{table}\n"
 
 
 def _assignments(items: Sequence[str], parser: argparse.ArgumentParser) -> dict[str, str]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from relisten_contracts import WRITTEN_WITHOUT_SPACES
+from relisten_contracts import WRITTEN_WITHOUT_SPACES, FirstPass
 
 FIXTURES: Final = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 MULTILINGUAL: Final = FIXTURES / "multilingual"
@@ -84,6 +84,17 @@ class Outcome:
     second_pass: bool
     text: str
     error: float
+    identified: str
+    """When the language was identified: "before" the first pass, "after" it (it looked wrong), or
+    "no" (the English first pass looked right)."""
+
+
+def identified(first: FirstPass) -> str:
+    """When the job's language was identified (see :attr:`Outcome.identified`)."""
+    if first.language_detection is None:
+        return "no"
+    reason = first.routing.reason if first.routing is not None else ""
+    return "after" if "looked wrong" in reason or "(the first pass:" in reason else "before"
 
 
 async def evaluate(selected: list[Clip]) -> list[Outcome]:
@@ -106,23 +117,29 @@ async def evaluate(selected: list[Clip]) -> list[Outcome]:
         outcomes.append(
             Outcome(
                 clip=clip,
-                detected=detection.language if detection else "-",
+                detected=detection.language if detection else first.language,
                 probability=detection.probability if detection else 0.0,
                 first_pass=routing.first_pass if routing else first.engine,
                 second_pass=routing.second_pass if routing else True,
                 text=text,
                 error=error_rate(clip.reference, text, clip.language),
+                identified=identified(first),
             )
         )
     return outcomes
 
 
 def report(outcomes: list[Outcome]) -> str:
-    lines = ["| clip | language | detected (p) | first pass | second pass | error rate |", "| --- " * 6 + "|"]
+    lines = [
+        "| clip | language | detected (p) | identified | first pass | second pass | error rate |",
+        "| --- " * 7 + "|",
+    ]
     for o in outcomes:
         unit = "CER" if o.clip.language in CHARACTER_SCORED else "WER"
         lines.append(
-            f"| {o.clip.path.name} | {o.clip.language} | {o.detected} ({o.probability:.2f}) | "
+            f"| {o.clip.path.name} | {o.clip.language} | {o.detected} "
+            + (f"({o.probability:.2f})" if o.identified != "no" else "(first pass)")
+            + f" | {o.identified} | "
             f"{o.first_pass} | {'yes' if o.second_pass else 'skipped'} | {o.error:.1%} {unit} |"
         )
     by_language: dict[str, list[Outcome]] = defaultdict(list)
@@ -134,7 +151,12 @@ def report(outcomes: list[Outcome]) -> str:
         mean = sum(o.error for o in group) / len(group)
         lines.append(f"| {language} | {len(group)} | {right}/{len(group)} | {mean:.1%} |")
     right = sum(o.detected == o.clip.language for o in outcomes)
-    lines.append(f"\nlanguage identification: {right}/{len(outcomes)} clips right")
+    after = sum(o.identified == "after" for o in outcomes)
+    before = sum(o.identified == "before" for o in outcomes)
+    lines.append(
+        f"\nlanguage right: {right}/{len(outcomes)} clips (identified before the first pass: {before}, "
+        f"after it: {after}, not needed: {len(outcomes) - before - after})"
+    )
     return "\n".join(lines)
 
 
