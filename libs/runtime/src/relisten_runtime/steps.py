@@ -50,3 +50,13 @@ def check_declared(allowed: tuple[type[Event], ...], event: Event, who: str) -> 
     if not isinstance(event, allowed):
         declared = ", ".join(kind.__name__ for kind in allowed) or "nothing"
         raise UndeclaredEvent(f"{who} published {type(event).__name__}; it declares {declared}")
+
+
+class RecordingPublisher:
+    """A :class:`Publisher` that keeps what it is given (handler tests, with ``MemoryJobStore``)."""
+
+    def __init__(self) -> None:
+        self.published: list[Event] = []
+
+    async def publish(self, event: Event) -> None:
+        self.published.append(event)
