@@ -58,7 +58,7 @@ def test_receivers_are_the_registered_consumers(workers: list[Worker]) -> None:
 
 
 def test_services_that_fail_jobs_are_documented_senders_of_job_failed(workers: list[Worker]) -> None:
-    failing = {worker.name for worker in workers if worker.fails_jobs and worker.consumers}
+    failing = {worker.name for worker in workers for step in worker.steps if step.spec.fails_jobs}
     assert failing == {"asr", "clipper", "corrector", "merger"}
     assert failing <= set(SENDERS[Subject.JOB_FAILED])
     assert "notifier" not in SENDERS[Subject.JOB_FAILED]
