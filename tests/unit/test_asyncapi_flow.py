@@ -9,11 +9,11 @@ from relisten_asr.app import build_worker as build_asr
 from relisten_asr.settings import AsrSettings
 from relisten_clipper.app import build_worker as build_clipper
 from relisten_clipper.settings import ClipperSettings
-from relisten_contracts import Subject
+from relisten_contracts import Subject, flow
 from relisten_corrector.app import build_worker as build_corrector
 from relisten_corrector.settings import CorrectorSettings
 from relisten_ingest.asyncapi import RECEIVERS, SENDERS, VIEW_CONSUMER, build_asyncapi
-from relisten_ingest.handlers import VIEW_SUBJECT, register_projector
+from relisten_ingest.handlers import register_projector
 from relisten_ingest.settings import IngestSettings
 from relisten_merger.app import build_worker as build_merger
 from relisten_merger.settings import MergerSettings
@@ -21,6 +21,7 @@ from relisten_notifier.app import build_worker as build_notifier
 from relisten_notifier.settings import NotifierSettings
 from relisten_runtime.worker import Worker
 
+VIEW_SUBJECT = flow.VIEWING.subject
 NOWHERE = "nats://127.0.0.1:9"
 """Never connected to: the workers are only built, not started."""
 REMOTE = "http://127.0.0.1:9"
@@ -29,7 +30,7 @@ REMOTE = "http://127.0.0.1:9"
 @pytest.fixture
 def workers(monkeypatch: pytest.MonkeyPatch) -> list[Worker]:
     monkeypatch.delenv("RELISTEN_PORT", raising=False)
-    ingest = Worker("ingest", IngestSettings(nats_url=NOWHERE), fails_jobs=False)
+    ingest = Worker("ingest", IngestSettings(nats_url=NOWHERE))
     register_projector(ingest)
     return [
         ingest,

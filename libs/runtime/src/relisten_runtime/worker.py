@@ -143,10 +143,8 @@ class _Bound:
 class Worker:
     """A service's steps, its NATS handles (one connection) and the pull loops that run the steps."""
 
-    def __init__(self, name: str, settings: CommonSettings, *, fails_jobs: bool = True) -> None:
+    def __init__(self, name: str, settings: CommonSettings) -> None:
         self.name = name
-        self.fails_jobs = fails_jobs
-        """Only for :meth:`consume` (until every service declares its steps)."""
         self.settings = settings
         self._infra: Infra | None = None
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
@@ -186,34 +184,6 @@ class Worker:
             raise ValueError(f"{self.name}: durable {spec.durable!r} is bound twice")
         max_deliver = self.settings.max_deliver if spec.max_deliver is None else spec.max_deliver
         self._bound.append(_Bound(Step(spec, handler), ConsumerSpec(spec.subject, spec.durable, max_deliver)))
-
-    def consume(
-        self,
-        subject: str,
-        durable: str,
-        stage: str,
-        handler: Callable[[Any], Awaitable[None]],
-        *,
-        max_deliver: int | None = None,
-    ) -> None:
-        """Transitional: an undeclared consumer whose handler publishes by itself."""
-
-        async def returning_nothing(event: Event) -> tuple[Event, ...]:
-            await handler(event)
-            return ()
-
-        spec = StepSpec(
-            service=self.name,
-            stage=stage,
-            subject=subject,
-            durable=durable,
-            consumes=Event,
-            publishes=(),
-            summary="",
-            max_deliver=max_deliver,
-            fails_jobs=self.fails_jobs,
-        )
-        self.step(spec, returning_nothing)
 
     async def publish(self, event: Event) -> None:
         """The :class:`~relisten_runtime.steps.Publisher` port of this worker's handlers: publish now,
