@@ -15,6 +15,7 @@ from relisten_contracts import (
     ClipResult,
     ClipsReady,
     FirstPass,
+    JobView,
     Transcript,
     TranscriptStats,
     Word,
@@ -24,7 +25,7 @@ from relisten_runtime.audio import pcm16_to_float, wav_bytes
 from relisten_runtime.embedded import EmbeddedNats, free_port
 from relisten_runtime.infra import Infra, open_infra
 from relisten_runtime.remote import pcm16_from_float
-from relisten_runtime.store import JobStore, MemoryJobStore, NatsJobStore
+from relisten_runtime.store import JobStore, MemoryJobStore, NatsJobStore, Removed, StaleRevision
 from relisten_runtime.worker import PermanentFailure
 
 JOB = "job-store"
@@ -176,3 +177,66 @@ async def test_the_nats_store_keeps_the_documented_layout(infra: Infra) -> None:
     entry = await infra.clips.get(names.clip_result_key(JOB, 0))
     assert msgspec.json.decode(entry.value or b"", type=ClipResult) == answer
     assert (await infra.audio.get(names.clip_object(JOB, 0))).data == wav_bytes(b"\x00\x00" * 160)
+
+
+def job_view(job_id: str = JOB, progress: float = 0.0) -> JobView:
+    return JobView(id=job_id, status="queued", progress=progress, error=None, created_at=1.0, updated_at=1.0)
+
+
+async def test_views_are_compare_and_set(store: JobStore) -> None:
+    assert await store.view(JOB) is None
+    first = await store.put_view(job_view(), 0)
+    with pytest.raises(StaleRevision):
+        await store.put_view(job_view(progress=0.1), 0)  # there is one already
+    second = await store.put_view(job_view(progress=0.2), first)
+    assert second > first
+    with pytest.raises(StaleRevision):
+        await store.put_view(job_view(progress=0.3), first)  # stale
+    assert await store.view(JOB) == (job_view(progress=0.2), second)
+
+
+async def test_removing_a_job_leaves_nothing_of_it_and_a_marker(store: JobStore) -> None:
+    other = "job-other"
+    for job_id in (JOB, other):
+        await store.put_view(job_view(job_id), 0)
+        await store.put_audio(names.audio_object(job_id), wav_bytes(b"\x00\x00" * 160))
+        await store.put_audio(names.clip_object(job_id, 0), wav_bytes(b"\x00\x00" * 160))
+        await store.put_first_pass(names.first_pass_object(job_id), first_pass())
+        await store.put_clip_result(
+            names.clip_result_key(job_id, 0), ClipResult(clip_index=0, ok=True, backend="t", text="")
+        )
+    assert not await store.is_deleted(JOB)
+
+    removed = await store.remove_job(JOB, clip_count=1)
+    assert (removed.objects, removed.clip_answers) == (3, 1)
+    assert await store.is_deleted(JOB) and not await store.is_deleted(other)
+    assert await store.view(JOB) is None
+    assert await store.first_pass(names.first_pass_object(JOB)) is None
+    assert await store.clip_result(names.clip_result_key(JOB, 0)) is None
+    with pytest.raises(PermanentFailure):
+        await store.audio_pcm(names.clip_object(JOB, 0), "clip")
+    # The other job keeps everything.
+    assert await store.view(other) is not None
+    assert await store.first_pass(names.first_pass_object(other)) == first_pass()
+    assert await store.clip_result(names.clip_result_key(other, 0)) is not None
+    assert await store.audio_pcm(names.audio_object(other)) == b"\x00\x00" * 160
+    # Again: nothing left to remove, still marked.
+    assert await store.remove_job(JOB, clip_count=1) == Removed(objects=0, clip_answers=0, latches=0)
+
+
+@pytest.mark.nats
+async def test_the_nats_store_purges_a_removed_job_from_the_streams(infra: Infra) -> None:
+    store = NatsJobStore(lambda: infra)
+    await store.put_view(job_view(), 0)
+    await store.put_first_pass(names.first_pass_object(JOB), first_pass())
+    await infra.notify.put(f"{names.notify_key_prefix(JOB)}merged.discord", b"{}")
+    removed = await store.remove_job(JOB, clip_count=0)
+    assert removed.latches == 1 and removed.objects == 1
+    for stream, prefix in (
+        ("KV_relisten-jobs", "$KV.relisten-jobs.>"),
+        ("KV_relisten-notify", "$KV.relisten-notify.>"),
+    ):
+        info = await infra.js.stream_info(stream, subjects_filter=prefix)
+        assert not info.state.subjects  # purged, not just marked deleted
+    meta = await infra.js.stream_info("OBJ_relisten-data", subjects_filter="$O.relisten-data.M.>")
+    assert not meta.state.subjects

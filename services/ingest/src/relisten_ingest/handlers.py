@@ -12,13 +12,12 @@ count twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from nats.js.errors import KeyNotFoundError
-from relisten_contracts import Event, JobCreated, deleted_marker_key, flow
-from relisten_runtime.infra import Infra
+from relisten_contracts import Event, JobCreated, flow
 from relisten_runtime.logs import job_context
 from relisten_runtime.steps import NOTHING
+from relisten_runtime.store import JobStore, nats_store_of
 from relisten_runtime.worker import Worker
 
 from relisten_ingest.adapters import JobViews
@@ -31,9 +30,8 @@ class JobViewProjector:
     """Applies each event to the job's view (see :func:`relisten_ingest.domain.apply_event`): the
     ``viewing`` step (:data:`relisten_contracts.flow.VIEWING`), which publishes nothing."""
 
-    def __init__(self, handles: Callable[[], Infra], metrics: IngestMetrics | None = None) -> None:
-        self.handles = handles
-        """The NATS handles (the ``relisten-jobs`` and ``relisten-runtime`` buckets), once open."""
+    def __init__(self, store: JobStore, metrics: IngestMetrics | None = None) -> None:
+        self.store = store
         self.metrics = metrics
 
     async def _deleted(self, event: JobCreated) -> bool:
@@ -42,18 +40,14 @@ class JobViewProjector:
         JetStream delivers at least once: after a crash a consumer may see events it had acknowledged
         (its acknowledgement floor is not written with every ack); the deletion's marker keeps such a
         replay from bringing the view back. Job ids are never reused, so a marked job has no view."""
-        try:
-            await self.handles().runtime.get(deleted_marker_key(event.job_id))
-        except KeyNotFoundError:
-            return False
-        return True
+        return await self.store.is_deleted(event.job_id)
 
     async def __call__(self, event: Event) -> Sequence[Event]:
         with job_context(event.job_id):
             if isinstance(event, JobCreated) and await self._deleted(event):
                 log.info("job %s was deleted; its replayed job.created makes no view", event.job_id)
                 return NOTHING
-            before, view = await JobViews(self.handles().jobs).apply_change(event)
+            before, view = await JobViews(self.store).apply_change(event)
             if view is None:
                 log.info("no view for job %s: %s ignored", event.job_id, type(event).__name__)
                 return NOTHING
@@ -68,4 +62,4 @@ def register_projector(worker: Worker, metrics: IngestMetrics | None = None) -> 
     """Bind the projector to its step; call before ``worker.start()``."""
     # FOREVER (flow.VIEWING): the projector never gives up on an event (a lost job.merged or job.failed
     # would leave the view running while the notice already went out); a failing write is retried.
-    worker.step(flow.VIEWING, JobViewProjector(lambda: worker.infra, metrics))
+    worker.step(flow.VIEWING, JobViewProjector(nats_store_of(worker), metrics))
