@@ -205,10 +205,16 @@ async def test_removing_a_job_leaves_nothing_of_it_and_a_marker(store: JobStore)
         await store.put_clip_result(
             names.clip_result_key(job_id, 0), ClipResult(clip_index=0, ok=True, backend="t", text="")
         )
+        await store.put_notice_record(f"{names.notify_key_prefix(job_id)}merged.discord", b"{}")
+    await store.put_notice_record("disabled.discord", b"{}")
+    assert await store.notice_record(f"{names.notify_key_prefix(JOB)}merged.discord") == b"{}"
     assert not await store.is_deleted(JOB)
 
     removed = await store.remove_job(JOB, clip_count=1)
-    assert (removed.objects, removed.clip_answers) == (3, 1)
+    assert removed == Removed(objects=3, clip_answers=1, latches=1)
+    assert await store.notice_record(f"{names.notify_key_prefix(JOB)}merged.discord") is None
+    assert await store.notice_record(f"{names.notify_key_prefix(other)}merged.discord") == b"{}"
+    assert await store.notice_record("disabled.discord") == b"{}"  # not the job's
     assert await store.is_deleted(JOB) and not await store.is_deleted(other)
     assert await store.view(JOB) is None
     assert await store.first_pass(names.first_pass_object(JOB)) is None

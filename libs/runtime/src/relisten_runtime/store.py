@@ -17,6 +17,7 @@ transcript                ``relisten-data``   ``<job>/transcript.json``
 second-pass answer        ``relisten-clips``  ``<job>.<n>`` (KV key)
 job view                  ``relisten-jobs``   ``<job>`` (KV key, compare-and-set; ingest only)
 deletion marker           ``relisten-runtime`` ``deleted.<job token>`` (KV key, a week)
+notifier's records        ``relisten-notify`` ``<job token>.<event>.<target>``, ``disabled.<...>``
 ========================  =================  ==================================================
 
 Deleting a job (:meth:`NatsJobStore.remove_job`) purges its objects and keys from their streams, so
@@ -129,6 +130,13 @@ class JobStore(Protocol):
         """Whether the job was deleted lately (its marker is kept a week)."""
         ...
 
+    async def notice_record(self, key: str) -> bytes | None:
+        """The notifier's record under ``key`` (a delivery latch or a disabled destination; the
+        notifier owns their format), or None."""
+        ...
+
+    async def put_notice_record(self, key: str, data: bytes) -> None: ...
+
     async def remove_job(self, job_id: str, clip_count: int, extra_data: tuple[str, ...] = ()) -> Removed:
         """Remove the job's objects (:func:`job_objects`, plus ``extra_data`` in the data store), its
         second-pass answers and its delivery latches; leave a deletion marker; then remove its view."""
@@ -207,6 +215,12 @@ class _Documents:
     async def is_deleted(self, job_id: str) -> bool:
         raise NotImplementedError
 
+    async def notice_record(self, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    async def put_notice_record(self, key: str, data: bytes) -> None:
+        raise NotImplementedError
+
     async def remove_job(self, job_id: str, clip_count: int, extra_data: tuple[str, ...] = ()) -> Removed:
         raise NotImplementedError
 
@@ -266,6 +280,16 @@ class NatsJobStore(_Documents):
             return False
         return True
 
+    async def notice_record(self, key: str) -> bytes | None:
+        try:
+            entry = await self._handles().notify.get(key)
+        except KeyNotFoundError:
+            return None
+        return entry.value or b""
+
+    async def put_notice_record(self, key: str, data: bytes) -> None:
+        await self._handles().notify.put(key, data)
+
     async def remove_job(self, job_id: str, clip_count: int, extra_data: tuple[str, ...] = ()) -> Removed:
         infra = self._handles()
         objects = 0
@@ -317,8 +341,7 @@ class MemoryJobStore(_Documents):
         self.objects: dict[tuple[str, str], bytes] = {}
         self.keys: dict[str, bytes] = {}
         self.views: dict[str, tuple[bytes, int]] = {}
-        self.latches: set[str] = set()
-        """Delivery latch keys (the notifier's), so that removal can be checked."""
+        self.notices: dict[str, bytes] = {}
         self.deleted: set[str] = set()
         self._revision = 0
 
@@ -337,14 +360,21 @@ class MemoryJobStore(_Documents):
     async def is_deleted(self, job_id: str) -> bool:
         return job_id in self.deleted
 
+    async def notice_record(self, key: str) -> bytes | None:
+        return self.notices.get(key)
+
+    async def put_notice_record(self, key: str, data: bytes) -> None:
+        self.notices[key] = data
+
     async def remove_job(self, job_id: str, clip_count: int, extra_data: tuple[str, ...] = ()) -> Removed:
         named = [*job_objects(job_id, clip_count), *(("data", name) for name in extra_data)]
         objects = sum(self.objects.pop(key, None) is not None for key in dict.fromkeys(named))
         answers = [key for key in self.keys if key.startswith(f"{job_id}.")]
-        latches = [key for key in self.latches if key.startswith(notify_key_prefix(job_id))]
+        latches = [key for key in self.notices if key.startswith(notify_key_prefix(job_id))]
         for key in answers:
             del self.keys[key]
-        self.latches.difference_update(latches)
+        for key in latches:
+            del self.notices[key]
         self.deleted.add(job_id)
         self.views.pop(job_id, None)
         return Removed(objects=objects, clip_answers=len(answers), latches=len(latches))

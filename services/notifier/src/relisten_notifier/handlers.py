@@ -23,10 +23,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from nats.js.kv import KeyValue
 from relisten_contracts import Event, encode
 from relisten_runtime.addresses import internal_address_of
 from relisten_runtime.steps import NOTHING
+from relisten_runtime.store import JobStore, nats_store_of
 from relisten_runtime.worker import RetryLater as Redeliver
 from relisten_runtime.worker import Worker
 
@@ -62,8 +62,8 @@ class NotifyHandler:
     ``notifying`` steps (:data:`relisten_contracts.flow.NOTIFYING_MERGED`, ``NOTIFYING_FAILED``),
     which publish nothing."""
 
-    notify_kv: Callable[[], KeyValue]
-    """The ``relisten-notify`` bucket of the delivery latches (open once the worker has started)."""
+    store: JobStore
+    """Where the delivery latches are kept (:class:`~relisten_notifier.adapters.DeliveryLatch`)."""
     settings: NotifierSettings
     discord: HttpPoster
     callbacks: HttpPoster
@@ -78,14 +78,14 @@ class NotifyHandler:
     @classmethod
     def from_settings(cls, worker: Worker, settings: NotifierSettings) -> NotifyHandler:
         return cls(
-            notify_kv=lambda: worker.infra.notify,
+            store=nats_store_of(worker),
             settings=settings,
             discord=HttpPoster(settings.discord_timeout_s),
             callbacks=HttpPoster(settings.callback_timeout_s),
         )
 
     async def __call__(self, event: Notice) -> Sequence[Event]:
-        latch = DeliveryLatch(self.notify_kv())
+        latch = DeliveryLatch(self.store)
         deliveries: list[Awaitable[float | None]] = []
         secret_url = self.settings.discord_webhook_url
         discord_url = secret_url.get_secret_value() if secret_url is not None else ""
