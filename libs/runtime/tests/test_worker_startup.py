@@ -53,3 +53,26 @@ async def test_a_worker_started_before_nats_waits_for_it(tmp_path: Path, monkeyp
             starting.cancel()
         await worker.stop()
         nats.stop()
+
+
+async def test_on_start_runs_once_nats_is_open(tmp_path: Path) -> None:
+    nats = EmbeddedNats(tmp_path / "store", port=free_port())
+    nats.start(log_file=tmp_path / "nats.log")
+    worker = Worker("startup", CommonSettings(nats_url=nats.url))
+    replies: list[bytes] = []
+
+    async def serve_requests() -> None:
+        async def answer(msg: Any) -> None:
+            await msg.respond(b"pong " + msg.data)
+
+        await worker.infra.nc.subscribe("relisten-test.ping", cb=answer)
+
+    worker.on_start(serve_requests)
+    try:
+        await worker.start()
+        reply = await worker.infra.nc.request("relisten-test.ping", b"1", timeout=10)
+        replies.append(reply.data)
+    finally:
+        await worker.stop()
+        nats.stop()
+    assert replies == [b"pong 1"]

@@ -147,6 +147,7 @@ class Worker:
         self.name = name
         self.settings = settings
         self._infra: Infra | None = None
+        self._on_start: list[Callable[[], Awaitable[None]]] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self._bound: list[_Bound] = []
         self._loops: list[asyncio.Task[None]] = []
@@ -415,6 +416,8 @@ class Worker:
             asyncio.create_task(self._pull(bound), name=f"{self.name}-{bound.consumer.durable}")
             for bound in self._bound
         ]
+        for callback in self._on_start:
+            await callback()
 
     async def _open_infra_patiently(self) -> Infra:
         """Open the NATS handles, retrying with backoff while NATS cannot answer yet.
@@ -437,6 +440,12 @@ class Worker:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, STARTUP_RETRY_MAX_S)
+
+    def on_start(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` once NATS is open and the steps are pulling: what a service serves beside
+        its steps (a core NATS request/reply subscription on ``worker.infra.nc``, a record of its
+        capabilities). An exception fails :meth:`start`."""
+        self._on_start.append(callback)
 
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run ``callback`` after the consumers stop (close HTTP clients, release models)."""
