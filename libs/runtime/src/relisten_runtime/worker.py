@@ -33,7 +33,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
@@ -499,11 +498,3 @@ class Worker:
             await stop.wait()
         finally:
             await self.stop()
-
-
-def bound_handler(worker: Worker, durable: str) -> Handler[Any]:
-    """The handler bound to ``durable`` (tests call a service's handler through its worker)."""
-    for step in worker.steps:
-        if step.spec.durable == durable:
-            return step.handler
-    raise KeyError(durable)
