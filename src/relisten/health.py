@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import asyncio
 
-from relisten_contracts import STREAM_NAME
+from relisten_contracts import STREAM_NAME, flow
 from relisten_runtime.settings import CommonSettings
 
 CONSUMERS: dict[str, tuple[str, ...]] = {
-    "ingest": ("ingest-view",),
-    "asr": ("asr",),
-    "clipper": ("clipper",),
-    "corrector": ("corrector",),
-    "merger": ("merger-plans", "merger-clips"),
-    "notifier": ("notifier-merged", "notifier-failed"),
+    service: tuple(step.durable for step in flow.steps_of(service))
+    for service in dict.fromkeys(step.service for step in flow.STEPS)
 }
-"""The durable consumers of each service (the names its ``worker.consume`` calls give)."""
+"""The durable consumers of each service: its declared steps (:mod:`relisten_contracts.flow`)."""
 
 
 async def problems(service: str, nats_url: str, timeout_s: float = 5.0) -> list[str]:

@@ -1,6 +1,7 @@
-"""The AsyncAPI document's flow (ingest's hand-kept ``RECEIVERS``/``SENDERS``) is what the services
-really register: each service's worker is built as ``relisten worker`` builds it (remote engines, so
-no model loads; nothing connects before ``start``) and its ``Worker.consume`` registrations are read."""
+"""The declared flow (:mod:`relisten_contracts.flow`, from which the AsyncAPI document, the README's flow
+table and the health check are generated) is what the services really run: each service's worker is
+built as ``relisten worker`` builds it (remote engines, so no model loads; nothing connects before
+``start``) and the steps it binds are read."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from relisten_asr.app import build_worker as build_asr
 from relisten_asr.settings import AsrSettings
 from relisten_clipper.app import build_worker as build_clipper
 from relisten_clipper.settings import ClipperSettings
-from relisten_contracts import Subject
+from relisten_contracts import JobFailed, Subject, flow, subject_for
 from relisten_corrector.app import build_worker as build_corrector
 from relisten_corrector.settings import CorrectorSettings
-from relisten_ingest.asyncapi import RECEIVERS, SENDERS, VIEW_CONSUMER, build_asyncapi
-from relisten_ingest.handlers import VIEW_SUBJECT, register_projector
+from relisten_ingest.asyncapi import build_asyncapi
+from relisten_ingest.handlers import register_projector
 from relisten_ingest.settings import IngestSettings
 from relisten_merger.app import build_worker as build_merger
 from relisten_merger.settings import MergerSettings
@@ -29,7 +30,7 @@ REMOTE = "http://127.0.0.1:9"
 @pytest.fixture
 def workers(monkeypatch: pytest.MonkeyPatch) -> list[Worker]:
     monkeypatch.delenv("RELISTEN_PORT", raising=False)
-    ingest = Worker("ingest", IngestSettings(nats_url=NOWHERE), fails_jobs=False)
+    ingest = Worker("ingest", IngestSettings(nats_url=NOWHERE))
     register_projector(ingest)
     return [
         ingest,
@@ -41,41 +42,46 @@ def workers(monkeypatch: pytest.MonkeyPatch) -> list[Worker]:
     ]
 
 
-def test_receivers_are_the_registered_consumers(workers: list[Worker]) -> None:
-    registered = {
-        (spec.subject, worker.name, spec.durable) for worker in workers for spec in worker.consumers
-    }
-    documented = {
-        (str(subject), service, durable)
-        for subject, receivers in RECEIVERS.items()
-        for service, durable in receivers
-    }
-    documented.add((VIEW_SUBJECT, *VIEW_CONSUMER))
-    assert registered == documented
+def test_every_service_binds_exactly_its_declared_steps(workers: list[Worker]) -> None:
+    bound = [step.spec for worker in workers for step in worker.steps]
+    assert sorted(bound, key=lambda spec: spec.durable) == sorted(flow.STEPS, key=lambda spec: spec.durable)
+    for worker in workers:
+        assert tuple(step.spec for step in worker.steps) == flow.steps_of(worker.name)
+        assert [consumer.durable for consumer in worker.consumers] == [
+            spec.durable for spec in flow.steps_of(worker.name)
+        ]
     # Durable names are unique across services: two services on one durable would split its events.
-    durables = [spec.durable for worker in workers for spec in worker.consumers]
+    durables = [spec.durable for spec in flow.STEPS]
     assert len(durables) == len(set(durables))
 
 
-def test_services_that_fail_jobs_are_documented_senders_of_job_failed(workers: list[Worker]) -> None:
-    failing = {worker.name for worker in workers if worker.fails_jobs and worker.consumers}
+def test_the_services_that_fail_jobs_are_the_pipeline_stages() -> None:
+    failing = {spec.service for spec in flow.STEPS if spec.fails_jobs}
     assert failing == {"asr", "clipper", "corrector", "merger"}
-    assert failing <= set(SENDERS[Subject.JOB_FAILED])
-    assert "notifier" not in SENDERS[Subject.JOB_FAILED]
+    assert set(flow.senders(JobFailed)) == failing | {"ingest"}  # ingest: its watchdog
+    assert all(spec.max_deliver == flow.FOREVER for spec in flow.STEPS if not spec.fails_jobs)
 
 
-def test_every_consumed_subject_has_a_sender(workers: list[Worker]) -> None:
-    consumed = {spec.subject for worker in workers for spec in worker.consumers} - {VIEW_SUBJECT}
-    assert consumed
-    for subject in consumed:
-        assert SENDERS[Subject(subject)], subject
+def test_every_consumed_event_has_a_sender_and_every_published_one_a_receiver() -> None:
+    for spec in flow.STEPS:
+        if spec.subject != flow.EVERY_EVENT:
+            assert flow.senders(spec.consumes), spec.durable
+            assert subject_for(str(spec.consumes.__struct_config__.tag)) == spec.subject
+        for event in spec.publishes:
+            assert flow.receivers(subject_for(str(event.__struct_config__.tag))), event
 
 
-def test_document_operations_follow_the_registrations(workers: list[Worker]) -> None:
+def test_document_operations_follow_the_steps() -> None:
     operations = build_asyncapi(version="0", nats_url=NOWHERE, stream="RELISTEN")["operations"]
-    for worker in workers:
-        for spec in worker.consumers:
-            if spec.subject == VIEW_SUBJECT:
-                continue
-            operation = operations[f"{worker.name}.receive.{Subject(spec.subject).name.lower()}"]
-            assert operation["description"] == f"Durable pull consumer {spec.durable!r}."
+    receiving = {name for name, operation in operations.items() if operation["action"] == "receive"}
+    expected = set()
+    for spec in flow.STEPS:
+        subjects = list(Subject) if spec.subject == flow.EVERY_EVENT else [Subject(spec.subject)]
+        for subject in subjects:
+            name = f"{spec.service}.receive.{subject.name.lower()}"
+            expected.add(name)
+            assert operations[name]["description"] == f"Durable pull consumer {spec.durable!r}."
+    assert receiving == expected
+    sending = {name for name, operation in operations.items() if operation["action"] == "send"}
+    assert "asr.send.words_scored" in sending and "ingest.send.words_scored" in sending  # a retry
+    assert "notifier.send.job_failed" not in sending

@@ -9,20 +9,32 @@ sees another test's events):
 * a handler that runs past its limit fails the job (``handling_timeout``);
 * shutdown hands in-flight events back at once, and that delivery is not counted as an attempt;
 * a consumer declared ``FOREVER`` never gives up;
-* a retried job's run number travels into everything its handlers publish.
+* a retried job's run number travels into everything its handlers publish;
+* an event that is not the step's declared type is terminated, never handed to the handler;
+* an event the step does not declare is never published (the handler's attempt fails instead).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from nats.js.errors import NotFoundError
-from relisten_contracts import STREAM_NAME, JobCreated, JobFailed, JobProgress, Subject, decode_event
+from relisten_contracts import (
+    STREAM_NAME,
+    Event,
+    JobCreated,
+    JobFailed,
+    JobProgress,
+    Subject,
+    decode_event,
+    encode,
+)
+from relisten_contracts.flow import StepSpec
 from relisten_runtime.embedded import EmbeddedNats, free_port
 from relisten_runtime.infra import Infra, open_infra
 from relisten_runtime.settings import CommonSettings
@@ -59,11 +71,29 @@ def settings(url: str, **changes: Any) -> CommonSettings:
     return CommonSettings(**values)
 
 
+def step(max_deliver: int | None = None, publishes: tuple[type[Event], ...] = ()) -> StepSpec[JobProgress]:
+    return StepSpec(
+        service="acktest",
+        stage="testing",
+        subject=Subject.JOB_PROGRESS,
+        durable="acktest",
+        consumes=JobProgress,
+        publishes=publishes,
+        summary="a test step",
+        max_deliver=max_deliver,
+    )
+
+
 async def started(
-    url: str, handler: Callable[[Any], Awaitable[None]], *, max_deliver: int | None = None, **changes: Any
+    url: str,
+    handler: Callable[[JobProgress], Awaitable[Sequence[Event]]],
+    *,
+    max_deliver: int | None = None,
+    publishes: tuple[type[Event], ...] = (),
+    **changes: Any,
 ) -> Worker:
     worker = Worker("acktest", settings(url, **changes))
-    worker.consume(Subject.JOB_PROGRESS, "acktest", "testing", handler, max_deliver=max_deliver)
+    worker.step(step(max_deliver, publishes), handler)
     await worker.start()
     return worker
 
@@ -119,8 +149,9 @@ def test_handling_limit_grows_with_the_audio() -> None:
 async def test_undecodable_payload_is_terminated(server: str, infra: Infra) -> None:
     calls: list[object] = []
 
-    async def handler(event: object) -> None:
+    async def handler(event: JobProgress) -> Sequence[Event]:
         calls.append(event)
+        return ()
 
     advisories = asyncio.Queue[dict[str, Any]]()
 
@@ -149,11 +180,12 @@ async def test_passing_failure_is_nacked_and_redelivered(server: str, infra: Inf
     calls: list[str] = []
     done = asyncio.Event()
 
-    async def handler(event: JobProgress) -> None:
+    async def handler(event: JobProgress) -> Sequence[Event]:
         calls.append(event.job_id)
         if len(calls) < 3:
             raise ConnectionError("the backend is away")
         done.set()
+        return ()
 
     worker = await started(server, handler, max_deliver=5)
     try:
@@ -170,7 +202,7 @@ async def test_passing_failure_is_nacked_and_redelivered(server: str, infra: Inf
 async def test_permanent_failure_publishes_job_failed_and_acks(server: str, infra: Infra) -> None:
     calls: list[str] = []
 
-    async def handler(event: JobProgress) -> None:
+    async def handler(event: JobProgress) -> Sequence[Event]:
         calls.append(event.job_id)
         raise PermanentFailure("bad_audio", "the audio cannot be decoded")
 
@@ -190,7 +222,7 @@ async def test_permanent_failure_publishes_job_failed_and_acks(server: str, infr
 async def test_last_delivery_of_a_passing_failure_publishes_job_failed(server: str, infra: Infra) -> None:
     calls: list[str] = []
 
-    async def handler(event: JobProgress) -> None:
+    async def handler(event: JobProgress) -> Sequence[Event]:
         calls.append(event.job_id)
         raise RuntimeError("still broken")
 
@@ -217,11 +249,12 @@ async def test_heartbeats_keep_a_long_handler_from_being_redelivered(
     calls: list[str] = []
     second = asyncio.Event()
 
-    async def handler(event: JobProgress) -> None:
+    async def handler(event: JobProgress) -> Sequence[Event]:
         calls.append(event.job_id)
         if len(calls) >= 2:
             second.set()
         await asyncio.sleep(3.0)
+        return ()
 
     replicas = [await started(server, handler, ack_wait_s=1.0, heartbeat_s=heartbeat_s) for _ in range(2)]
     try:
@@ -238,8 +271,9 @@ async def test_heartbeats_keep_a_long_handler_from_being_redelivered(
 
 
 async def test_a_hung_handler_is_stopped_and_its_job_failed(server: str, infra: Infra) -> None:
-    async def handler(event: JobProgress) -> None:
+    async def handler(event: JobProgress) -> Sequence[Event]:
         await asyncio.sleep(3600)
+        return ()
 
     worker = await started(server, handler, max_handling_s=0.5, max_handling_per_audio_s=0.0, heartbeat_s=0.1)
     try:
@@ -257,9 +291,10 @@ async def test_shutdown_hands_in_flight_work_back_without_using_an_attempt(serve
     AckWait), and B's first failure is B's first attempt, not the last of two."""
     entered = asyncio.Event()
 
-    async def stuck(event: JobProgress) -> None:
+    async def stuck(event: JobProgress) -> Sequence[Event]:
         entered.set()
         await asyncio.sleep(3600)
+        return ()
 
     first = await started(server, stuck, max_deliver=2, ack_wait_s=60.0, shutdown_grace_s=0.2)
     await infra.publish(progress("job-drained"))
@@ -269,11 +304,12 @@ async def test_shutdown_hands_in_flight_work_back_without_using_an_attempt(serve
     calls: list[str] = []
     done = asyncio.Event()
 
-    async def flaky(event: JobProgress) -> None:
+    async def flaky(event: JobProgress) -> Sequence[Event]:
         calls.append(event.job_id)
         if len(calls) == 1:
             raise ConnectionError("one passing failure")
         done.set()
+        return ()
 
     second = await started(server, flaky, max_deliver=2, ack_wait_s=60.0)
     try:
@@ -293,11 +329,12 @@ async def test_a_consumer_declared_forever_never_gives_up(server: str, infra: In
     calls: list[str] = []
     done = asyncio.Event()
 
-    async def handler(event: JobProgress) -> None:
+    async def handler(event: JobProgress) -> Sequence[Event]:
         calls.append(event.job_id)
         if len(calls) < 5:
             raise ConnectionError("not yet")
         done.set()
+        return ()
 
     worker = await started(server, handler, max_deliver=FOREVER)
     assert worker.settings.max_deliver == 5
@@ -316,15 +353,13 @@ async def test_a_consumer_declared_forever_never_gives_up(server: str, infra: In
 async def test_a_retried_runs_number_travels_into_what_its_handlers_publish(
     server: str, infra: Infra
 ) -> None:
-    worker_box: list[Worker] = []
-
-    async def handler(event: JobProgress) -> None:
+    async def handler(event: JobProgress) -> Sequence[Event]:
         if event.stage == "transcribing":
             # The handler knows nothing about attempts; the worker stamps the run on what it publishes.
-            await worker_box[0].infra.publish(JobProgress(job_id=event.job_id, stage="merging", progress=0.1))
+            return [JobProgress(job_id=event.job_id, stage="merging", progress=0.1)]
+        return ()
 
-    worker = await started(server, handler)
-    worker_box.append(worker)
+    worker = await started(server, handler, publishes=(JobProgress,))
     try:
         await infra.publish(progress("job-rerun", attempt=2))
         async with asyncio.timeout(WAIT_S):
@@ -341,3 +376,44 @@ async def test_a_retried_runs_number_travels_into_what_its_handlers_publish(
     assert (published.stage, published.attempt) == ("merging", 2)
     assert raw.headers is not None
     assert raw.headers["Nats-Msg-Id"].endswith(":a2")
+
+
+async def test_an_event_of_another_type_is_rejected(server: str, infra: Infra) -> None:
+    calls: list[object] = []
+
+    async def handler(event: JobProgress) -> Sequence[Event]:
+        calls.append(event)
+        return ()
+
+    worker = await started(server, handler)
+    try:
+        # A job.created on the step's subject (a producer's bug): not the JobProgress the step takes.
+        created = JobCreated(
+            job_id="job-odd", filename="a.wav", original_ref="o", audio_ref="w", duration_s=1.0
+        )
+        await infra.js.publish(Subject.JOB_PROGRESS, encode(created), stream=STREAM_NAME)
+        info = await settled(infra)
+    finally:
+        await worker.stop()
+    assert calls == []
+    assert info.num_redelivered == 0
+    assert await no_job_failed(infra)
+
+
+async def test_an_undeclared_event_is_not_published(server: str, infra: Infra) -> None:
+    async def handler(event: JobProgress) -> Sequence[Event]:
+        return [
+            JobCreated(job_id=event.job_id, filename="a.wav", original_ref="o", audio_ref="w", duration_s=1.0)
+        ]
+
+    worker = await started(server, handler, max_deliver=2, publishes=(JobProgress,))
+    try:
+        await infra.publish(progress("job-undeclared"))
+        failed = await job_failed(infra)
+        await settled(infra)
+        with pytest.raises(NotFoundError):
+            await infra.js.get_last_msg(STREAM_NAME, Subject.JOB_CREATED)
+    finally:
+        await worker.stop()
+    assert failed.error.code == "testing_failed"
+    assert "publishes JobCreated" in failed.error.message or "published JobCreated" in failed.error.message

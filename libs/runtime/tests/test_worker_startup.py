@@ -4,11 +4,13 @@ leader, or a server restarting, answers its API with timeouts for a while)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from relisten_contracts import Subject
+from relisten_contracts import Event, JobProgress, Subject
+from relisten_contracts.flow import StepSpec
 from relisten_runtime.embedded import EmbeddedNats, free_port
 from relisten_runtime.settings import CommonSettings
 from relisten_runtime.worker import Worker
@@ -23,10 +25,22 @@ async def test_a_worker_started_before_nats_waits_for_it(tmp_path: Path, monkeyp
     worker = Worker("startup", CommonSettings(nats_url=nats.url))
     seen: list[Any] = []
 
-    async def handler(event: Any) -> None:
+    async def handler(event: JobProgress) -> Sequence[Event]:
         seen.append(event)
+        return ()
 
-    worker.consume(Subject.JOB_PROGRESS, "startup", "testing", handler)
+    worker.step(
+        StepSpec(
+            service="startup",
+            stage="testing",
+            subject=Subject.JOB_PROGRESS,
+            durable="startup",
+            consumes=JobProgress,
+            publishes=(),
+            summary="a test step",
+        ),
+        handler,
+    )
     starting = asyncio.create_task(worker.start())
     await asyncio.sleep(1.0)
     assert not starting.done(), "with no server to answer, the worker keeps trying"
@@ -39,3 +53,26 @@ async def test_a_worker_started_before_nats_waits_for_it(tmp_path: Path, monkeyp
             starting.cancel()
         await worker.stop()
         nats.stop()
+
+
+async def test_on_start_runs_once_nats_is_open(tmp_path: Path) -> None:
+    nats = EmbeddedNats(tmp_path / "store", port=free_port())
+    nats.start(log_file=tmp_path / "nats.log")
+    worker = Worker("startup", CommonSettings(nats_url=nats.url))
+    replies: list[bytes] = []
+
+    async def serve_requests() -> None:
+        async def answer(msg: Any) -> None:
+            await msg.respond(b"pong " + msg.data)
+
+        await worker.infra.nc.subscribe("relisten-test.ping", cb=answer)
+
+    worker.on_start(serve_requests)
+    try:
+        await worker.start()
+        reply = await worker.infra.nc.request("relisten-test.ping", b"1", timeout=10)
+        replies.append(reply.data)
+    finally:
+        await worker.stop()
+        nats.stop()
+    assert replies == [b"pong 1"]

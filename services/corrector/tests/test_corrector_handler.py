@@ -1,4 +1,4 @@
-"""The corrector's handler without NATS: batched decoding of a job's clips, idempotency, one
+"""The corrector's handler against the in-memory job store (no NATS): batched decoding of a job's clips, idempotency, one
 clip.corrected per clip, and the per-clip path for backends that cannot batch."""
 
 from __future__ import annotations
@@ -6,16 +6,15 @@ from __future__ import annotations
 import io
 import wave
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
-import msgspec
 import numpy as np
 import pytest
-from nats.js.errors import KeyNotFoundError
-from relisten_contracts import ClipCorrected, ClipResult, ClipSpec, ClipsReady, JobOptions, Word, encode
+from relisten_contracts import ClipCorrected, ClipResult, ClipSpec, ClipsReady, JobOptions, JobProgress, Word
 from relisten_corrector.backends import SecondPassAnswer
 from relisten_corrector.handlers import CorrectionHandler, result_key
+from relisten_runtime.steps import RecordingPublisher
+from relisten_runtime.store import MemoryJobStore
+from relisten_runtime.worker import PermanentFailure
 
 RATE = 16000
 
@@ -30,41 +29,17 @@ def wav(seconds: float) -> bytes:
     return out.getvalue()
 
 
-@dataclass
-class Entry:
-    value: bytes
+async def stored_clips(blobs: dict[str, bytes]) -> tuple[MemoryJobStore, RecordingPublisher]:
+    store = MemoryJobStore()
+    for ref, data in blobs.items():
+        await store.put_audio(ref, data)
+    return store, RecordingPublisher()
 
 
-@dataclass
-class FakeKV:
-    entries: dict[str, bytes] = field(default_factory=dict)
-
-    async def get(self, key: str) -> Entry:
-        if key not in self.entries:
-            raise KeyNotFoundError
-        return Entry(self.entries[key])
-
-    async def put(self, key: str, value: bytes) -> None:
-        self.entries[key] = value
-
-
-@dataclass
-class FakeInfra:
-    blobs: dict[str, bytes]
-    clips: FakeKV = field(default_factory=FakeKV)
-    published: list[Any] = field(default_factory=list)
-    audio: object = object()
-
-    async def get_blob(self, store: object, name: str) -> bytes:
-        return self.blobs[name]
-
-    async def publish(self, event: Any) -> None:
-        self.published.append(event)
-
-
-@dataclass
-class FakeWorker:
-    infra: FakeInfra
+async def result(store: MemoryJobStore, index: int) -> ClipResult:
+    found = await store.clip_result(result_key("job", index))
+    assert found is not None
+    return found
 
 
 class BatchingBackend:
@@ -144,23 +119,20 @@ def job(lengths: list[float]) -> tuple[ClipsReady, dict[str, bytes]]:
     return ready, blobs
 
 
-def corrected(infra: FakeInfra) -> list[ClipCorrected]:
-    return [event for event in infra.published if isinstance(event, ClipCorrected)]
+def corrected(publisher: RecordingPublisher) -> list[ClipCorrected]:
+    return [event for event in publisher.published if isinstance(event, ClipCorrected)]
 
 
 async def test_a_job_s_clips_are_decoded_in_batches_and_announced_one_by_one() -> None:
     ready, blobs = job([3.0, 2.0, 4.0, 1.0])
-    infra = FakeInfra(blobs)
+    store, publisher = await stored_clips(blobs)
     backend = BatchingBackend()
-    handler = CorrectionHandler(FakeWorker(infra), backend, batch_audio_s=6.0)  # type: ignore[arg-type]
+    handler = CorrectionHandler(publisher, store, backend, batch_audio_s=6.0)
     await handler(ready)
 
     assert backend.calls == [2, 2]  # 3 + 2 s, then 4 + 1 s
-    assert sorted(e.clip_index for e in corrected(infra)) == [0, 1, 2, 3]
-    results = {
-        index: msgspec.json.decode(infra.clips.entries[result_key("job", index)], type=ClipResult)
-        for index in range(4)
-    }
+    assert sorted(e.clip_index for e in corrected(publisher)) == [0, 1, 2, 3]
+    results = {index: await result(store, index) for index in range(4)}
     assert all(r.ok and r.backend == "fake:batched" for r in results.values())
     # Word times move onto the job's timeline; each clip's text is its own.
     assert results[2].words is not None and results[2].words[0].start == pytest.approx(
@@ -174,28 +146,28 @@ async def test_a_job_s_clips_are_decoded_in_batches_and_announced_one_by_one() -
 
 async def test_a_redelivered_job_decodes_only_what_is_missing() -> None:
     ready, blobs = job([3.0, 2.0, 4.0])
-    infra = FakeInfra(blobs)
+    store, publisher = await stored_clips(blobs)
     stored = ClipResult(clip_index=1, ok=True, backend="earlier", text="kept", seconds=1.0)
-    infra.clips.entries[result_key("job", 1)] = encode(stored)
+    await store.put_clip_result(result_key("job", 1), stored)
     backend = BatchingBackend()
-    handler = CorrectionHandler(FakeWorker(infra), backend, batch_audio_s=240.0)  # type: ignore[arg-type]
+    handler = CorrectionHandler(publisher, store, backend, batch_audio_s=240.0)
     await handler(ready)
 
     assert backend.calls == [2]
-    assert msgspec.json.decode(infra.clips.entries[result_key("job", 1)], type=ClipResult) == stored
-    assert sorted(e.clip_index for e in corrected(infra)) == [0, 1, 2]
-    assert next(e for e in corrected(infra) if e.clip_index == 1).backend == "earlier"
+    assert await result(store, 1) == stored
+    assert sorted(e.clip_index for e in corrected(publisher)) == [0, 1, 2]
+    assert next(e for e in corrected(publisher) if e.clip_index == 1).backend == "earlier"
 
     # Everything stored: nothing decoded, every clip announced again (the stream drops duplicates).
-    infra.published.clear()
+    publisher.published.clear()
     await handler(ready)
     assert backend.calls == [2]
-    assert sorted(e.clip_index for e in corrected(infra)) == [0, 1, 2]
+    assert sorted(e.clip_index for e in corrected(publisher)) == [0, 1, 2]
 
 
 async def test_a_failing_batch_leaves_its_clips_unresolved() -> None:
     ready, blobs = job([3.0, 2.0])
-    infra = FakeInfra(blobs)
+    store, publisher = await stored_clips(blobs)
 
     class Broken(BatchingBackend):
         async def transcribe_many(
@@ -203,19 +175,37 @@ async def test_a_failing_batch_leaves_its_clips_unresolved() -> None:
         ) -> list[SecondPassAnswer]:
             raise RuntimeError("out of memory")
 
-    handler = CorrectionHandler(FakeWorker(infra), Broken(), batch_audio_s=240.0)  # type: ignore[arg-type]
+    handler = CorrectionHandler(publisher, store, Broken(), batch_audio_s=240.0)
     await handler(ready)
-    results = [msgspec.json.decode(v, type=ClipResult) for v in infra.clips.entries.values()]
+    results = [await result(store, index) for index in range(len(store.keys))]
     assert len(results) == 2 and not any(r.ok for r in results)
     assert all(r.error is not None and "out of memory" in r.error.message for r in results)
-    assert all(not e.ok for e in corrected(infra))
+    assert all(not e.ok for e in corrected(publisher))
 
 
 async def test_without_batching_each_clip_is_asked_alone_with_its_context() -> None:
     ready, blobs = job([3.0, 2.0])
-    infra = FakeInfra(blobs)
+    store, publisher = await stored_clips(blobs)
     backend = PerClipBackend()
-    handler = CorrectionHandler(FakeWorker(infra), backend, concurrency=2)  # type: ignore[arg-type]
+    handler = CorrectionHandler(publisher, store, backend, concurrency=2)
     await handler(ready)
     assert sorted(backend.prompts, key=str) == ["before 0 Quilter", "before 1 Quilter"]
-    assert sorted(e.clip_index for e in corrected(infra)) == [0, 1]
+    assert sorted(e.clip_index for e in corrected(publisher)) == [0, 1]
+
+
+async def test_the_job_is_announced_as_correcting_first_and_a_missing_clip_fails_it() -> None:
+    ready, blobs = job([3.0, 2.0])
+    store, publisher = await stored_clips({ref: data for ref, data in blobs.items() if "0001" not in ref})
+    with pytest.raises(PermanentFailure) as failure:
+        await CorrectionHandler(publisher, store, PerClipBackend())(ready)
+    assert failure.value.code == "clip_missing"
+    assert publisher.published[0] == JobProgress(job_id="job", stage="correcting", progress=0.0)
+    # The clip that was there is answered and announced; the job fails on the missing one.
+    assert [e.clip_index for e in corrected(publisher)] == [0]
+
+
+async def test_a_plan_without_clips_is_not_the_corrector_s() -> None:
+    ready, _ = job([])
+    store, publisher = await stored_clips({})
+    assert await CorrectionHandler(publisher, store, PerClipBackend())(ready) == ()
+    assert publisher.published == []

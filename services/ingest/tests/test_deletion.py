@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from types import SimpleNamespace
-from typing import cast
 
 import httpx
 import pytest
@@ -37,7 +35,7 @@ from relisten_ingest.handlers import JobViewProjector
 from relisten_ingest.live import FeedState, follow
 from relisten_ingest.settings import IngestSettings
 from relisten_runtime.infra import Infra
-from relisten_runtime.worker import Worker
+from relisten_runtime.store import NatsJobStore
 
 from .conftest import SPEECH_WAV, StartClient
 from .fake_pipeline import FakeJob
@@ -290,7 +288,7 @@ async def test_a_replayed_job_created_does_not_bring_a_deleted_job_back(
     ]
     assert len(created) == 1
     assert (await client.delete(f"/v1/jobs/{job_id}")).status_code == 200
-    projector = JobViewProjector(cast(Worker, SimpleNamespace(infra=infra)))
+    projector = JobViewProjector(NatsJobStore(lambda: infra))
     await projector(created[0])
     assert await JobViews.of(infra).get(job_id) is None
     assert (await client.get(f"/v1/jobs/{job_id}")).status_code == 404

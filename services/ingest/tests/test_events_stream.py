@@ -39,7 +39,7 @@ async def new_job(infra: Infra, **kwargs: Any) -> FakeJob:
     job = FakeJob(infra, uuid.uuid4().hex, **kwargs)
     await job.created()
     deadline = time.monotonic() + 10
-    while await JobViews(infra.jobs).get(job.job_id) is None:
+    while await JobViews.of(infra).get(job.job_id) is None:
         assert time.monotonic() < deadline, "the projector never made the view"
         await asyncio.sleep(0.02)
     return job
@@ -141,7 +141,7 @@ async def test_a_late_client_gets_the_state_then_only_what_is_new(server: str, i
     await job.scored()
     await job.ready()
     await job.corrected(0)
-    views = JobViews(infra.jobs)
+    views = JobViews.of(infra)
     deadline = time.monotonic() + 10
     while (found := await views.get(job.job_id)) is None or found[0].clips_done != [0]:
         assert time.monotonic() < deadline
@@ -164,7 +164,7 @@ async def test_a_late_client_gets_the_state_then_only_what_is_new(server: str, i
 async def test_a_completed_job_replays_at_once(server: str, infra: Infra) -> None:
     job = await new_job(infra)
     await job.run_to_completion()
-    views = JobViews(infra.jobs)
+    views = JobViews.of(infra)
     deadline = time.monotonic() + 10
     while (found := await views.get(job.job_id)) is None or found[0].status != "completed":
         assert time.monotonic() < deadline
@@ -205,10 +205,10 @@ async def test_a_terminal_view_whose_events_are_gone(server: str, infra: Infra) 
         updated_at=now - 3500,
         transcript_ref=transcript_ref(job_id),
     )
-    await JobViews(infra.jobs).create(view)
+    await JobViews.of(infra).create(view)
     failed_id = uuid.uuid4().hex
     error = ErrorInfo(code="merging_failed", message="gone")
-    await JobViews(infra.jobs).create(
+    await JobViews.of(infra).create(
         JobView(id=failed_id, status="failed", progress=0.9, error=error, created_at=now, updated_at=now)
     )
 

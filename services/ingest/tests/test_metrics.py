@@ -134,7 +134,7 @@ async def test_metrics_endpoint_counts_redelivered_events_once(server: str, infr
     await redeliver(infra, clip)
     await infra.publish(merged)
     await redeliver(infra, merged)
-    views = JobViews(infra.jobs)
+    views = JobViews.of(infra)
     deadline = time.monotonic() + 10
     while (found := await views.get(job.job_id)) is None or found[0].status != "completed":
         assert time.monotonic() < deadline

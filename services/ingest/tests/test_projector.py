@@ -159,7 +159,7 @@ async def redeliver(infra: Infra, event: Event) -> None:
 
 
 async def view_of(infra: Infra, job_id: str) -> JobView | None:
-    found = await JobViews(infra.jobs).get(job_id)
+    found = await JobViews.of(infra).get(job_id)
     return found[0] if found else None
 
 
@@ -269,7 +269,7 @@ async def test_events_of_unknown_jobs_make_no_view(projector: None, infra: Infra
 async def test_compare_and_set_keeps_concurrent_updates(infra: Infra) -> None:
     """Replicas projecting different events of one job at once: every clip is counted."""
     job = Events()
-    views = JobViews(infra.jobs)
+    views = JobViews.of(infra)
     await views.apply(job.created())
     count = 12
     await views.apply(job.ready(count))
@@ -282,7 +282,7 @@ async def test_compare_and_set_keeps_concurrent_updates(infra: Infra) -> None:
 
 async def test_stored_view_is_plain_json(infra: Infra) -> None:
     job = Events()
-    await JobViews(infra.jobs).apply(job.created())
+    await JobViews.of(infra).apply(job.created())
     entry = await infra.jobs.get(job.job_id)
     raw = msgspec.json.decode(entry.value or b"")
     assert raw["id"] == job.job_id and raw["status"] == "queued"

@@ -32,7 +32,7 @@ from relisten_contracts import (
     Subject,
     encode,
 )
-from relisten_notifier.adapters import MAX_RESPONSE_BYTES, HttpPoster
+from relisten_notifier.adapters import MAX_RESPONSE_BYTES, DeliveryLatch, HttpPoster
 from relisten_notifier.app import build_worker
 from relisten_notifier.domain import (
     GREEN,
@@ -41,9 +41,11 @@ from relisten_notifier.domain import (
     destination_key,
     latch_key,
 )
+from relisten_notifier.handlers import NotifyHandler
 from relisten_notifier.settings import NotifierSettings
 from relisten_runtime.embedded import EmbeddedNats, free_port
-from relisten_runtime.worker import Worker
+from relisten_runtime.store import MemoryJobStore
+from relisten_runtime.worker import RetryLater, Worker
 
 SECRET = "whsec_" + base64.b64encode(b"relisten-test-secret-of-32-bytes").decode()
 
@@ -170,6 +172,47 @@ async def test_a_slow_receiver_times_out() -> None:
     with Receiver(Reply(200, delay_s=1.0)) as server:
         answer = await HttpPoster(0.3).send(server.url, b"{}", {})
     assert answer.status is None and "Timeout" in answer.error
+
+
+# --- the handler against the in-memory job store (no NATS) ----------------------------------------
+
+
+async def test_the_handler_delivers_once_and_schedules_a_failed_target_on_its_latch() -> None:
+    now = [1_000.0]
+    job_id = "job-memory"
+    with Receiver(Reply(200, body=b'{"id": "1"}')) as discord, Receiver(Reply(503), Reply(204)) as callback:
+        store = MemoryJobStore()
+        handler = NotifyHandler(
+            store=store,
+            settings=notifier_settings("nats://127.0.0.1:9", discord, notify_schedule="30,60"),
+            discord=HttpPoster(5.0),
+            callbacks=HttpPoster(5.0),
+            clock=lambda: now[0],
+        )
+        event = failure(job_id, f"{callback.url}/hook")
+        with pytest.raises(RetryLater) as first:
+            await handler(event)
+        assert first.value.delay_s == pytest.approx(30.0)  # the callback's next attempt is due then
+        assert (len(discord.requests), len(callback.requests)) == (1, 1)
+        latch = DeliveryLatch(store)
+        delivered = await latch.recorded(latch_key(job_id, "failed", "discord"))
+        pending = await latch.recorded(latch_key(job_id, "failed", "callback"))
+        assert delivered is not None and delivered.outcome == "delivered"
+        assert pending is not None and (pending.outcome, pending.next_at) == ("pending", 1_030.0)
+
+        now[0] += 10  # redelivered early: nothing is sent, the wait is what is left
+        with pytest.raises(RetryLater) as early:
+            await handler(event)
+        assert early.value.delay_s == pytest.approx(20.0)
+        assert (len(discord.requests), len(callback.requests)) == (1, 1)
+
+        now[0] += 20  # due: the callback is sent again and answered; Discord is not sent twice
+        assert await handler(event) == ()
+        assert (len(discord.requests), len(callback.requests)) == (1, 2)
+        done = await latch.recorded(latch_key(job_id, "failed", "callback"))
+        assert done is not None and (done.outcome, done.attempts) == ("delivered", 2)
+        assert await handler(event) == ()
+        assert len(callback.requests) == 2
 
 
 # --- the service against a real nats-server ------------------------------------------------------

@@ -1,11 +1,17 @@
-"""Durable pull consumers with an explicit acknowledgement policy.
+"""Durable pull consumers with an explicit acknowledgement policy, one per declared step.
 
-FastStream's default would terminate a message on any exception; here every outcome is decided:
+A service binds a typed handler to each of its steps (:mod:`relisten_contracts.flow`,
+:mod:`relisten_runtime.steps`); the worker pulls each step's events from its durable consumer (nats.py,
+one event at a time per step and replica, over the one NATS connection of :class:`Infra`), decodes them
+into the step's declared type, publishes what the handler returns (deterministic message ids,
+:meth:`Infra.publish`) and decides every outcome:
 
-* a payload that does not decode is rejected (terminated): retrying cannot help;
+* a payload that does not decode, or is not the step's event type, is rejected (terminated): retrying
+  cannot help;
 * :class:`PermanentFailure` ends the job: ``job.failed`` is published, then the event is acked;
 * any other exception is a passing failure: nack with exponential backoff, and once the delivery
   limit is reached the job is failed visibly instead of being dropped;
+* :class:`RetryLater` nacks with the handler's own delay (the notifier's delivery schedule);
 * long work sends ``in_progress`` heartbeats so the event is not redelivered mid-run, but only for
   ``RELISTEN_MAX_HANDLING_S`` (plus a share per second of audio): a hung handler fails its job with
   ``handling_timeout`` instead of holding it forever;
@@ -27,30 +33,41 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
-from faststream import AckPolicy, FastStream
-from faststream.nats import ConsumerConfig, JStream, NatsBroker, PullSub
-from faststream.nats.annotations import NatsMessage
-from nats.js.api import AckPolicy as JsAckPolicy
-from nats.js.errors import KeyNotFoundError
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from relisten_contracts import STREAM_NAME, ErrorInfo, Event, JobFailed, JobOptions, decode_event
+from relisten_contracts.flow import FOREVER, StepSpec
 
 from relisten_runtime.addresses import scrub_credentials, without_credentials
 from relisten_runtime.infra import Infra, attempt_context, open_infra
 from relisten_runtime.logs import job_context
 from relisten_runtime.settings import CommonSettings
+from relisten_runtime.steps import E, Handler, Step, check_declared
 
 log = logging.getLogger(__name__)
 
-EventHandler = Callable[[Any], Awaitable[None]]
+__all__ = [
+    "FOREVER",
+    "ConsumerSpec",
+    "PermanentFailure",
+    "RetryLater",
+    "Worker",
+    "backoff_delay",
+    "handed_back_key",
+    "handling_limit_s",
+]
 
 STARTUP_RETRY_FIRST_S = 1.0
 STARTUP_RETRY_MAX_S = 30.0
 
-FOREVER = -1
-"""``max_deliver`` of a consumer that must never give up (the job view projector)."""
+FETCH_WAIT_S = 5.0
+"""How long one pull request waits for an event; an idle step asks again after that."""
+FETCH_ERROR_PAUSE_S = 1.0
+"""Pause after a pull that failed (NATS reconnecting) before asking again."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +102,7 @@ def backoff_delay(delivered: int, first_s: float) -> float:
     return float(min(first_s * 2 ** max(delivered - 1, 0), 60.0))
 
 
-async def _heartbeat(msg: NatsMessage, every_s: float) -> None:
+async def _heartbeat(msg: Msg, every_s: float) -> None:
     while True:
         await asyncio.sleep(every_s)
         with contextlib.suppress(Exception):
@@ -102,33 +119,44 @@ def handed_back_key(durable: str, stream_seq: int) -> str:
     return f"handed-back.{durable}.{stream_seq}"
 
 
-class Worker:
-    """A service's broker, its NATS handles and its subscriptions."""
+def _delivered(msg: Msg) -> int:
+    return msg.metadata.num_delivered or 1
 
-    def __init__(self, name: str, settings: CommonSettings, *, fails_jobs: bool = True) -> None:
-        """``fails_jobs=False`` is for services that act after a job is terminal (the notifier): when they
-        give up on an event they log and ack instead of publishing ``job.failed``."""
+
+def _stream_seq(msg: Msg) -> int:
+    return msg.metadata.sequence.stream
+
+
+@dataclass
+class _Bound:
+    """A step with its consumer's limits, as the worker runs it."""
+
+    step: Step
+    consumer: ConsumerSpec
+
+    @property
+    def spec(self) -> StepSpec[Event]:
+        return self.step.spec
+
+
+class Worker:
+    """A service's steps, its NATS handles (one connection) and the pull loops that run the steps."""
+
+    def __init__(self, name: str, settings: CommonSettings) -> None:
         self.name = name
-        self.fails_jobs = fails_jobs
         self.settings = settings
-        # FastStream's own grace is longer than ours: the worker decides when in-flight work is handed
-        # back (see stop), FastStream only cancels what is left after that.
-        self.broker = NatsBroker(
-            settings.nats_url.split(","),
-            max_reconnect_attempts=-1,
-            graceful_timeout=settings.shutdown_grace_s + 30.0,
-        )
-        self.app = FastStream(self.broker)
         self._infra: Infra | None = None
+        self._on_start: list[Callable[[], Awaitable[None]]] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
-        self.stream = JStream(STREAM_NAME, declare=False)
-        self.consumers: list[ConsumerSpec] = []
-        self._in_flight: dict[asyncio.Future[None], tuple[NatsMessage, ConsumerSpec]] = {}
+        self._bound: list[_Bound] = []
+        self._loops: list[asyncio.Task[None]] = []
+        self._idle: set[asyncio.Task[None]] = set()
+        """Loops waiting in a pull request (nothing in hand): stopping cancels them at once."""
+        self._in_flight: dict[asyncio.Future[None], tuple[Msg, ConsumerSpec]] = {}
         self._handed_back: set[asyncio.Future[None]] = set()
         self.handed_back_on_stop = 0
         """Events still running at the end of the grace and handed back by :meth:`stop`."""
         self._draining = False
-        self._broker_started = False
 
     @property
     def infra(self) -> Infra:
@@ -136,87 +164,127 @@ class Worker:
             raise RuntimeError("worker not started")
         return self._infra
 
+    @property
+    def steps(self) -> list[Step]:
+        return [bound.step for bound in self._bound]
+
+    @property
+    def consumers(self) -> list[ConsumerSpec]:
+        return [bound.consumer for bound in self._bound]
+
     def _server_max_deliver(self, spec: ConsumerSpec) -> int:
         if spec.max_deliver == FOREVER:
             return FOREVER
         return spec.max_deliver + self.settings.shutdown_deliveries
 
-    def consume(
-        self,
-        subject: str,
-        durable: str,
-        stage: str,
-        handler: EventHandler,
-        *,
-        max_deliver: int | None = None,
-    ) -> None:
-        """Bind ``handler`` to a durable pull consumer shared by every replica of this service.
+    def step(self, spec: StepSpec[E], handler: Handler[E]) -> None:
+        """Bind ``handler`` to the step ``spec``: a durable pull consumer shared by every replica of
+        this service. Call before :meth:`start`."""
+        if any(bound.spec.durable == spec.durable for bound in self._bound):
+            raise ValueError(f"{self.name}: durable {spec.durable!r} is bound twice")
+        max_deliver = self.settings.max_deliver if spec.max_deliver is None else spec.max_deliver
+        self._bound.append(_Bound(Step(spec, handler), ConsumerSpec(spec.subject, spec.durable, max_deliver)))
 
-        ``max_deliver`` defaults to ``RELISTEN_MAX_DELIVER``; :data:`FOREVER` retries with backoff
-        for as long as it takes (for a consumer whose events must all land, like the job view's).
-        """
-        settings = self.settings
-        spec = ConsumerSpec(subject, durable, settings.max_deliver if max_deliver is None else max_deliver)
-        self.consumers.append(spec)
-
-        async def on_message(msg: NatsMessage) -> None:
-            await self._dispatch(msg, spec, stage, handler)
-
-        on_message.__name__ = f"{durable}_{stage}"
-        self.broker.subscriber(
-            subject,
-            stream=self.stream,
-            durable=durable,
-            pull_sub=PullSub(batch_size=1, timeout=5.0),
-            config=self._consumer_config(spec),
-            ack_policy=AckPolicy.MANUAL,
-        )(on_message)
+    async def publish(self, event: Event) -> None:
+        """The :class:`~relisten_runtime.steps.Publisher` port of this worker's handlers: publish now,
+        with the event's deterministic message id. Only event types its steps declare."""
+        allowed = tuple(kind for bound in self._bound for kind in bound.spec.publishes)
+        check_declared(allowed, event, self.name)
+        await self.infra.publish(event)
 
     def _consumer_config(self, spec: ConsumerSpec) -> ConsumerConfig:
         return ConsumerConfig(
+            name=spec.durable,
+            durable_name=spec.durable,
+            filter_subject=spec.subject,
+            ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.settings.ack_wait_s,
             max_deliver=self._server_max_deliver(spec),
             max_ack_pending=1000,
         )
 
-    async def _ensure_consumers(self) -> None:
-        """Create or update each durable consumer with today's settings (a consumer created by an
-        earlier version keeps its old limits otherwise: nats-py's pull_subscribe binds to it as it is)."""
-        for spec in self.consumers:
-            config = self._consumer_config(spec)
-            config.name = spec.durable
-            config.durable_name = spec.durable
-            config.filter_subject = spec.subject
-            config.ack_policy = JsAckPolicy.EXPLICIT
+    async def _ensure_consumer(self, js: JetStreamContext, spec: ConsumerSpec) -> None:
+        """Create or update the durable consumer with today's settings (one created by an earlier
+        version would keep its old limits otherwise)."""
+        try:
+            await js.add_consumer(STREAM_NAME, self._consumer_config(spec))
+        except Exception as exc:
             try:
-                await self.infra.js.add_consumer(STREAM_NAME, config)
-            except Exception as exc:
-                log.warning("could not update consumer %s (keeping its configuration): %r", spec.durable, exc)
+                await js.consumer_info(STREAM_NAME, spec.durable)
+            except NotFoundError:
+                raise exc from None
+            log.warning("could not update consumer %s (keeping its configuration): %r", spec.durable, exc)
 
-    async def _dispatch(
-        self, msg: NatsMessage, spec: ConsumerSpec, stage: str, handler: EventHandler
-    ) -> None:
+    async def _pull(self, bound: _Bound) -> None:
+        """One step's loop: pull one event, handle it to the end, pull the next."""
+        infra = self.infra
+        consumer = bound.consumer
+        subscription = await infra.js.pull_subscribe_bind(durable=consumer.durable, stream=STREAM_NAME)
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            while not self._draining:
+                self._idle.add(task)
+                try:
+                    messages = await subscription.fetch(1, timeout=FETCH_WAIT_S)
+                except TimeoutError:
+                    continue
+                except Exception as exc:
+                    if self._draining:
+                        break
+                    log.warning("%s: pulling from %s failed: %r", self.name, consumer.durable, exc)
+                    await asyncio.sleep(FETCH_ERROR_PAUSE_S)
+                    continue
+                finally:
+                    self._idle.discard(task)
+                for msg in messages:
+                    try:
+                        await self._dispatch(msg, bound)
+                    except Exception:
+                        # NATS went away while acknowledging: the event comes back after its AckWait.
+                        log.exception("%s: %s could not settle an event", self.name, consumer.durable)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def _dispatch(self, msg: Msg, bound: _Bound) -> None:
         if self._draining:
             # Fetched while shutting down: hand it straight back for another replica or the restart.
-            await self._hand_back(msg, spec)
+            await self._hand_back(msg, bound.consumer)
             return
         try:
-            event = decode_event(msg.body)
+            event = decode_event(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.error("rejecting undecodable message on %s: %s", msg.raw_message.subject, exc)
-            await msg.reject()
+            log.error("rejecting undecodable message on %s: %s", msg.subject, exc)
+            await msg.term()
+            return
+        if not isinstance(event, bound.spec.consumes):
+            log.error(
+                "rejecting %s on %s: step %s takes %s",
+                type(event).__name__,
+                msg.subject,
+                bound.spec.durable,
+                bound.spec.consumes.__name__,
+            )
+            await msg.term()
             return
         with job_context(event.job_id), attempt_context(event.attempt):
-            await self._handle(msg, event, spec, stage, handler)
+            await self._handle(msg, event, bound)
 
-    async def _handle(
-        self, msg: NatsMessage, event: Event, spec: ConsumerSpec, stage: str, handler: EventHandler
-    ) -> None:
+    async def _run(self, bound: _Bound, event: Event) -> None:
+        """The handler, then what it returned, published in order."""
+        published = await bound.step.handler(event)
+        for out in published:
+            check_declared(bound.spec.publishes, out, f"step {bound.spec.durable}")
+            await self.infra.publish(out)
+
+    async def _handle(self, msg: Msg, event: Event, bound: _Bound) -> None:
         # The handler runs as its own task (inheriting the job's log and run context) so that a
         # shutdown can cancel it alone, leaving this dispatch to end quietly: the event is back in
         # NATS already.
-        work: asyncio.Future[None] = asyncio.ensure_future(handler(event))
-        self._in_flight[work] = (msg, spec)
+        stage = bound.spec.stage
+        work: asyncio.Future[None] = asyncio.ensure_future(self._run(bound, event))
+        self._in_flight[work] = (msg, bound.consumer)
         heartbeat = asyncio.create_task(_heartbeat(msg, self.settings.heartbeat_s))
         limit_s = handling_limit_s(self.settings, event)
         try:
@@ -239,12 +307,12 @@ class Worker:
             raise
         except RetryLater as exc:
             log.info("job %s: %s again in %.1f s: %s", event.job_id, stage, exc.delay_s, exc.reason)
-            await msg.nack(delay=exc.delay_s)
+            await msg.nak(delay=exc.delay_s)
         except PermanentFailure as exc:
             log.warning("job %s failed in %s: %s", event.job_id, stage, exc.message)
-            await self._fail_then_ack(msg, event, stage, ErrorInfo(code=exc.code, message=exc.message))
+            await self._fail_then_ack(msg, event, bound, ErrorInfo(code=exc.code, message=exc.message))
         except Exception as exc:
-            await self._passing_failure(msg, event, spec, stage, exc)
+            await self._passing_failure(msg, event, bound, exc)
         else:
             await msg.ack()
         finally:
@@ -254,10 +322,9 @@ class Worker:
             if not work.done():
                 work.cancel()
 
-    async def _passing_failure(
-        self, msg: NatsMessage, event: Event, spec: ConsumerSpec, stage: str, exc: Exception
-    ) -> None:
-        delivered = msg.raw_message.metadata.num_delivered or 1
+    async def _passing_failure(self, msg: Msg, event: Event, bound: _Bound, exc: Exception) -> None:
+        spec, stage = bound.consumer, bound.spec.stage
+        delivered = _delivered(msg)
         attempts = delivered - await self._handed_back_count(msg, spec)
         last = spec.max_deliver != FOREVER and (
             attempts >= spec.max_deliver or delivered >= self._server_max_deliver(spec)
@@ -268,7 +335,7 @@ class Worker:
                 code=f"{stage}_failed",
                 message=f"{stage} failed {attempts} times; last error: {type(exc).__name__}: {exc}",
             )
-            await self._fail_then_ack(msg, event, stage, error)
+            await self._fail_then_ack(msg, event, bound, error)
             return
         delay = backoff_delay(attempts, self.settings.retry_backoff_s)
         log.warning(
@@ -279,13 +346,13 @@ class Worker:
             delay,
             exc,
         )
-        await msg.nack(delay=delay)
+        await msg.nak(delay=delay)
 
-    async def _handed_back_count(self, msg: NatsMessage, spec: ConsumerSpec) -> int:
+    async def _handed_back_count(self, msg: Msg, spec: ConsumerSpec) -> int:
         """How many of this event's deliveries were handed back on shutdown (not failed attempts)."""
-        if (msg.raw_message.metadata.num_delivered or 1) <= 1:
+        if _delivered(msg) <= 1:
             return 0
-        key = handed_back_key(spec.durable, msg.raw_message.metadata.sequence.stream)
+        key = handed_back_key(spec.durable, _stream_seq(msg))
         try:
             entry = await self.infra.runtime.get(key)
         except KeyNotFoundError:
@@ -295,27 +362,26 @@ class Worker:
             return 0
         return int(entry.value or b"0")
 
-    async def _hand_back(self, msg: NatsMessage, spec: ConsumerSpec) -> None:
+    async def _hand_back(self, msg: Msg, spec: ConsumerSpec) -> None:
         """Nak without delay (redelivered at once, to another replica or after the restart) and note it,
         so the delivery it uses up is not counted as a failed attempt."""
         try:
-            await msg.nack()
+            await msg.nak()
         except Exception as exc:
-            log.warning(
-                "could not hand back %s (redelivered after the AckWait): %r", msg.raw_message.subject, exc
-            )
+            log.warning("could not hand back %s (redelivered after the AckWait): %r", msg.subject, exc)
             return
         if self._infra is None:
             return
-        key = handed_back_key(spec.durable, msg.raw_message.metadata.sequence.stream)
+        key = handed_back_key(spec.durable, _stream_seq(msg))
         try:
             count = await self._handed_back_count(msg, spec)
             await self._infra.runtime.put(key, str(count + 1).encode())
         except Exception as exc:
             log.warning("could not record the hand-back of %s: %r", key, exc)
 
-    async def _fail_then_ack(self, msg: NatsMessage, event: Event, stage: str, error: ErrorInfo) -> None:
-        if not self.fails_jobs:
+    async def _fail_then_ack(self, msg: Msg, event: Event, bound: _Bound, error: ErrorInfo) -> None:
+        stage = bound.spec.stage
+        if not bound.spec.fails_jobs:
             log.error("job %s: %s gave up: %s: %s", event.job_id, stage, error.code, error.message)
             await msg.ack()
             return
@@ -329,12 +395,12 @@ class Worker:
                 "could not publish job.failed for %s; leaving the event for redelivery",
                 event.job_id,
             )
-            await msg.nack(delay=self.settings.retry_backoff_s)
+            await msg.nak(delay=self.settings.retry_backoff_s)
             return
         await msg.ack()
 
     async def start(self, *, wait_for_nats: bool = True) -> None:
-        """Open NATS, declare the consumers and start consuming. ``wait_for_nats=False`` raises when
+        """Open NATS, declare the consumers and start pulling. ``wait_for_nats=False`` raises when
         NATS cannot answer yet instead of retrying (for a caller with its own retry loop)."""
         self._draining = False
         if wait_for_nats:
@@ -343,9 +409,14 @@ class Worker:
             self._infra = await open_infra(
                 self.settings.nats_url, f"relisten-{self.name}", self.settings.stream_replicas
             )
-        await self._ensure_consumers()
-        await self.broker.start()
-        self._broker_started = True
+        for bound in self._bound:
+            await self._ensure_consumer(self._infra.js, bound.consumer)
+        self._loops = [
+            asyncio.create_task(self._pull(bound), name=f"{self.name}-{bound.consumer.durable}")
+            for bound in self._bound
+        ]
+        for callback in self._on_start:
+            await callback()
 
     async def _open_infra_patiently(self) -> Infra:
         """Open the NATS handles, retrying with backoff while NATS cannot answer yet.
@@ -369,27 +440,37 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, STARTUP_RETRY_MAX_S)
 
+    def on_start(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` once NATS is open and the steps are pulling: what a service serves beside
+        its steps (a core NATS request/reply subscription on ``worker.infra.nc``, a record of its
+        capabilities). An exception fails :meth:`start`."""
+        self._on_start.append(callback)
+
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
-        """Run ``callback`` after the broker stops (close HTTP clients, release models)."""
+        """Run ``callback`` after the consumers stop (close HTTP clients, release models)."""
         self._on_stop.append(callback)
 
     async def stop(self) -> None:
-        """Drain: stop fetching, give in-flight events ``RELISTEN_SHUTDOWN_GRACE_S`` to finish, hand
+        """Drain: stop pulling, give in-flight events ``RELISTEN_SHUTDOWN_GRACE_S`` to finish, hand
         back the rest (nak, no delay), then close everything."""
         self._draining = True
-        stopping = asyncio.create_task(self.broker.stop())
-        if self._broker_started and self._in_flight:
+        loops, self._loops = self._loops, []
+        for loop in list(self._idle):
+            loop.cancel()  # waiting in a pull with nothing in hand
+        if self._in_flight:
             log.info(
                 "%s: draining %d in-flight event(s), up to %.0f s",
                 self.name,
                 len(self._in_flight),
                 self.settings.shutdown_grace_s,
             )
-        done, _ = await asyncio.wait({stopping}, timeout=self.settings.shutdown_grace_s)
-        if not done:
-            await self._hand_back_in_flight()
-        await stopping
-        self._broker_started = False
+        if loops:
+            _, pending = await asyncio.wait(loops, timeout=self.settings.shutdown_grace_s)
+            if pending:
+                await self._hand_back_in_flight()
+                _, stuck = await asyncio.wait(pending, timeout=5.0)
+                for loop in stuck:
+                    loop.cancel()
         for callback in self._on_stop:
             with contextlib.suppress(Exception):
                 await callback()
@@ -400,7 +481,7 @@ class Worker:
     async def _hand_back_in_flight(self) -> None:
         in_flight = list(self._in_flight.items())
         for task, (msg, spec) in in_flight:
-            log.warning("%s: handing back %s unfinished at shutdown", self.name, msg.raw_message.subject)
+            log.warning("%s: handing back %s unfinished at shutdown", self.name, msg.subject)
             await self._hand_back(msg, spec)
             self._handed_back.add(task)
             self.handed_back_on_stop += 1

@@ -1,11 +1,13 @@
-"""Wiring of the asr service: one durable consumer on job.created, and its capabilities on record."""
+"""Wiring of the asr service: its one step, ``transcribing`` (job.created -> words.scored), and its
+capabilities on record."""
 
 from __future__ import annotations
 
 import logging
 
-from relisten_contracts import ASR_CAPABILITIES_REF, Subject, encode
+from relisten_contracts import ASR_CAPABILITIES_REF, encode, flow
 from relisten_contracts.calibration import default_calibration
+from relisten_runtime.store import nats_store_of
 from relisten_runtime.worker import Worker
 
 from relisten_asr.engines import build_engine
@@ -49,6 +51,6 @@ def build_worker(settings: AsrSettings | None = None) -> Worker:
     if router.multilingual is not None and router.multilingual is not engine:
         worker.on_stop(router.multilingual.aclose)
     calibration = default_calibration() if settings.calibrate_probability else None
-    handler = FirstPassHandler(worker, engine, router, calibration)
-    worker.consume(Subject.JOB_CREATED, "asr", "transcribing", handler)
+    handler = FirstPassHandler(worker, nats_store_of(worker), engine, router, calibration)
+    worker.step(flow.TRANSCRIBING, handler)
     return worker

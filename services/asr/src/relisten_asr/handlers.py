@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
-from nats.js.errors import NotFoundError
-from relisten_contracts import FirstPass, JobCreated, JobProgress, encode, names, words_scored
+from relisten_contracts import Event, FirstPass, JobCreated, JobProgress, names, words_scored
 from relisten_contracts.calibration import Calibration, calibrated
 from relisten_runtime.audio import pcm16_to_float
-from relisten_runtime.infra import Infra
 from relisten_runtime.remote import RemoteCallError as EngineError
-from relisten_runtime.stored_audio import load_pcm
-from relisten_runtime.worker import PermanentFailure, Worker
+from relisten_runtime.steps import Publisher
+from relisten_runtime.store import JobStore
+from relisten_runtime.worker import PermanentFailure
 
 from relisten_asr.engines import FirstPassEngine
 from relisten_asr.hallucination import unsure_warning
@@ -33,40 +33,33 @@ def first_pass_ref(job_id: str) -> str:
 
 @dataclass
 class FirstPassHandler:
-    worker: Worker
+    """The ``transcribing`` step (:data:`relisten_contracts.flow.TRANSCRIBING`)."""
+
+    publisher: Publisher
+    """For ``job.progress`` while the first pass runs."""
+    store: JobStore
     engine: FirstPassEngine
     router: LanguageRouter | None = None
     """Language identification and routing (:mod:`relisten_asr.language`); None: ``engine`` alone."""
     calibration: Calibration | None = None
     """When set, words get calibrated probabilities (the model's own kept in ``raw_probability``)."""
 
-    @property
-    def infra(self) -> Infra:
-        return self.worker.infra
-
-    async def __call__(self, event: JobCreated) -> None:
+    async def __call__(self, event: JobCreated) -> Sequence[Event]:
         ref = first_pass_ref(event.job_id)
-        existing = await self._stored_first_pass(ref)
+        existing = await self.store.first_pass(ref)
         if existing is None:
             existing = await self._transcribe(event, ref)
         else:
             log.info("job %s: first pass already stored, re-announcing it", event.job_id)
-        await self.infra.publish(
+        return [
             words_scored(
                 event.job_id, existing, audio_ref=event.audio_ref, words_ref=ref, options=event.options
             )
-        )
-
-    async def _stored_first_pass(self, ref: str) -> FirstPass | None:
-        try:
-            data = await self.infra.get_blob(self.infra.data, ref)
-        except NotFoundError:
-            return None
-        return msgspec.json.decode(data, type=FirstPass)
+        ]
 
     async def _transcribe(self, event: JobCreated, ref: str) -> FirstPass:
-        await self.infra.publish(JobProgress(job_id=event.job_id, stage="transcribing", progress=0.0))
-        audio = pcm16_to_float(await load_pcm(self.infra, event.audio_ref))
+        await self.publisher.publish(JobProgress(job_id=event.job_id, stage="transcribing", progress=0.0))
+        audio = pcm16_to_float(await self.store.audio_pcm(event.audio_ref))
 
         loop = asyncio.get_running_loop()
         reported = [0.0]
@@ -108,12 +101,14 @@ class FirstPassHandler:
             time.perf_counter() - started,
             result.duration_s,
         )
-        await self.infra.data.put(ref, encode(result))
+        await self.store.put_first_pass(ref, result)
         return result
 
     def _publish_progress(self, job_id: str, fraction: float, pending: set[asyncio.Task[None]]) -> None:
         task = asyncio.ensure_future(
-            self.infra.publish(JobProgress(job_id=job_id, stage="transcribing", progress=round(fraction, 2)))
+            self.publisher.publish(
+                JobProgress(job_id=job_id, stage="transcribing", progress=round(fraction, 2))
+            )
         )
         pending.add(task)
         task.add_done_callback(pending.discard)

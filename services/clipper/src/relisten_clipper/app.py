@@ -1,8 +1,9 @@
-"""Wiring of the clipper: one durable consumer on words.scored."""
+"""Wiring of the clipper: its one step, ``clipping`` (words.scored -> clips.ready)."""
 
 from __future__ import annotations
 
-from relisten_contracts import Subject
+from relisten_contracts import flow
+from relisten_runtime.store import nats_store_of
 from relisten_runtime.worker import Worker
 
 from relisten_clipper.domain import ClipPolicy
@@ -14,5 +15,5 @@ def build_worker(settings: ClipperSettings | None = None) -> Worker:
     settings = settings or ClipperSettings()
     worker = Worker("clipper", settings)
     policy = ClipPolicy(**settings.policy_fields())  # type: ignore[arg-type]
-    worker.consume(Subject.WORDS_SCORED, "clipper", "clipping", ClipHandler(worker, policy))
+    worker.step(flow.CLIPPING, ClipHandler(nats_store_of(worker), policy))
     return worker

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import msgspec
-from nats.js.errors import NotFoundError
 from pydub import AudioSegment
-from relisten_contracts import ClipSpec, ClipsReady, FirstPass, WordsScored, encode, names
+from relisten_contracts import ClipSpec, ClipsReady, Event, FirstPass, WordsScored, names
 from relisten_runtime.audio import SAMPLE_RATE, SAMPLE_WIDTH
-from relisten_runtime.infra import Infra
-from relisten_runtime.stored_audio import load_pcm
-from relisten_runtime.worker import PermanentFailure, Worker
+from relisten_runtime.store import JobStore
+from relisten_runtime.worker import PermanentFailure
 
 from relisten_clipper.domain import ClipPolicy, Window, context_prompt, find_windows, to_sample_range
 
@@ -36,22 +34,15 @@ def cut_clip(audio: AudioSegment, first_sample: int, end_sample: int) -> bytes:
 
 @dataclass
 class ClipHandler:
-    worker: Worker
+    """The ``clipping`` step (:data:`relisten_contracts.flow.CLIPPING`)."""
+
+    store: JobStore
     policy: ClipPolicy
 
-    @property
-    def infra(self) -> Infra:
-        return self.worker.infra
-
-    async def __call__(self, event: WordsScored) -> None:
-        try:
-            first = msgspec.json.decode(
-                await self.infra.get_blob(self.infra.data, event.words_ref), type=FirstPass
-            )
-        except NotFoundError as exc:
-            raise PermanentFailure(
-                "words_missing", f"first-pass words {event.words_ref} are not stored"
-            ) from exc
+    async def __call__(self, event: WordsScored) -> Sequence[Event]:
+        first = await self.store.first_pass(event.words_ref)
+        if first is None:
+            raise PermanentFailure("words_missing", f"first-pass words {event.words_ref} are not stored")
 
         windows: list[Window] = []
         if event.options.correction != "off":
@@ -71,7 +62,7 @@ class ClipHandler:
             clips=clips,
             options=event.options,
         )
-        await self.infra.data.put(ready.plan_ref, encode(ready))
+        await self.store.put_plan(ready)
         log.info(
             "job %s: %d words flagged, %d clips covering %.1f of %.1f s",
             event.job_id,
@@ -80,19 +71,19 @@ class ClipHandler:
             sum(w.duration_s for w in windows),
             first.duration_s,
         )
-        await self.infra.publish(ready)
+        return [ready]
 
     async def _store_clips(
         self, event: WordsScored, first: FirstPass, windows: list[Window]
     ) -> list[ClipSpec]:
-        pcm = await load_pcm(self.infra, event.audio_ref)
+        pcm = await self.store.audio_pcm(event.audio_ref)
         audio = AudioSegment(data=pcm, sample_width=SAMPLE_WIDTH, frame_rate=SAMPLE_RATE, channels=1)
         total = len(pcm) // SAMPLE_WIDTH
         clips = []
         for index, window in enumerate(windows):
             first_sample, end_sample = to_sample_range(window.start_s, window.end_s, SAMPLE_RATE, total)
             ref = clip_ref(event.job_id, index)
-            await self.infra.audio.put(ref, cut_clip(audio, first_sample, end_sample))
+            await self.store.put_audio(ref, cut_clip(audio, first_sample, end_sample))
             clips.append(
                 ClipSpec(
                     index=index,

@@ -1,9 +1,10 @@
-"""Wiring of the corrector: one durable consumer on clips.ready, the only service that talks to the
-second-pass model (in process, vLLM or any OpenAI-compatible server)."""
+"""Wiring of the corrector: its one step, ``correcting`` (clips.ready -> clip.corrected per clip); the
+only service that talks to the second-pass model (in process, vLLM or any OpenAI-compatible server)."""
 
 from __future__ import annotations
 
-from relisten_contracts import Subject
+from relisten_contracts import flow
+from relisten_runtime.store import nats_store_of
 from relisten_runtime.worker import Worker
 
 from relisten_corrector.backends import FasterWhisperBackend, build_backend
@@ -22,9 +23,10 @@ def build_worker(settings: CorrectorSettings | None = None) -> Worker:
     in_process = isinstance(backend, FasterWhisperBackend)
     handler = CorrectionHandler(
         worker,
+        nats_store_of(worker),
         backend,
         concurrency=1 if in_process else settings.max_concurrency,
         batch_audio_s=settings.batch_audio_s if in_process and settings.pack_clips else None,
     )
-    worker.consume(Subject.CLIPS_READY, "corrector", "correcting", handler)
+    worker.step(flow.CORRECTING, handler)
     return worker

@@ -13,24 +13,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-import msgspec
 import numpy as np
-from nats.js.errors import KeyNotFoundError
 from relisten_contracts import (
     ClipCorrected,
     ClipResult,
     ClipSpec,
     ClipsReady,
     ErrorInfo,
+    Event,
     JobProgress,
     Word,
-    encode,
     names,
 )
 from relisten_runtime.audio import SAMPLE_RATE, pcm16_to_float
-from relisten_runtime.infra import Infra
-from relisten_runtime.stored_audio import load_pcm
-from relisten_runtime.worker import Worker
+from relisten_runtime.steps import NOTHING, Publisher
+from relisten_runtime.store import JobStore
 
 from relisten_corrector.backends import SecondPassAnswer, SecondPassBackend
 
@@ -92,7 +89,11 @@ class BatchingBackend(SecondPassBackend, Protocol):
 
 @dataclass
 class CorrectionHandler:
-    worker: Worker
+    """The ``correcting`` step (:data:`relisten_contracts.flow.CORRECTING`). Each clip's answer is
+    announced through the publisher as soon as it is stored, so the handler returns nothing itself."""
+
+    publisher: Publisher
+    store: JobStore
     backend: SecondPassBackend
     concurrency: int = 1
     """Clips of one job decoded at once, one call each, when the backend does not batch: 1 for an
@@ -101,14 +102,10 @@ class CorrectionHandler:
     """When set and the backend can batch, the job's clips are decoded in batches of about this much
     audio, each batch in one call; results are stored and announced batch by batch."""
 
-    @property
-    def infra(self) -> Infra:
-        return self.worker.infra
-
-    async def __call__(self, event: ClipsReady) -> None:
+    async def __call__(self, event: ClipsReady) -> Sequence[Event]:
         if not event.clips:
-            return
-        await self.infra.publish(JobProgress(job_id=event.job_id, stage="correcting", progress=0.0))
+            return NOTHING
+        await self.publisher.publish(JobProgress(job_id=event.job_id, stage="correcting", progress=0.0))
         batching = self._batching_backend()
         if batching is None:
             gate = asyncio.Semaphore(self.concurrency)
@@ -118,19 +115,20 @@ class CorrectionHandler:
                     await self._correct(event, clip)
 
             await asyncio.gather(*(correct(clip) for clip in event.clips))
-            return
+            return NOTHING
 
         missing: list[ClipSpec] = []
         for clip in event.clips:
-            stored = await self._stored(result_key(event.job_id, clip.index))
+            stored = await self.store.clip_result(result_key(event.job_id, clip.index))
             if stored is None:
                 missing.append(clip)
             else:
                 await self._announce(event, clip, stored)
         for batch in self._batches(missing):
             for clip, result in zip(batch, await self._run_batch(batching, event, batch), strict=True):
-                await self.infra.clips.put(result_key(event.job_id, clip.index), encode(result))
+                await self.store.put_clip_result(result_key(event.job_id, clip.index), result)
                 await self._announce(event, clip, result)
+        return NOTHING
 
     def _batching_backend(self) -> BatchingBackend | None:
         if self.batch_audio_s is None or not callable(getattr(self.backend, "transcribe_many", None)):
@@ -153,14 +151,14 @@ class CorrectionHandler:
 
     async def _correct(self, event: ClipsReady, clip: ClipSpec) -> None:
         key = result_key(event.job_id, clip.index)
-        result = await self._stored(key)
+        result = await self.store.clip_result(key)
         if result is None:
             result = await self._run_second_pass(event, clip)
-            await self.infra.clips.put(key, encode(result))
+            await self.store.put_clip_result(key, result)
         await self._announce(event, clip, result)
 
     async def _announce(self, event: ClipsReady, clip: ClipSpec, result: ClipResult) -> None:
-        await self.infra.publish(
+        await self.publisher.publish(
             ClipCorrected(
                 job_id=event.job_id,
                 clip_index=clip.index,
@@ -175,15 +173,8 @@ class CorrectionHandler:
             )
         )
 
-    async def _stored(self, key: str) -> ClipResult | None:
-        try:
-            entry = await self.infra.clips.get(key)
-        except KeyNotFoundError:
-            return None
-        return msgspec.json.decode(entry.value or b"", type=ClipResult)
-
     async def _load_clip(self, clip: ClipSpec) -> np.ndarray:
-        return pcm16_to_float(await load_pcm(self.infra, clip.audio_ref, "clip"))
+        return pcm16_to_float(await self.store.audio_pcm(clip.audio_ref, "clip"))
 
     async def _run_batch(
         self, backend: BatchingBackend, event: ClipsReady, clips: list[ClipSpec]

@@ -13,11 +13,11 @@ from typing import Final
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
-from nats.js.kv import KeyValue
+from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
-from relisten_contracts import JOBS_BUCKET, Event, JobCreated, JobView, Transcript, encode, names
+from relisten_contracts import JOBS_BUCKET, Event, JobCreated, JobView, Transcript, names
 from relisten_runtime.infra import Infra
+from relisten_runtime.store import JobStore, NatsJobStore, StaleRevision
 
 from relisten_ingest.domain import apply_event
 
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 CAS_ATTEMPTS: Final = 50
 
-_view_decoder = msgspec.json.Decoder(JobView)
 _transcript_decoder = msgspec.json.Decoder(Transcript)
 
 
@@ -46,31 +45,24 @@ class TranscriptMissing(RuntimeError):
 
 
 class JobViews:
-    """The ``jobs`` KV bucket: one JobView per job id, written only by ingest."""
+    """The job views (one JobView per job id, written only by ingest) in a job store: the ``jobs`` KV
+    bucket on NATS, dictionaries in tests."""
 
-    def __init__(self, kv: KeyValue, js: JetStreamContext | None = None) -> None:
-        self.kv = kv
+    def __init__(self, store: JobStore, js: JetStreamContext | None = None) -> None:
+        self.store = store
         self.js = js
+        """For :meth:`ids` (a subject listing of the bucket's stream) only."""
 
     @classmethod
     def of(cls, infra: Infra) -> JobViews:
-        return cls(infra.jobs, infra.js)
+        return cls(NatsJobStore(lambda: infra), infra.js)
 
     async def get(self, job_id: str) -> tuple[JobView, int] | None:
         """The view and its revision, or None when there is no such job."""
-        try:
-            entry = await self.kv.get(job_id)
-        except KeyNotFoundError:  # KeyDeletedError is a subclass
-            return None
-        if not entry.value:
-            return None
-        return _view_decoder.decode(entry.value), entry.revision or 0
+        return await self.store.view(job_id)
 
     async def create(self, view: JobView) -> int:
-        return await self.kv.create(view.id, encode(view))
-
-    async def purge(self, job_id: str) -> None:
-        await self.kv.purge(job_id)
+        return await self.store.put_view(view, 0)
 
     async def ids(self) -> list[str]:
         """Every key with a message in the bucket's stream (deleted ones included; ``get`` skips them).
@@ -111,12 +103,9 @@ class JobViews:
             if updated is None or updated == current:
                 return current, updated
             try:
-                if found is None:
-                    await self.kv.create(event.job_id, encode(updated))
-                else:
-                    await self.kv.update(event.job_id, encode(updated), last=revision)
+                await self.store.put_view(updated, revision)
                 return current, updated
-            except KeyWrongLastSequenceError:
+            except StaleRevision:
                 # Another replica wrote first; re-read and re-apply. Jitter keeps replicas apart.
                 await asyncio.sleep(random.uniform(0, 0.01 * (attempt + 1)))
         raise ViewConflict(f"job {event.job_id}: view changed under {CAS_ATTEMPTS} attempts to update it")
@@ -164,7 +153,7 @@ async def admit_job(
     """
     stored: list[str] = []
     view_written = False
-    jobs = JobViews(infra.jobs)
+    jobs = JobViews.of(infra)
     try:
         for name, path in ((event.original_ref, original), (event.audio_ref, normalised)):
             stored.append(name)
@@ -176,7 +165,7 @@ async def admit_job(
         log.warning("job %s: admission failed, removing what was stored: %r", view.id, exc)
         rollback = [*(_quietly(f"delete {n}", _deleter(infra.audio, n)) for n in stored)]
         if view_written:
-            rollback.append(_quietly(f"purge view {view.id}", lambda: jobs.purge(view.id)))
+            rollback.append(_quietly(f"purge view {view.id}", lambda: infra.jobs.purge(view.id)))
         # Shielded so that a cancelled request still cleans up after itself.
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(asyncio.gather(*rollback))

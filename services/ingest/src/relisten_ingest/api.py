@@ -168,7 +168,7 @@ def infra_of(request: Request) -> Infra:
 
 
 async def _view_or_404(infra: Infra, job_id: str) -> JobView:
-    found = await JobViews(infra.jobs).get(job_id) if _JOB_ID.match(job_id) else None
+    found = await JobViews.of(infra).get(job_id) if _JOB_ID.match(job_id) else None
     if found is None:
         raise ApiError(404, "job_not_found", f"there is no job {job_id[:80]!r}")
     bind_job(job_id)

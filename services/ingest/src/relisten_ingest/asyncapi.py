@@ -3,9 +3,9 @@
 Payload schemas come from ``msgspec.json.schema_components`` over the event types, so the document
 cannot drift from what is on the wire; channels are the :class:`~relisten_contracts.Subject` values;
 operations say which service sends and which receives each event (and through which durable
-consumer). FastStream could generate a document from the brokers, but each service has its own
-broker and ingest's projector reads everything through one wildcard subscription, so the flow is
-clearer written down once here. Pure: served at ``/asyncapi.json``.
+consumer), generated from the step declarations of :mod:`relisten_contracts.flow` that every service's
+worker binds its handlers to (a test checks the services bind exactly those). Pure: served at
+``/asyncapi.json``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from relisten_contracts import (
     Subject,
     Transcript,
     WordsScored,
+    flow,
     subject_for,
 )
 
@@ -45,28 +46,6 @@ EVENTS: Final[tuple[type[Event], ...]] = (
 )
 DOCUMENTS: Final = (FirstPass, ClipResult, Transcript)
 """Stored in the Object Store and KV, referred to by the events: described alongside them."""
-
-SENDERS: Final[dict[Subject, tuple[str, ...]]] = {
-    Subject.JOB_CREATED: ("ingest",),
-    Subject.JOB_PROGRESS: ("asr", "corrector", "merger"),
-    Subject.WORDS_SCORED: ("asr",),
-    Subject.CLIPS_READY: ("clipper",),
-    Subject.CLIP_CORRECTED: ("corrector",),
-    Subject.JOB_MERGED: ("merger",),
-    Subject.JOB_FAILED: ("asr", "clipper", "corrector", "merger", "ingest"),
-    Subject.JOB_RETRIED: ("ingest",),
-    Subject.JOB_DELETED: ("ingest",),
-}
-RECEIVERS: Final[dict[Subject, tuple[tuple[str, str], ...]]] = {
-    Subject.JOB_CREATED: (("asr", "asr"),),
-    Subject.WORDS_SCORED: (("clipper", "clipper"),),
-    Subject.CLIPS_READY: (("corrector", "corrector"), ("merger", "merger-plans")),
-    Subject.CLIP_CORRECTED: (("merger", "merger-clips"),),
-    Subject.JOB_MERGED: (("notifier", "notifier-merged"),),
-    Subject.JOB_FAILED: (("notifier", "notifier-failed"),),
-}
-"""(service, durable consumer) per subject; ingest's ``ingest-view`` receives every subject too."""
-VIEW_CONSUMER: Final = ("ingest", "ingest-view")
 
 _SCHEMAS = "#/components/schemas/{name}"
 
@@ -123,17 +102,18 @@ def build_asyncapi(*, version: str, nats_url: str, stream: str) -> dict[str, Any
             "channel": {"$ref": f"#/channels/{channel}"},
             "messages": [{"$ref": f"#/channels/{channel}/messages/{name}"}],
         }
-        for service in SENDERS[subject]:
+        for service in flow.senders(event):
             operations[f"{service}.send.{channel}"] = {
                 "action": "send",
                 "title": f"{service} publishes",
                 **reference,
             }
-        for service, durable in (*RECEIVERS.get(subject, ()), VIEW_CONSUMER):
-            operations[f"{service}.receive.{channel}"] = {
+        for step in flow.receivers(subject):
+            operations[f"{step.service}.receive.{channel}"] = {
                 "action": "receive",
-                "title": f"{service} consumes",
-                "description": f"Durable pull consumer {durable!r}.",
+                "title": f"{step.service} consumes",
+                "summary": step.summary,
+                "description": f"Durable pull consumer {step.durable!r}.",
                 **reference,
             }
     return {

@@ -1,7 +1,9 @@
 """Deleting a finished job: its audio, its artefacts, its KV entries and its view, leaving nothing.
 
 What a job stores is named by the functions of :mod:`relisten_contracts.names` (the services write
-under those names), so deletion walks the same list:
+under those names), so deletion walks the same list; everything but the ``Idempotency-Key`` claim is
+removed through the job store (:meth:`relisten_runtime.store.JobStore.remove_job`), the same port the
+handlers store through:
 
 * ``relisten-audio``: the original, the normalised audio, every clip (``clip_count`` of the view,
   the plan's clip references, and any clip a plan no longer mentions: see below);
@@ -32,7 +34,6 @@ from typing import Final
 
 import msgspec
 from nats.js.errors import NotFoundError
-from nats.js.object_store import ObjectStore
 from relisten_contracts import (
     AUDIO_BUCKET,
     CLIPS_BUCKET,
@@ -40,20 +41,14 @@ from relisten_contracts import (
     IDEMPOTENCY_BUCKET,
     JOBS_BUCKET,
     NOTIFY_BUCKET,
-    ClipsReady,
     DeletionReason,
     JobDeleted,
     JobView,
-    audio_object,
-    clip_object,
-    deleted_marker_key,
-    first_pass_object,
     notify_key_prefix,
-    original_object,
     plan_object,
-    transcript_object,
 )
 from relisten_runtime.infra import Infra
+from relisten_runtime.store import JobStore
 
 from relisten_ingest.adapters import JobViews
 from relisten_ingest.domain import TERMINAL
@@ -61,53 +56,12 @@ from relisten_ingest.idempotency import Claim
 
 log = logging.getLogger(__name__)
 
-_plan_decoder = msgspec.json.Decoder(ClipsReady)
 _claim_decoder = msgspec.json.Decoder(Claim)
 MAX_PROBED_CLIPS: Final = 10_000
 
 
 class JobRunning(Exception):
     """The job has not ended; it cannot be deleted yet."""
-
-
-def audio_objects(job_id: str, clip_count: int) -> list[str]:
-    return [
-        original_object(job_id),
-        audio_object(job_id),
-        *(clip_object(job_id, i) for i in range(clip_count)),
-    ]
-
-
-def data_objects(job_id: str) -> list[str]:
-    return [first_pass_object(job_id), plan_object(job_id), transcript_object(job_id)]
-
-
-def _meta_subject(bucket: str, name: str) -> str:
-    # The Object Store's own encoding of a name in its metadata subject (padded URL-safe base64).
-    return f"$O.{bucket}.M.{base64.urlsafe_b64encode(name.encode()).decode()}"
-
-
-async def purge_object(infra: Infra, store: ObjectStore, bucket: str, name: str) -> bool:
-    """Remove an object's chunks and metadata from its stream; True when there was one."""
-    stream = f"OBJ_{bucket}"
-    try:
-        info = await store.get_info(name, show_deleted=True)
-    except NotFoundError:
-        info = None
-    if info is not None and info.nuid:
-        await infra.js.purge_stream(stream, subject=f"$O.{bucket}.C.{info.nuid}")
-    await infra.js.purge_stream(stream, subject=_meta_subject(bucket, name))
-    return info is not None and not info.deleted
-
-
-async def _purge_keys(infra: Infra, bucket: str, subject_filter: str) -> int:
-    """Purge every KV key under ``subject_filter`` (a subject listing, exact, unlike key watchers)."""
-    stream = f"KV_{bucket}"
-    info = await infra.js.stream_info(stream, subjects_filter=subject_filter)
-    subjects = list(info.state.subjects or {})
-    for subject in subjects:
-        await infra.js.purge_stream(stream, subject=subject)
-    return len(subjects)
 
 
 async def _purge_claims(infra: Infra, job_id: str) -> None:
@@ -129,14 +83,16 @@ def _claim_job(data: bytes) -> str | None:
         return None
 
 
-async def _clip_count(infra: Infra, view: JobView) -> int:
+async def _clip_count(store: JobStore, view: JobView) -> int:
     """Clips the job cut: the view's count, or the plan's when the view never heard of them."""
     count = view.clip_count or 0
     try:
-        plan = _plan_decoder.decode((await infra.data.get(plan_object(view.id))).data or b"")
-    except (NotFoundError, msgspec.DecodeError, msgspec.ValidationError):
+        plan = await store.plan(plan_object(view.id))
+    except (msgspec.DecodeError, msgspec.ValidationError):
         return count
-    return max(count, len(plan.clips), *(clip.index + 1 for clip in plan.clips)) if plan.clips else count
+    if plan is None or not plan.clips:
+        return count
+    return int(max(count, len(plan.clips), *(clip.index + 1 for clip in plan.clips)))
 
 
 async def delete_job(infra: Infra, job_id: str, reason: DeletionReason) -> JobView | None:
@@ -146,6 +102,7 @@ async def delete_job(infra: Infra, job_id: str, reason: DeletionReason) -> JobVi
     replicas at once.
     """
     views = JobViews.of(infra)
+    store = views.store
     found = await views.get(job_id)
     if found is None:
         return None
@@ -154,27 +111,19 @@ async def delete_job(infra: Infra, job_id: str, reason: DeletionReason) -> JobVi
         raise JobRunning(f"job {job_id} is {view.status}; delete it once it has completed or failed")
     await infra.publish(JobDeleted(job_id=job_id, occurred_at=time.time(), reason=reason, status=view.status))
 
-    count = min(await _clip_count(infra, view), MAX_PROBED_CLIPS)
-    removed = 0
-    for name in audio_objects(job_id, count):
-        removed += await purge_object(infra, infra.audio, AUDIO_BUCKET, name)
-    data = data_objects(job_id)
-    if view.transcript_ref and view.transcript_ref not in data:
-        data.append(view.transcript_ref)
-    for name in data:
-        removed += await purge_object(infra, infra.data, DATA_BUCKET, name)
-    answers = await _purge_keys(infra, CLIPS_BUCKET, f"$KV.{CLIPS_BUCKET}.{job_id}.>")
-    latches = await _purge_keys(infra, NOTIFY_BUCKET, f"$KV.{NOTIFY_BUCKET}.{notify_key_prefix(job_id)}>")
+    count = min(await _clip_count(store, view), MAX_PROBED_CLIPS)
+    # The claim first: the job store removes the view last, so a deletion cut short is finished by
+    # asking again (the view is still there to find).
     await _purge_claims(infra, job_id)
-    await infra.runtime.put(deleted_marker_key(job_id), b"")
-    await _purge_keys(infra, JOBS_BUCKET, f"$KV.{JOBS_BUCKET}.{job_id}")
+    extra = (view.transcript_ref,) if view.transcript_ref else ()
+    removed = await store.remove_job(job_id, count, extra)
     log.info(
         "job %s deleted (%s): %d objects, %d clip answers, %d delivery latches, and the view",
         job_id,
         reason,
-        removed,
-        answers,
-        latches,
+        removed.objects,
+        removed.clip_answers,
+        removed.latches,
     )
     return view
 

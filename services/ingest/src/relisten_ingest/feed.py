@@ -122,7 +122,7 @@ class JobFeed:
                 await _release(self.infra.js, subscription)
 
     async def _fresh_view(self) -> JobView:
-        found = await JobViews(self.infra.jobs).get(self.snapshot.id)
+        found = await JobViews.of(self.infra).get(self.snapshot.id)
         return found[0] if found else self.snapshot
 
     async def _perform(self, action: Action) -> AsyncIterator[Frame]:

@@ -12,28 +12,26 @@ count twice.
 from __future__ import annotations
 
 import logging
-from typing import Final
+from collections.abc import Sequence
 
-from nats.js.errors import KeyNotFoundError
-from relisten_contracts import Event, JobCreated, deleted_marker_key
+from relisten_contracts import Event, JobCreated, flow
 from relisten_runtime.logs import job_context
-from relisten_runtime.worker import FOREVER, Worker
+from relisten_runtime.steps import NOTHING
+from relisten_runtime.store import JobStore, nats_store_of
+from relisten_runtime.worker import Worker
 
 from relisten_ingest.adapters import JobViews
 from relisten_ingest.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
 
-VIEW_SUBJECT: Final = "relisten.>"
-VIEW_DURABLE: Final = "ingest-view"
-VIEW_STAGE: Final = "viewing"
-
 
 class JobViewProjector:
-    """Applies each event to the job's view (see :func:`relisten_ingest.domain.apply_event`)."""
+    """Applies each event to the job's view (see :func:`relisten_ingest.domain.apply_event`): the
+    ``viewing`` step (:data:`relisten_contracts.flow.VIEWING`), which publishes nothing."""
 
-    def __init__(self, worker: Worker, metrics: IngestMetrics | None = None) -> None:
-        self.worker = worker
+    def __init__(self, store: JobStore, metrics: IngestMetrics | None = None) -> None:
+        self.store = store
         self.metrics = metrics
 
     async def _deleted(self, event: JobCreated) -> bool:
@@ -42,32 +40,26 @@ class JobViewProjector:
         JetStream delivers at least once: after a crash a consumer may see events it had acknowledged
         (its acknowledgement floor is not written with every ack); the deletion's marker keeps such a
         replay from bringing the view back. Job ids are never reused, so a marked job has no view."""
-        try:
-            await self.worker.infra.runtime.get(deleted_marker_key(event.job_id))
-        except KeyNotFoundError:
-            return False
-        return True
+        return await self.store.is_deleted(event.job_id)
 
-    async def __call__(self, event: Event) -> None:
+    async def __call__(self, event: Event) -> Sequence[Event]:
         with job_context(event.job_id):
             if isinstance(event, JobCreated) and await self._deleted(event):
                 log.info("job %s was deleted; its replayed job.created makes no view", event.job_id)
-                return
-            before, view = await JobViews(self.worker.infra.jobs).apply_change(event)
+                return NOTHING
+            before, view = await JobViews(self.store).apply_change(event)
             if view is None:
                 log.info("no view for job %s: %s ignored", event.job_id, type(event).__name__)
-                return
-            if view == before:
-                return
-            log.debug("job %s is %s (%.0f %%)", view.id, view.status, view.progress * 100)
-            if self.metrics is not None:
-                self.metrics.observe(before, view, event)
+                return NOTHING
+            if view != before:
+                log.debug("job %s is %s (%.0f %%)", view.id, view.status, view.progress * 100)
+                if self.metrics is not None:
+                    self.metrics.observe(before, view, event)
+            return NOTHING
 
 
 def register_projector(worker: Worker, metrics: IngestMetrics | None = None) -> None:
-    """Bind the projector to the worker's broker; call before ``worker.start()``."""
-    # FOREVER: the projector never gives up on an event (a lost job.merged or job.failed would leave the
-    # view running while the notice already went out); a failing write is retried with backoff.
-    worker.consume(
-        VIEW_SUBJECT, VIEW_DURABLE, VIEW_STAGE, JobViewProjector(worker, metrics), max_deliver=FOREVER
-    )
+    """Bind the projector to its step; call before ``worker.start()``."""
+    # FOREVER (flow.VIEWING): the projector never gives up on an event (a lost job.merged or job.failed
+    # would leave the view running while the notice already went out); a failing write is retried.
+    worker.step(flow.VIEWING, JobViewProjector(nats_store_of(worker), metrics))

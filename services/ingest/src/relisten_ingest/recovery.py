@@ -33,7 +33,7 @@ from typing import Any, Final
 import msgspec
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import NotFoundError
 from relisten_contracts import (
     STREAM_NAME,
     ClipsReady,
@@ -45,13 +45,13 @@ from relisten_contracts import (
     JobRetried,
     JobView,
     decode_event,
-    encode,
     first_pass_object,
     plan_object,
     words_scored,
 )
 from relisten_runtime.infra import Infra
 from relisten_runtime.logs import job_context
+from relisten_runtime.store import StaleRevision
 
 from relisten_ingest.adapters import JobViews, audio_name, original_name
 from relisten_ingest.domain import TERMINAL, stuck_views
@@ -152,7 +152,7 @@ class Watchdog:
     async def fail(self, job_id: str, attempt: int, *, code: str, message: str) -> bool:
         """Publish ``job.failed`` for ``job_id`` if its view is still running run ``attempt``."""
         with job_context(job_id):
-            found = await JobViews(self.infra.jobs).get(job_id)
+            found = await JobViews.of(self.infra).get(job_id)
             if found is None:
                 return False
             view = found[0]
@@ -291,8 +291,8 @@ async def redrive(infra: Infra, view: JobView, *, clock: Callable[[], float] = t
         log.exception("job %s: could not publish the retry; putting the failed view back", view.id)
         found = await jobs.get(view.id)
         if found is not None and found[0].attempt == attempt:
-            with contextlib.suppress(KeyWrongLastSequenceError):
-                await infra.jobs.update(view.id, encode(before), last=found[1])
+            with contextlib.suppress(StaleRevision):
+                await jobs.store.put_view(before, found[1])
         raise
     log.info("job %s: retried as run %d from %s", view.id, attempt, retried.resume_from)
     return after

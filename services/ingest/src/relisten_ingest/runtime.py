@@ -76,7 +76,7 @@ class IngestRuntime:
     async def _start_worker(self) -> None:
         delay = RETRY_FIRST_S
         while True:
-            worker = Worker("ingest", self.settings, fails_jobs=False)
+            worker = Worker("ingest", self.settings)
             register_projector(worker, self.metrics)
             try:
                 await worker.start(wait_for_nats=False)  # this loop retries, and tells /readyz why

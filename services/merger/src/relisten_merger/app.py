@@ -1,8 +1,10 @@
-"""Wiring of the merger: consumers on clips.ready (jobs with nothing to correct) and clip.corrected."""
+"""Wiring of the merger: its two steps, on clips.ready (jobs with nothing to correct) and on
+clip.corrected (``merging``: -> job.merged)."""
 
 from __future__ import annotations
 
-from relisten_contracts import Subject
+from relisten_contracts import flow
+from relisten_runtime.store import nats_store_of
 from relisten_runtime.worker import Worker
 
 from relisten_merger.domain import MergePolicy
@@ -13,7 +15,8 @@ from relisten_merger.settings import MergerSettings
 def build_worker(settings: MergerSettings | None = None) -> Worker:
     settings = settings or MergerSettings()
     worker = Worker("merger", settings)
-    handler = MergeHandler(worker, MergePolicy(**settings.policy_fields()))  # type: ignore[arg-type]
-    worker.consume(Subject.CLIPS_READY, "merger-plans", "merging", handler.on_clips_ready)
-    worker.consume(Subject.CLIP_CORRECTED, "merger-clips", "merging", handler.on_clip_corrected)
+    policy = MergePolicy(**settings.policy_fields())  # type: ignore[arg-type]
+    handler = MergeHandler(worker, nats_store_of(worker), policy)
+    worker.step(flow.MERGING_PLANS, handler.on_clips_ready)
+    worker.step(flow.MERGING_CLIPS, handler.on_clip_corrected)
     return worker

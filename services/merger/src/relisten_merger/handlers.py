@@ -7,32 +7,30 @@ message id, so a second merge of the same job is harmless and dropped by the str
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
-import msgspec
-from nats.js.errors import KeyNotFoundError, NotFoundError
 from relisten_contracts import (
     ClipCorrected,
     ClipResult,
     ClipsReady,
+    Event,
     FirstPass,
     JobMerged,
     JobProgress,
     Transcript,
     TranscriptStats,
-    encode,
     names,
 )
-from relisten_runtime.infra import Infra
-from relisten_runtime.worker import PermanentFailure, Worker
+from relisten_runtime.steps import NOTHING, Publisher
+from relisten_runtime.store import JobStore
+from relisten_runtime.worker import PermanentFailure
 
 from relisten_merger.domain import MergePolicy, MergeWindow, build_segments, merge, transcript_text
 
 log = logging.getLogger(__name__)
 
 PREVIEW_CHARS = 500
-T = TypeVar("T")
 
 
 def transcript_ref(job_id: str) -> str:
@@ -86,55 +84,45 @@ def build_transcript(
 
 @dataclass
 class MergeHandler:
-    worker: Worker
+    """The ``merging`` steps (:data:`relisten_contracts.flow.MERGING_PLANS`, ``MERGING_CLIPS``)."""
+
+    publisher: Publisher
+    """For ``job.progress`` as the merge begins (before the transcript is built and stored)."""
+    store: JobStore
     policy: MergePolicy
 
-    @property
-    def infra(self) -> Infra:
-        return self.worker.infra
-
-    async def on_clips_ready(self, event: ClipsReady) -> None:
+    async def on_clips_ready(self, event: ClipsReady) -> Sequence[Event]:
         if not event.clips:
-            await self._merge(event, {}, await self._stored_transcript(transcript_ref(event.job_id)))
+            return await self._merge(event, {}, await self.store.transcript(transcript_ref(event.job_id)))
+        return NOTHING
 
-    async def on_clip_corrected(self, event: ClipCorrected) -> None:
+    async def on_clip_corrected(self, event: ClipCorrected) -> Sequence[Event]:
         # Once merged, later clip events of the job (the corrector finishes a batch of clips at once)
         # need no look at every clip result again: the stored transcript is announced again.
-        stored = await self._stored_transcript(transcript_ref(event.job_id))
+        stored = await self.store.transcript(transcript_ref(event.job_id))
         results: dict[int, ClipResult] = {}
         if stored is None:
             found = await self._results(event.job_id, event.clip_count)
             if found is None:
-                return  # other clips are still being re-listened to; the last one triggers the merge
+                return NOTHING  # other clips are still being re-listened to; the last one merges
             results = found
-        plan = await self._load(event.plan_ref, ClipsReady, "plan_missing")
-        await self._merge(plan, results, stored)
+        plan = await self.store.plan(event.plan_ref)
+        if plan is None:
+            raise PermanentFailure("plan_missing", f"{event.plan_ref} is not stored")
+        return await self._merge(plan, results, stored)
 
     async def _results(self, job_id: str, clip_count: int) -> dict[int, ClipResult] | None:
         results = {}
         for index in range(clip_count):
-            try:
-                entry = await self.infra.clips.get(result_key(job_id, index))
-            except KeyNotFoundError:
+            result = await self.store.clip_result(result_key(job_id, index))
+            if result is None:
                 return None
-            results[index] = msgspec.json.decode(entry.value or b"", type=ClipResult)
+            results[index] = result
         return results
-
-    async def _load(self, ref: str, kind: type[T], code: str) -> T:
-        try:
-            return msgspec.json.decode(await self.infra.get_blob(self.infra.data, ref), type=kind)
-        except NotFoundError as exc:
-            raise PermanentFailure(code, f"{ref} is not stored") from exc
-
-    async def _stored_transcript(self, ref: str) -> Transcript | None:
-        try:
-            return msgspec.json.decode(await self.infra.get_blob(self.infra.data, ref), type=Transcript)
-        except NotFoundError:
-            return None
 
     async def _merge(
         self, plan: ClipsReady, results: dict[int, ClipResult], stored: Transcript | None
-    ) -> None:
+    ) -> Sequence[Event]:
         """Build, store and announce the transcript, or announce ``stored`` again.
 
         Every clip.corrected that finds all results triggers a merge, and a redelivery may too. The
@@ -147,10 +135,10 @@ class MergeHandler:
         if transcript is not None:
             log.debug("job %s was merged already; announcing its transcript again", plan.job_id)
         else:
-            await self.infra.publish(JobProgress(job_id=plan.job_id, stage="merging", progress=0.0))
-            first = await self._load(plan.words_ref, FirstPass, "words_missing")
+            await self.publisher.publish(JobProgress(job_id=plan.job_id, stage="merging", progress=0.0))
+            first = await self._first_pass(plan.words_ref)
             transcript = build_transcript(plan, first, results, self.policy)
-            await self.infra.data.put(ref, encode(transcript))
+            await self.store.put_transcript(ref, transcript)
             log.info(
                 "job %s merged: %d corrections accepted, %d rejected, %d unresolved",
                 plan.job_id,
@@ -159,7 +147,7 @@ class MergeHandler:
                 transcript.stats.corrections_unresolved,
             )
         stats = transcript.stats
-        await self.infra.publish(
+        return [
             JobMerged(
                 job_id=plan.job_id,
                 transcript_ref=ref,
@@ -176,4 +164,10 @@ class MergeHandler:
                 options=plan.options,
                 warnings=list(transcript.warnings),
             )
-        )
+        ]
+
+    async def _first_pass(self, ref: str) -> FirstPass:
+        first = await self.store.first_pass(ref)
+        if first is None:
+            raise PermanentFailure("words_missing", f"{ref} is not stored")
+        return first

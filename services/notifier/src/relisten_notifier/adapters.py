@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 import httpx
 import msgspec
-from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KeyValue
 from relisten_contracts import encode
+from relisten_runtime.store import JobStore
 
 from relisten_notifier.domain import DeliveryRecord, DisabledDestination
 
@@ -78,36 +77,35 @@ class HttpPoster:
 
 
 class DeliveryLatch:
-    """Per (job, event, target) record in the notify KV bucket: present means "done, don't send again"."""
+    """Per (job, event, target) record in the job store's notice records (the ``relisten-notify`` KV
+    bucket): a final one means "done, don't send again"; and the destinations disabled for a while."""
 
-    def __init__(self, kv: KeyValue) -> None:
-        self.kv = kv
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
 
     async def recorded(self, key: str) -> DeliveryRecord | None:
         """The stored record, or None when nothing was recorded under ``key``."""
-        try:
-            entry = await self.kv.get(key)
-        except KeyNotFoundError:
+        data = await self.store.notice_record(key)
+        if data is None:
             return None
         try:
-            return msgspec.json.decode(entry.value or b"", type=DeliveryRecord)
+            return msgspec.json.decode(data, type=DeliveryRecord)
         except (msgspec.DecodeError, msgspec.ValidationError):
             # Whatever wrote it, the key exists: treat it as done rather than risk a second notice.
             log.warning("unreadable delivery record under %s; treating it as done", key)
             return DeliveryRecord(outcome="unknown", attempts=0, at=0.0)
 
     async def record(self, key: str, record: DeliveryRecord) -> None:
-        await self.kv.put(key, encode(record))
+        await self.store.put_notice_record(key, encode(record))
 
     async def disabled(self, key: str) -> DisabledDestination | None:
-        try:
-            entry = await self.kv.get(key)
-        except KeyNotFoundError:
+        data = await self.store.notice_record(key)
+        if data is None:
             return None
         try:
-            return msgspec.json.decode(entry.value or b"", type=DisabledDestination)
+            return msgspec.json.decode(data, type=DisabledDestination)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return None
 
     async def disable(self, key: str, record: DisabledDestination) -> None:
-        await self.kv.put(key, encode(record))
+        await self.store.put_notice_record(key, encode(record))

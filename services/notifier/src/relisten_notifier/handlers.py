@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from relisten_contracts import JobFailed, JobMerged, encode
+from relisten_contracts import Event, encode
 from relisten_runtime.addresses import internal_address_of
+from relisten_runtime.steps import NOTHING
+from relisten_runtime.store import JobStore, nats_store_of
 from relisten_runtime.worker import RetryLater as Redeliver
 from relisten_runtime.worker import Worker
 
@@ -56,9 +58,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class NotifyHandler:
-    """Announces a finished job to Discord (when configured) and to the job's ``callback_url``."""
+    """Announces a finished job to Discord (when configured) and to the job's ``callback_url``: the
+    ``notifying`` steps (:data:`relisten_contracts.flow.NOTIFYING_MERGED`, ``NOTIFYING_FAILED``),
+    which publish nothing."""
 
-    worker: Worker
+    store: JobStore
+    """Where the delivery latches are kept (:class:`~relisten_notifier.adapters.DeliveryLatch`)."""
     settings: NotifierSettings
     discord: HttpPoster
     callbacks: HttpPoster
@@ -73,17 +78,14 @@ class NotifyHandler:
     @classmethod
     def from_settings(cls, worker: Worker, settings: NotifierSettings) -> NotifyHandler:
         return cls(
-            worker=worker,
+            store=nats_store_of(worker),
             settings=settings,
             discord=HttpPoster(settings.discord_timeout_s),
             callbacks=HttpPoster(settings.callback_timeout_s),
         )
 
-    async def __call__(self, event: Notice) -> None:
-        if not isinstance(event, JobMerged | JobFailed):
-            log.warning("job %s: ignoring unexpected %s", event.job_id, type(event).__name__)
-            return
-        latch = DeliveryLatch(self.worker.infra.notify)
+    async def __call__(self, event: Notice) -> Sequence[Event]:
+        latch = DeliveryLatch(self.store)
         deliveries: list[Awaitable[float | None]] = []
         secret_url = self.settings.discord_webhook_url
         discord_url = secret_url.get_secret_value() if secret_url is not None else ""
@@ -101,7 +103,7 @@ class NotifyHandler:
                 )
             )
         if not deliveries:
-            return
+            return NOTHING
         # Both run to the end even if one fails, so one target's latch error doesn't cut the other short.
         results = await asyncio.gather(*deliveries, return_exceptions=True)
         errors = [result for result in results if isinstance(result, BaseException)]
@@ -112,6 +114,7 @@ class NotifyHandler:
         waits = [result for result in results if isinstance(result, float)]
         if waits:
             raise Redeliver(min(waits), "a notice is due again")
+        return NOTHING
 
     async def _deliver(
         self,
