@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from relisten_runtime.audio import pcm16_to_float, wav_bytes
+from relisten_runtime.audio import pcm16_from_float, pcm16_to_float, wav_bytes
 from relisten_runtime.embedded import EmbeddedNats, free_port
 from relisten_runtime.infra import Infra, open_infra
-from relisten_runtime.remote import pcm16_from_float
 from relisten_runtime.stored_audio import load_pcm
 from relisten_runtime.worker import PermanentFailure
 

@@ -13,20 +13,16 @@ Three naming schemes are in use, and kept because deployments depend on them:
 from these classes (``python -m relisten.settings_doc --write``).
 """
 
-import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-
-from relisten_runtime.models import default_model_cache_dir
 
 PREFIX = "RELISTEN_"
 
@@ -125,43 +121,9 @@ class CommonSettings(BaseSettings):
         )
 
 
-class SpeechModelSettings(CommonSettings):
-    """What asr and corrector both set about a faster-whisper model in process or a speech server
-    (each under its own prefix: ``RELISTEN_ASR_DEVICE``, ``RELISTEN_CORRECTOR_DEVICE``, ...)."""
-
-    device: str = Field("cpu", description="faster-whisper device: cpu, cuda or auto.")
-    compute_type: str = Field(
-        "int8", description="CTranslate2 compute type for faster-whisper (int8 on CPU)."
-    )
-    cpu_threads: int = Field(
-        0, ge=0, description="CPU threads for faster-whisper; 0: one per CPU available, at most 4."
-    )
-    beam_size: int = Field(5, ge=1, description="Beam size of the faster-whisper decoder.")
-    model_cache_dir: Path = Field(
-        default_factory=default_model_cache_dir,
-        json_schema_extra={"shown_default": "`$XDG_CACHE_HOME/relisten/models` (`~/.cache/...`)"},
-        description="Where the bundled Whisper base is assembled once (its model.bin ships in two parts).",
-    )
-    api_key: SecretStr | None = Field(
-        None, description="Bearer token for the remote speech server, if it wants one."
-    )
-    backoff_s: float = Field(
-        1.0, ge=0, description="First pause between HTTP attempts; doubles each time, with jitter."
-    )
-
-
 def env_name(settings_cls: type[CommonSettings], field: str) -> str:
     """The environment variable ``settings_cls`` reads ``field`` from."""
     if field not in settings_cls.model_fields:
         raise KeyError(f"{settings_cls.__name__} has no field {field!r}")
     prefix = PREFIX if field in CommonSettings.model_fields else settings_cls.service_env_prefix
     return f"{prefix}{field.upper()}"
-
-
-def model_cpu_threads(configured: int) -> int:
-    """Threads for an in-process model: ``configured``, or for 0 one per CPU this process may use, at
-    most 4. (CTranslate2's own default is 4 whatever the machine; on 2 cores that oversubscribes, and
-    the benchmark measured the pipeline 12 % faster with 2.)"""
-    if configured > 0:
-        return configured
-    return max(1, min(4, len(os.sched_getaffinity(0))))

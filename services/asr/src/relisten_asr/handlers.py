@@ -13,9 +13,9 @@ from relisten_contracts import FirstPass, JobCreated, JobProgress, encode, names
 from relisten_contracts.calibration import Calibration, calibrated
 from relisten_runtime.audio import pcm16_to_float
 from relisten_runtime.infra import Infra
-from relisten_runtime.remote import RemoteCallError as EngineError
 from relisten_runtime.stored_audio import load_pcm
 from relisten_runtime.worker import PermanentFailure, Worker
+from relisten_speech.errors import SpeechError as EngineError
 
 from relisten_asr.engines import FirstPassEngine
 from relisten_asr.hallucination import unsure_warning

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 from relisten_runtime.addresses import refuse_own_api
-from relisten_runtime.settings import SpeechModelSettings
+from relisten_speech.settings import SpeechModelSettings
 
 BackendKind = Literal["faster-whisper", "vllm", "openai"]
 

@@ -1,5 +1,5 @@
-"""HTTP plumbing shared by the remote speech engines (asr) and backends (corrector): WAV encoding, and
-POSTs with bounded, classified retries.
+"""HTTP plumbing of the remote speech engines (asr) and backends (corrector): POSTs with bounded,
+classified retries, and the OpenAI-compatible transcriptions client.
 
 What is retried: timeouts, connection errors, 408, 429 and 5xx (a busy or restarting GPU server), with
 exponential backoff and jitter, and never sooner than the server's ``Retry-After``. What is not: any
@@ -19,55 +19,19 @@ from typing import Any
 
 import httpx
 import numpy as np
+from relisten_runtime.audio import wav_from_float
 
-from relisten_runtime.audio import SAMPLE_RATE, wav_bytes
+from relisten_speech.errors import SpeechError
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class RemoteCallError(Exception):
-    """A remote speech server could not answer; ``code`` is short and stable, ``retryable`` says whether
-    asking again could help."""
-
-    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retryable = retryable
-
-
-def pcm16_from_float(audio: np.ndarray) -> bytes:
-    """Float samples in [-1, 1] as little-endian 16-bit PCM, rounded and clipped.
-
-    The scale is 32768, the inverse of how the services turn stored PCM into floats, so a clip that came
-    from PCM goes back to exactly the same samples.
-    """
-    samples = np.nan_to_num(np.asarray(audio, dtype=np.float64).reshape(-1), nan=0.0, posinf=1.0, neginf=-1.0)
-    scaled = np.clip(np.rint(samples * 32768.0), -32768, 32767)
-    return scaled.astype("<i2").tobytes()
-
-
-def wav_from_float(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
-    """A 16 kHz mono 16-bit WAV file of ``audio``."""
-    return wav_bytes(pcm16_from_float(audio), sample_rate)
-
-
 def api_root(base_url: str) -> str:
     """``http://host:8000``, whether the setting was given with or without a trailing ``/v1``."""
     root = base_url.strip().rstrip("/")
     return root.removesuffix("/v1")
-
-
-def json_number(value: Any, what: str, default: float | None = None) -> float:
-    """A number from a server's JSON answer (``default`` when absent and one is given); anything else,
-    booleans included, is ``bad_response``."""
-    if value is None and default is not None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RemoteCallError("bad_response", f"{what} is {value!r}, not a number")
-    return float(value)
 
 
 def retry_after_s(response: httpx.Response) -> float | None:
@@ -123,34 +87,32 @@ async def post_with_retries(
     ``gate``, when given, bounds the requests in flight; a pause between attempts does not hold it.
     """
     rng = rng or random.Random()
-    last: RemoteCallError | None = None
+    last: SpeechError | None = None
     for attempt in range(1, policy.max_attempts + 1):
         wait_at_least = 0.0
         try:
             async with gate or contextlib.nullcontext():
                 response = await client.post(url, **request)
         except httpx.TimeoutException as exc:
-            last = RemoteCallError(
+            last = SpeechError(
                 "timeout", f"no answer from {url} within the timeout ({exc!r})", retryable=True
             )
         except httpx.TransportError as exc:
-            last = RemoteCallError("unreachable", f"cannot reach {url}: {exc!r}", retryable=True)
+            last = SpeechError("unreachable", f"cannot reach {url}: {exc!r}", retryable=True)
         else:
             if response.is_success:
                 return response
             detail = response.text[:300].strip()
             if response.status_code not in RETRYABLE_STATUS:
-                raise RemoteCallError(
+                raise SpeechError(
                     f"http_{response.status_code}", f"{url} refused the request: {detail}", retryable=False
                 )
             code = "rate_limited" if response.status_code == 429 else f"http_{response.status_code}"
-            last = RemoteCallError(code, f"{url} answered {response.status_code}: {detail}", retryable=True)
+            last = SpeechError(code, f"{url} answered {response.status_code}: {detail}", retryable=True)
             asked = retry_after_s(response)
             if asked is not None:
                 if asked > policy.max_retry_after_s:
-                    raise RemoteCallError(
-                        code, f"{url} asked to wait {asked:.0f} s: giving up", retryable=True
-                    )
+                    raise SpeechError(code, f"{url} asked to wait {asked:.0f} s: giving up", retryable=True)
                 wait_at_least = asked
         if attempt == policy.max_attempts:
             break
@@ -165,7 +127,7 @@ async def post_with_retries(
         )
         await asyncio.sleep(pause)
     assert last is not None
-    raise RemoteCallError(last.code, f"{last.message} (after {policy.max_attempts} attempts)", retryable=True)
+    raise SpeechError(last.code, f"{last.message} (after {policy.max_attempts} attempts)", retryable=True)
 
 
 def json_body(response: httpx.Response) -> dict[str, Any]:
@@ -173,9 +135,9 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError as exc:
-        raise RemoteCallError("bad_response", f"answer is not JSON: {response.text[:200]!r}") from exc
+        raise SpeechError("bad_response", f"answer is not JSON: {response.text[:200]!r}") from exc
     if not isinstance(body, dict):
-        raise RemoteCallError("bad_response", f"answer is not a JSON object: {response.text[:200]!r}")
+        raise SpeechError("bad_response", f"answer is not a JSON object: {response.text[:200]!r}")
     return body
 
 
