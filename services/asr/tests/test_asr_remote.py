@@ -7,9 +7,6 @@ would; a request it would not accept gets a 422 naming the problem, which fails 
 from __future__ import annotations
 
 import io
-import socket
-import threading
-import time
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from relisten_asr.engines import (
@@ -27,6 +23,8 @@ from relisten_asr.engines import (
     first_pass_from_verbose_json,
 )
 from relisten_asr.settings import AsrSettings
+
+from relisten.testing import loopback_server
 
 MODEL = "Systran/faster-whisper-small.en"
 
@@ -44,11 +42,7 @@ class FakeSpeaches:
     seen: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     answer: dict[str, Any] | None = None
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    url: str = ""
 
 
 def speaches_answer(duration: float) -> dict[str, Any]:
@@ -141,19 +135,9 @@ def build_app(fake: FakeSpeaches) -> FastAPI:
 @pytest.fixture(scope="module")
 def running() -> Iterator[FakeSpeaches]:
     fake = FakeSpeaches()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    fake.port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(fake), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started, "loopback server did not start"
-    yield fake
-    server.should_exit = True
-    thread.join(timeout=10)
+    with loopback_server(build_app(fake)) as url:
+        fake.url = url
+        yield fake
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -21,16 +20,8 @@ from relisten_corrector.backends import (
 )
 from relisten_corrector.settings import CorrectorSettings
 
-FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "audio"
-CLIP = FIXTURES / "ls-test-other-1688-142285-0000.flac"
-REFERENCE = (
-    "there's iron they say in all our blood and a grain or two perhaps is good but his he makes me "
-    "harshly feel has got a little too much of steel anon"
-)
-
-
-def normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+from relisten.testing import IRON, normalise
+from relisten.testing import IRON_REFERENCE as REFERENCE
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +31,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
-    return np.asarray(decode_audio(str(CLIP), sampling_rate=16000), dtype=np.float32)
+    return np.asarray(decode_audio(str(IRON), sampling_rate=16000), dtype=np.float32)
 
 
 async def test_an_unknown_bundled_model_is_a_clear_error(model_cache: Path) -> None:

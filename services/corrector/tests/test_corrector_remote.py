@@ -11,7 +11,6 @@ import asyncio
 import base64
 import io
 import socket
-import threading
 import time
 import wave
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from relisten_corrector.backends import (
@@ -31,6 +29,8 @@ from relisten_corrector.backends import (
     build_backend,
 )
 from relisten_corrector.settings import CorrectorSettings
+
+from relisten.testing import loopback_server
 
 QWEN = "Qwen/Qwen2-Audio-7B-Instruct"
 
@@ -64,13 +64,7 @@ class FakeServer:
         self.max_in_flight = 0
         self.chat_answer = "The original content of this audio is: 'there's iron they say'"
         self.transcription: dict[str, Any] = {}
-        self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        self.url = ""
 
     def reset(self) -> None:
         # A request an earlier test gave up on may still be sleeping in the server: let it finish.
@@ -82,28 +76,6 @@ class FakeServer:
         self.problems.clear()
         self.max_in_flight = 0
         self.transcription = {}
-
-    def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            build_app(self), log_level="warning", lifespan="off", timeout_graceful_shutdown=1
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("loopback server did not start")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
 
 
 def _decode_wav(data: bytes, problems: list[str]) -> np.ndarray:
@@ -263,9 +235,9 @@ def verbose_json(duration: float) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeServer]:
     server = FakeServer()
-    server.start()
-    yield server
-    server.stop()
+    with loopback_server(build_app(server)) as url:
+        server.url = url
+        yield server
 
 
 @pytest.fixture

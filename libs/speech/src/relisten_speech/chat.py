@@ -19,6 +19,7 @@ from relisten_runtime.audio import SAMPLE_RATE, wav_from_float
 from relisten_speech.cleaning import clean_answer
 from relisten_speech.errors import SpeechError
 from relisten_speech.remote import RetryPolicy, api_root, json_body, new_client, post_with_retries
+from relisten_speech.settings import SpeechModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,29 @@ class ChatTranscriptionClient:
         self._policy = RetryPolicy(max_attempts=max_attempts, backoff_s=backoff_s)
         self._gate = asyncio.Semaphore(max_concurrency)
         self._client = new_client(timeout_s, api_key)
+
+    @classmethod
+    def for_server(
+        cls,
+        settings: SpeechModelSettings,
+        *,
+        model: str,
+        max_tokens: int,
+        max_audio_s: float,
+        max_concurrency: int,
+    ) -> ChatTranscriptionClient:
+        """The client of the server a service's settings name (URL, key, timeout, attempts, backoff)."""
+        return cls(
+            base_url=settings.base_url,
+            model=model,
+            api_key=settings.api_key_value(),
+            timeout_s=settings.timeout_s,
+            max_attempts=settings.max_attempts,
+            backoff_s=settings.backoff_s,
+            max_tokens=max_tokens,
+            max_audio_s=max_audio_s,
+            max_concurrency=max_concurrency,
+        )
 
     def request_body(self, audio: np.ndarray, *, prompt: str | None, language: str | None) -> dict[str, Any]:
         encoded = base64.b64encode(wav_from_float(audio)).decode("ascii")

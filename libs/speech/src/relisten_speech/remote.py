@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import logging
 import random
 import time
@@ -20,8 +19,10 @@ from typing import Any
 import httpx
 import numpy as np
 from relisten_runtime.audio import wav_from_float
+from relisten_runtime.retry_after import retry_after_seconds
 
 from relisten_speech.errors import SpeechError
+from relisten_speech.settings import SpeechModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +37,7 @@ def api_root(base_url: str) -> str:
 
 def retry_after_s(response: httpx.Response) -> float | None:
     """``Retry-After`` in seconds (delta-seconds or HTTP-date), None when absent or unreadable."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
+    return retry_after_seconds(response.headers.get("retry-after"), time.time())
 
 
 @dataclass(frozen=True)
@@ -164,6 +154,27 @@ class TranscriptionsClient:
         self._policy = RetryPolicy(max_attempts=max_attempts, backoff_s=backoff_s)
         self._gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._client = new_client(timeout_s, api_key)
+
+    @classmethod
+    def for_server(
+        cls,
+        settings: SpeechModelSettings,
+        *,
+        model: str,
+        granularities: tuple[str, ...],
+        max_concurrency: int | None = None,
+    ) -> TranscriptionsClient:
+        """The client of the server a service's settings name (URL, key, timeout, attempts, backoff)."""
+        return cls(
+            base_url=settings.base_url,
+            model=model,
+            api_key=settings.api_key_value(),
+            timeout_s=settings.timeout_s,
+            max_attempts=settings.max_attempts,
+            backoff_s=settings.backoff_s,
+            granularities=granularities,
+            max_concurrency=max_concurrency,
+        )
 
     def form_fields(self, *, language: str | None, prompt: str | None) -> dict[str, Any]:
         fields: dict[str, Any] = {

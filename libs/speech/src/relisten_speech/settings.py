@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr
-from relisten_runtime.settings import CommonSettings
+from pydantic import Field, SecretStr, model_validator
+from relisten_runtime.addresses import refuse_own_api
+from relisten_runtime.settings import CommonSettings, env_name
 
 from relisten_speech.models import default_model_cache_dir
 
@@ -39,6 +40,29 @@ class SpeechModelSettings(CommonSettings):
     backoff_s: float = Field(
         1.0, ge=0, description="First pause between HTTP attempts; doubles each time, with jitter."
     )
+    base_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="Root of the remote speech server; a trailing /v1 is accepted. relisten's own API "
+        "(RELISTEN_PORT on a loopback address) is refused at start: every job would send its audio back "
+        "to relisten as a new job.",
+    )
+    timeout_s: float = Field(
+        60.0, gt=0, description="Timeout of one HTTP attempt (connect, send, wait, read)."
+    )
+    max_attempts: int = Field(3, ge=1, description="HTTP attempts before the request is given up.")
+
+    def uses_server(self) -> bool:
+        """Whether the configured engine calls the server at ``base_url`` (each service says)."""
+        return False
+
+    @model_validator(mode="after")
+    def _not_relisten_itself(self) -> SpeechModelSettings:
+        if self.uses_server():
+            refuse_own_api(self.base_url, env_name(type(self), "base_url"), os.environ)
+        return self
+
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key else None
 
 
 def model_cpu_threads(configured: int) -> int:

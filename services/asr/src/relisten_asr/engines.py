@@ -440,14 +440,8 @@ class OpenAITranscriptionEngine:
     def __init__(self, settings: AsrSettings) -> None:
         self._screen = settings.screen_hallucinations
         self.name = f"openai:{settings.model}"
-        self._server = TranscriptionsClient(
-            base_url=settings.base_url,
-            model=settings.model,
-            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-            timeout_s=settings.timeout_s,
-            max_attempts=settings.max_attempts,
-            backoff_s=settings.backoff_s,
-            granularities=("word", "segment"),
+        self._server = TranscriptionsClient.for_server(
+            settings, model=settings.model, granularities=("word", "segment")
         )
 
     async def transcribe(

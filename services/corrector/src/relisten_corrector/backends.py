@@ -210,13 +210,9 @@ class VllmChatBackend:
     answers are cleaned of chat talk). Text only: the answer has no word times."""
 
     def __init__(self, settings: CorrectorSettings) -> None:
-        self._chat = ChatTranscriptionClient(
-            base_url=settings.base_url,
+        self._chat = ChatTranscriptionClient.for_server(
+            settings,
             model=settings.remote_model(),
-            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-            timeout_s=settings.timeout_s,
-            max_attempts=settings.max_attempts,
-            backoff_s=settings.backoff_s,
             max_tokens=settings.max_tokens,
             max_audio_s=settings.chat_max_audio_s,
             max_concurrency=settings.max_concurrency,
@@ -255,13 +251,9 @@ class OpenAITranscriptionBackend:
 
     def __init__(self, settings: CorrectorSettings) -> None:
         self.name = f"openai:{settings.remote_model()}"
-        self._server = TranscriptionsClient(
-            base_url=settings.base_url,
+        self._server = TranscriptionsClient.for_server(
+            settings,
             model=settings.remote_model(),
-            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-            timeout_s=settings.timeout_s,
-            max_attempts=settings.max_attempts,
-            backoff_s=settings.backoff_s,
             granularities=("word",),
             max_concurrency=settings.max_concurrency,
         )

@@ -9,11 +9,9 @@ sent to the second-pass server by accident.
 
 from __future__ import annotations
 
-import os
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
-from relisten_runtime.addresses import refuse_own_api
+from pydantic import Field
 from relisten_speech.settings import SpeechModelSettings
 
 BackendKind = Literal["faster-whisper", "vllm", "openai"]
@@ -66,12 +64,6 @@ class CorrectorSettings(SpeechModelSettings):
         description="Clips of one job are decoded in batches of about this much audio; each batch's "
         "results are stored (and announced) before the next starts.",
     )
-    base_url: str = Field(
-        "http://127.0.0.1:8000",
-        description="Root of the remote server (vllm/openai backends); a trailing /v1 is accepted. "
-        "relisten's own API (RELISTEN_PORT on a loopback address) is refused at start: every job would "
-        "send its audio back to relisten as a new job.",
-    )
     model: str | None = Field(
         None,
         description=f"Remote model name; defaults to {DEFAULT_VLLM_MODEL} for vllm and "
@@ -86,19 +78,13 @@ class CorrectorSettings(SpeechModelSettings):
         description="Longest audio the chat model hears in one request (Qwen2-Audio: 30 s); longer clips "
         "are sent in pieces cut at pauses.",
     )
-    timeout_s: float = Field(
-        60.0, gt=0, description="Timeout of one HTTP attempt (connect, send, wait, read)."
-    )
     max_attempts: int = Field(
         4, ge=1, description="HTTP attempts per clip before the clip is left unresolved."
     )
     max_concurrency: int = Field(4, ge=1, description="Requests in flight at once to the remote server.")
 
-    @model_validator(mode="after")
-    def _not_relisten_itself(self) -> CorrectorSettings:
-        if self.backend in ("vllm", "openai"):
-            refuse_own_api(self.base_url, "RELISTEN_CORRECTOR_BASE_URL", os.environ)
-        return self
+    def uses_server(self) -> bool:
+        return self.backend in ("vllm", "openai")
 
     def remote_model(self) -> str:
         """The model name sent to the remote server."""
