@@ -863,7 +863,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra environment for the services and the in-process decodes (e.g. RELISTEN_HALF_WINDOW_S=0)",
+        help="extra environment for the services and the in-process decodes (e.g. RELISTEN_CLIPPER_HALF_WINDOW_S=0)",
     )
     parser.add_argument(
         "--output", action="append", type=Path, default=[], help="write results (.md or .json); repeatable"

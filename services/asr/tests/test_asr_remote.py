@@ -298,16 +298,3 @@ def test_words_are_clamped_and_never_go_backwards() -> None:
             seconds=0,
             language=None,
         )
-
-
-def test_settings_read_their_own_namespace_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RELISTEN_API_KEY", "ingest-key-must-not-leak")
-    monkeypatch.setenv("RELISTEN_ENGINE", "openai")
-    monkeypatch.setenv("RELISTEN_ASR_BATCH_SIZE", "8")
-    monkeypatch.setenv("RELISTEN_MAX_DELIVER", "7")
-    settings = AsrSettings()
-    assert settings.api_key is None
-    assert settings.engine == "faster-whisper"
-    assert settings.batch_size == 8
-    assert settings.max_deliver == 7
-    assert settings.first_pass_model == "bundled:tiny.en"

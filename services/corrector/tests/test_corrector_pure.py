@@ -1,4 +1,4 @@
-"""Pure parts of the corrector's backends: settings, and the words of a verbose_json answer."""
+"""Pure parts of the corrector's backends: the remote model's name, and the words of a verbose_json answer."""
 
 from __future__ import annotations
 
@@ -7,23 +7,11 @@ from relisten_corrector.backends import BackendError, words_from_verbose_json
 from relisten_corrector.settings import CorrectorSettings
 
 
-def test_settings_read_their_own_namespace_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RELISTEN_API_KEY", "ingest-key-must-not-leak")
-    monkeypatch.setenv("RELISTEN_BASE_URL", "http://wrong:1")
-    monkeypatch.setenv("RELISTEN_NATS_URL", "nats://shared:4222")
-    monkeypatch.setenv("RELISTEN_CORRECTOR_BACKEND", "vllm")
-    monkeypatch.setenv("RELISTEN_CORRECTOR_BASE_URL", "http://gpu:8000")
-    settings = CorrectorSettings()
-    assert settings.api_key is None
-    assert settings.base_url == "http://gpu:8000"
-    assert settings.nats_url == "nats://shared:4222"
-    assert settings.backend == "vllm"
-    assert settings.remote_model() == "Qwen/Qwen2-Audio-7B-Instruct"
-
-    monkeypatch.setenv("RELISTEN_CORRECTOR_API_KEY", "gpu-key")
-    assert CorrectorSettings().api_key is not None
-    assert CorrectorSettings(backend="openai", model="m").remote_model() == "m"
-    assert CorrectorSettings(backend="openai").remote_model() == "whisper-1"
+def test_remote_model_names() -> None:
+    gpu = "http://gpu:8000"
+    assert CorrectorSettings(backend="vllm", base_url=gpu).remote_model() == "Qwen/Qwen2-Audio-7B-Instruct"
+    assert CorrectorSettings(backend="openai", base_url=gpu, model="m").remote_model() == "m"
+    assert CorrectorSettings(backend="openai", base_url=gpu).remote_model() == "whisper-1"
     assert CorrectorSettings().second_pass_model == "bundled:base"
 
 

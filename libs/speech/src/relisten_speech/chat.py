@@ -23,6 +23,9 @@ from relisten_speech.settings import SpeechModelSettings
 
 log = logging.getLogger(__name__)
 
+MAX_AUDIO_S = 30.0
+"""Longest audio Qwen2-Audio hears in one request (its feature extractor truncates the rest)."""
+
 SYSTEM_INSTRUCTION = (
     "You are a speech transcription engine. Transcribe the speech in the audio exactly as it is spoken, "
     "word for word, in the language it is spoken in. Output only the spoken words with ordinary "
@@ -88,8 +91,8 @@ class ChatTranscriptionClient:
         max_attempts: int,
         backoff_s: float,
         max_tokens: int,
-        max_audio_s: float,
         max_concurrency: int,
+        max_audio_s: float = MAX_AUDIO_S,
     ) -> None:
         self.model = model
         self.url = f"{api_root(base_url)}/v1/chat/completions"
@@ -106,7 +109,6 @@ class ChatTranscriptionClient:
         *,
         model: str,
         max_tokens: int,
-        max_audio_s: float,
         max_concurrency: int,
     ) -> ChatTranscriptionClient:
         """The client of the server a service's settings name (URL, key, timeout, attempts, backoff)."""
@@ -118,7 +120,6 @@ class ChatTranscriptionClient:
             max_attempts=settings.max_attempts,
             backoff_s=settings.backoff_s,
             max_tokens=max_tokens,
-            max_audio_s=max_audio_s,
             max_concurrency=max_concurrency,
         )
 

@@ -43,7 +43,7 @@ class SpeechModelSettings(CommonSettings):
     base_url: str = Field(
         "http://127.0.0.1:8000",
         description="Root of the remote speech server; a trailing /v1 is accepted. relisten's own API "
-        "(RELISTEN_PORT on a loopback address) is refused at start: every job would send its audio back "
+        "(RELISTEN_INGEST_PORT on a loopback address) is refused at start: every job would send its audio back "
         "to relisten as a new job.",
     )
     timeout_s: float = Field(

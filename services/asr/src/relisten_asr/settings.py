@@ -16,13 +16,11 @@ from relisten_speech.settings import SpeechModelSettings
 
 EngineKind = Literal["faster-whisper", "openai"]
 
-ENV_PREFIX = "RELISTEN_ASR_"
-
 
 class AsrSettings(SpeechModelSettings):
     """Everything the asr service reads from the environment, built once per process."""
 
-    service_env_prefix: ClassVar[str] = ENV_PREFIX
+    service: ClassVar[str | None] = "asr"
 
     engine: EngineKind = Field(
         "faster-whisper",

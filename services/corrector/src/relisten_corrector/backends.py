@@ -30,6 +30,7 @@ from relisten_speech.errors import SpeechError as BackendError
 from relisten_speech.remote import TranscriptionsClient
 from relisten_speech.verbose_json import verbose_words
 from relisten_speech.whisper import (
+    MAX_CHUNK_S,
     InProcessWhisper,
     encoder_frames,
     mono_samples,
@@ -57,6 +58,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
+PACK_GAP_S = 1.0
+"""Silence between two clips packed into the same chunk (was the setting RELISTEN_CORRECTOR_PACK_GAP_S,
+which nobody turned); a packed chunk is at most ``MAX_CHUNK_S``, Whisper's window."""
 
 MISSING_WORD_PROBABILITY = 1.0
 """Probability given to a remote word that came without one (OpenAI's own API never sends it).
@@ -148,7 +153,7 @@ class FasterWhisperBackend(InProcessWhisper):
         self, clips: list[np.ndarray], prompt: str | None, language: str | None
     ) -> list[SecondPassAnswer]:
         model = self.load()
-        max_chunk = int(self._settings.chunk_s * SAMPLE_RATE)
+        max_chunk = int(MAX_CHUNK_S * SAMPLE_RATE)
         answers: list[SecondPassAnswer | None] = [None] * len(clips)
         packable = [index for index, clip in enumerate(clips) if 0 < clip.size <= max_chunk]
         for index, clip in enumerate(clips):
@@ -159,7 +164,7 @@ class FasterWhisperBackend(InProcessWhisper):
                 answers[index] = self._transcribe_blocking(clip, prompt, language)
         if packable:
             packed = pack_audio(
-                [clips[index] for index in packable], max_chunk, int(self._settings.pack_gap_s * SAMPLE_RATE)
+                [clips[index] for index in packable], max_chunk, int(PACK_GAP_S * SAMPLE_RATE)
             )
             longest = max(end - start for start, end in packed.chunks)
             frames = encoder_frames(longest, self._settings.encoder_padding_s)
@@ -214,7 +219,6 @@ class VllmChatBackend:
             settings,
             model=settings.remote_model(),
             max_tokens=settings.max_tokens,
-            max_audio_s=settings.chat_max_audio_s,
             max_concurrency=settings.max_concurrency,
         )
         self.name = f"vllm:{self._chat.model}"

@@ -16,7 +16,6 @@ from relisten_speech.settings import SpeechModelSettings
 
 BackendKind = Literal["faster-whisper", "vllm", "openai"]
 
-ENV_PREFIX = "RELISTEN_CORRECTOR_"
 DEFAULT_VLLM_MODEL = "Qwen/Qwen2-Audio-7B-Instruct"
 DEFAULT_OPENAI_MODEL = "whisper-1"
 
@@ -24,7 +23,7 @@ DEFAULT_OPENAI_MODEL = "whisper-1"
 class CorrectorSettings(SpeechModelSettings):
     """Everything the corrector reads from the environment, built once per process."""
 
-    service_env_prefix: ClassVar[str] = ENV_PREFIX
+    service: ClassVar[str | None] = "corrector"
 
     backend: BackendKind = Field(
         "faster-whisper",
@@ -38,15 +37,10 @@ class CorrectorSettings(SpeechModelSettings):
     )
     pack_clips: bool = Field(
         True,
-        description="faster-whisper: pack a job's clips side by side into <= chunk_s chunks and decode them "
+        description="faster-whisper: pack a job's clips side by side into chunks of at most 29.5 s (1 s of silence "
+        "between two clips) and decode them "
         "in one batched call (Whisper pads every input to 30 s, so a short clip alone costs a full pass); "
         "false decodes each clip on its own, with its preceding first-pass text as a prompt.",
-    )
-    chunk_s: float = Field(
-        29.5, gt=1.0, le=30.0, description="Longest packed chunk; Whisper hears at most 30 s at once."
-    )
-    pack_gap_s: float = Field(
-        1.0, ge=0.0, le=5.0, description="Silence between two clips packed into the same chunk."
     )
     encoder_padding_s: float = Field(
         8.0,
@@ -71,12 +65,6 @@ class CorrectorSettings(SpeechModelSettings):
     )
     max_tokens: int = Field(
         512, ge=16, description="Longest answer the vLLM chat backend may generate per clip."
-    )
-    chat_max_audio_s: float = Field(
-        30.0,
-        gt=1.0,
-        description="Longest audio the chat model hears in one request (Qwen2-Audio: 30 s); longer clips "
-        "are sent in pieces cut at pauses.",
     )
     max_attempts: int = Field(
         4, ge=1, description="HTTP attempts per clip before the clip is left unresolved."
