@@ -25,7 +25,7 @@ from typing import Final, Literal, TypeAlias
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import msgspec
-from relisten_contracts import ErrorInfo, JobFailed, JobMerged, JobWarning, TranscriptStats
+from relisten_contracts import ErrorInfo, JobFailed, JobMerged, JobWarning, TranscriptStats, merged_stats
 from relisten_contracts.names import job_token
 from relisten_runtime.retry_after import retry_after_seconds
 
@@ -437,15 +437,7 @@ def callback_payload(event: Notice, *, public_url: str, now: float) -> CallbackP
             language=event.language,
             duration_s=event.duration_s,
             text_preview=truncate(event.text_preview, CALLBACK_PREVIEW_MAX),
-            stats=TranscriptStats(
-                first_pass_seconds=event.first_pass_seconds,
-                second_pass_seconds=event.second_pass_seconds,
-                audio_redecoded_seconds=event.audio_redecoded_seconds,
-                words_flagged=event.words_flagged,
-                corrections_accepted=event.corrections_accepted,
-                corrections_rejected=event.corrections_rejected,
-                corrections_unresolved=event.corrections_unresolved,
-            ),
+            stats=merged_stats(event),
             warnings=list(event.warnings),
         )
     else:
