@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from relisten_contracts import JobMerged, TranscriptStats, stats_fields
 from relisten_runtime.embedded import EmbeddedNats, free_port
 
 
@@ -96,3 +97,27 @@ def loopback_server(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def job_merged(job_id: str, **fields: Any) -> JobMerged:
+    """A ``job.merged`` for tests: English, its transcript at ``<job>/transcript.json``, ten seconds, no
+    corrections; ``fields`` override any of that, and name any stat of :class:`TranscriptStats` too."""
+    stat_names = set(TranscriptStats.__struct_fields__)
+    defaults: dict[str, Any] = {
+        "first_pass_seconds": 0.0,
+        "second_pass_seconds": 0.0,
+        "audio_redecoded_seconds": 0.0,
+        "words_flagged": 0,
+        "corrections_accepted": 0,
+        "corrections_rejected": 0,
+    }
+    stats = TranscriptStats(
+        **defaults | {name: value for name, value in fields.items() if name in stat_names}
+    )
+    rest: dict[str, Any] = {
+        "transcript_ref": f"{job_id}/transcript.json",
+        "language": "en",
+        "duration_s": 10.0,
+        "text_preview": "hello",
+    } | {name: value for name, value in fields.items() if name not in stat_names}
+    return JobMerged(job_id=job_id, **stats_fields(stats), **rest)

@@ -1,6 +1,6 @@
 """Documents stored in the Object Store and KV (too large or too stateful to travel in events)."""
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -176,7 +176,7 @@ def merged_stats(event: JobMerged) -> TranscriptStats:
     return TranscriptStats(**{name: getattr(event, name) for name in TranscriptStats.__struct_fields__})
 
 
-def stats_fields(stats: TranscriptStats) -> dict[str, float | int]:
+def stats_fields(stats: TranscriptStats) -> dict[str, Any]:
     """``stats`` as the flat fields of a ``job.merged`` (``JobMerged(**stats_fields(stats), ...)``)."""
     return {name: getattr(stats, name) for name in TranscriptStats.__struct_fields__}
 
