@@ -18,8 +18,7 @@ from relisten_runtime.audio import SAMPLE_RATE, wav_from_float
 
 from relisten_speech.cleaning import clean_answer
 from relisten_speech.errors import SpeechError
-from relisten_speech.remote import RetryPolicy, api_root, json_body, new_client, post_with_retries
-from relisten_speech.settings import SpeechModelSettings
+from relisten_speech.remote import SpeechServer, SpeechServerClient
 
 log = logging.getLogger(__name__)
 
@@ -78,50 +77,23 @@ def _quietest(audio: np.ndarray, lo: int, hi: int, frame: int) -> int:
     return int(starts[int(np.argmin(energy))]) + frame // 2
 
 
-class ChatTranscriptionClient:
-    """``/v1/chat/completions`` of one audio chat model, with bounded retries and requests in flight."""
+class ChatTranscriptionClient(SpeechServerClient):
+    """``/v1/chat/completions`` of one audio chat model."""
+
+    path = "/v1/chat/completions"
 
     def __init__(
         self,
+        server: SpeechServer,
         *,
-        base_url: str,
         model: str,
-        api_key: str | None,
-        timeout_s: float,
-        max_attempts: int,
-        backoff_s: float,
         max_tokens: int,
         max_concurrency: int,
         max_audio_s: float = MAX_AUDIO_S,
     ) -> None:
-        self.model = model
-        self.url = f"{api_root(base_url)}/v1/chat/completions"
+        super().__init__(server, model=model, max_concurrency=max_concurrency)
         self.max_tokens = max_tokens
         self._max_samples = int(max_audio_s * SAMPLE_RATE)
-        self._policy = RetryPolicy(max_attempts=max_attempts, backoff_s=backoff_s)
-        self._gate = asyncio.Semaphore(max_concurrency)
-        self._client = new_client(timeout_s, api_key)
-
-    @classmethod
-    def for_server(
-        cls,
-        settings: SpeechModelSettings,
-        *,
-        model: str,
-        max_tokens: int,
-        max_concurrency: int,
-    ) -> ChatTranscriptionClient:
-        """The client of the server a service's settings name (URL, key, timeout, attempts, backoff)."""
-        return cls(
-            base_url=settings.base_url,
-            model=model,
-            api_key=settings.api_key_value(),
-            timeout_s=settings.timeout_s,
-            max_attempts=settings.max_attempts,
-            backoff_s=settings.backoff_s,
-            max_tokens=max_tokens,
-            max_concurrency=max_concurrency,
-        )
 
     def request_body(self, audio: np.ndarray, *, prompt: str | None, language: str | None) -> dict[str, Any]:
         encoded = base64.b64encode(wav_from_float(audio)).decode("ascii")
@@ -150,11 +122,7 @@ class ChatTranscriptionClient:
         return " ".join(text for text in texts if text)
 
     async def _ask(self, audio: np.ndarray, *, prompt: str | None, language: str | None) -> str:
-        body = self.request_body(audio, prompt=prompt, language=language)
-        response = await post_with_retries(
-            self._client, self.url, policy=self._policy, gate=self._gate, json=body
-        )
-        answer = json_body(response)
+        answer = await self.post_json(json=self.request_body(audio, prompt=prompt, language=language))
         try:
             choice = answer["choices"][0]
             content = choice["message"]["content"]
@@ -171,6 +139,3 @@ class ChatTranscriptionClient:
                 "vllm:%s stopped at max_tokens=%d; the answer may be cut short", self.model, self.max_tokens
             )
         return clean_answer(content)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import numpy as np
@@ -131,50 +131,69 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-class TranscriptionsClient:
-    """An OpenAI-compatible ``/v1/audio/transcriptions`` endpoint (speaches, OpenAI, vLLM's Whisper):
-    one multipart WAV per request, ``verbose_json`` with word timestamps back, retried by
-    :func:`post_with_retries`. The asr engine and the corrector backend read the answer each their way."""
+@dataclass(frozen=True)
+class SpeechServer:
+    """Where a remote speech server is and how hard to try it: a service's base URL, key, timeout,
+    attempts and backoff (:class:`~relisten_speech.settings.SpeechModelSettings`)."""
 
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        model: str,
-        api_key: str | None,
-        timeout_s: float,
-        max_attempts: int,
-        backoff_s: float,
-        granularities: tuple[str, ...],
-        max_concurrency: int | None = None,
-    ) -> None:
-        self.model = model
-        self.url = f"{api_root(base_url)}/v1/audio/transcriptions"
-        self._granularities = list(granularities)
-        self._policy = RetryPolicy(max_attempts=max_attempts, backoff_s=backoff_s)
-        self._gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-        self._client = new_client(timeout_s, api_key)
+    base_url: str
+    api_key: str | None = None
+    timeout_s: float = 60.0
+    max_attempts: int = 3
+    backoff_s: float = 1.0
 
     @classmethod
-    def for_server(
-        cls,
-        settings: SpeechModelSettings,
-        *,
-        model: str,
-        granularities: tuple[str, ...],
-        max_concurrency: int | None = None,
-    ) -> TranscriptionsClient:
-        """The client of the server a service's settings name (URL, key, timeout, attempts, backoff)."""
+    def of(cls, settings: SpeechModelSettings) -> SpeechServer:
         return cls(
             base_url=settings.base_url,
-            model=model,
             api_key=settings.api_key_value(),
             timeout_s=settings.timeout_s,
             max_attempts=settings.max_attempts,
             backoff_s=settings.backoff_s,
-            granularities=granularities,
-            max_concurrency=max_concurrency,
         )
+
+
+class SpeechServerClient:
+    """One endpoint (``path``) of a speech server for one model: POSTs with bounded, classified retries
+    (:func:`post_with_retries`), at most ``max_concurrency`` in flight, JSON objects back."""
+
+    path: ClassVar[str] = ""
+
+    def __init__(self, server: SpeechServer, *, model: str, max_concurrency: int | None = None) -> None:
+        self.model = model
+        self.url = f"{api_root(server.base_url)}{self.path}"
+        self._policy = RetryPolicy(max_attempts=server.max_attempts, backoff_s=server.backoff_s)
+        self._gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        self._client = new_client(server.timeout_s, server.api_key)
+
+    async def post_json(self, **request: Any) -> dict[str, Any]:
+        """POST ``request`` (httpx keywords: ``json``, ``data``, ``files``) and return the JSON answer."""
+        response = await post_with_retries(
+            self._client, self.url, policy=self._policy, gate=self._gate, **request
+        )
+        return json_body(response)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class TranscriptionsClient(SpeechServerClient):
+    """An OpenAI-compatible ``/v1/audio/transcriptions`` endpoint (speaches, OpenAI, vLLM's Whisper):
+    one multipart WAV per request, ``verbose_json`` with word timestamps back. The asr engine and the
+    corrector backend read the answer each their way."""
+
+    path = "/v1/audio/transcriptions"
+
+    def __init__(
+        self,
+        server: SpeechServer,
+        *,
+        model: str,
+        granularities: tuple[str, ...],
+        max_concurrency: int | None = None,
+    ) -> None:
+        super().__init__(server, model=model, max_concurrency=max_concurrency)
+        self._granularities = list(granularities)
 
     def form_fields(self, *, language: str | None, prompt: str | None) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -193,15 +212,7 @@ class TranscriptionsClient:
         self, samples: np.ndarray, *, language: str | None, prompt: str | None, filename: str = "audio.wav"
     ) -> dict[str, Any]:
         """The server's JSON answer for ``samples`` (16 kHz mono floats)."""
-        response = await post_with_retries(
-            self._client,
-            self.url,
-            policy=self._policy,
-            gate=self._gate,
+        return await self.post_json(
             data=self.form_fields(language=language, prompt=prompt),
             files={"file": (filename, wav_from_float(samples), "audio/wav")},
         )
-        return json_body(response)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()

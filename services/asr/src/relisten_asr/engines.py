@@ -25,7 +25,7 @@ import numpy as np
 from relisten_contracts import FirstPass, Segment, Word
 from relisten_runtime.audio import SAMPLE_RATE
 from relisten_speech.errors import SpeechError as EngineError
-from relisten_speech.remote import TranscriptionsClient
+from relisten_speech.remote import SpeechServer, TranscriptionsClient
 from relisten_speech.verbose_json import json_number, verbose_words
 from relisten_speech.whisper import (
     MAX_CHUNK_S,
@@ -440,8 +440,8 @@ class OpenAITranscriptionEngine:
     def __init__(self, settings: AsrSettings) -> None:
         self._screen = settings.screen_hallucinations
         self.name = f"openai:{settings.model}"
-        self._server = TranscriptionsClient.for_server(
-            settings, model=settings.model, granularities=("word", "segment")
+        self._server = TranscriptionsClient(
+            SpeechServer.of(settings), model=settings.model, granularities=("word", "segment")
         )
 
     async def transcribe(

@@ -27,7 +27,7 @@ from relisten_contracts import Word
 from relisten_runtime.audio import SAMPLE_RATE
 from relisten_speech.chat import ChatTranscriptionClient, split_at_pauses, transcription_instruction
 from relisten_speech.errors import SpeechError as BackendError
-from relisten_speech.remote import TranscriptionsClient
+from relisten_speech.remote import SpeechServer, TranscriptionsClient
 from relisten_speech.verbose_json import verbose_words
 from relisten_speech.whisper import (
     MAX_CHUNK_S,
@@ -215,8 +215,8 @@ class VllmChatBackend:
     answers are cleaned of chat talk). Text only: the answer has no word times."""
 
     def __init__(self, settings: CorrectorSettings) -> None:
-        self._chat = ChatTranscriptionClient.for_server(
-            settings,
+        self._chat = ChatTranscriptionClient(
+            SpeechServer.of(settings),
             model=settings.remote_model(),
             max_tokens=settings.max_tokens,
             max_concurrency=settings.max_concurrency,
@@ -255,8 +255,8 @@ class OpenAITranscriptionBackend:
 
     def __init__(self, settings: CorrectorSettings) -> None:
         self.name = f"openai:{settings.remote_model()}"
-        self._server = TranscriptionsClient.for_server(
-            settings,
+        self._server = TranscriptionsClient(
+            SpeechServer.of(settings),
             model=settings.remote_model(),
             granularities=("word",),
             max_concurrency=settings.max_concurrency,
