@@ -6,7 +6,7 @@ for every flagged edit region that passes the merger's guards records the signal
 (``relisten_merger.accept``) and whether replacing that region alone lowers the errors of the first
 pass against the reference (regions where it changes nothing are left out of the fit: they cannot move
 the WER). A logistic regression (numpy, Newton steps, a little L2) is fitted on the tuning part's
-regions only; then the pipeline is replayed with ``RELISTEN_ACCEPT_MODEL=true`` over the same windows
+regions only; then the pipeline is replayed with ``RELISTEN_MERGER_ACCEPT_MODEL=true`` over the same windows
 and answers, and the WER difference against the defaults is printed per part with the yardstick's
 paired bootstrap 95 % interval. ``--write`` stores the coefficients in
 ``relisten_merger/accept_model.json`` (before the judged replay, which loads them from there).
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
         default_accept_model.cache_clear()
         varied = replay(
-            "accept", recordings, firsts, {**common, "RELISTEN_ACCEPT_MODEL": "true"}, answers=answers
+            "accept", recordings, firsts, {**common, "RELISTEN_MERGER_ACCEPT_MODEL": "true"}, answers=answers
         )
         for part in ("tuning", "validation"):
             triples = [

@@ -262,8 +262,8 @@ def served_audio(recording: Recording) -> np.ndarray:
 def resolve_model(spec: str, cache_dir: Path | None = None) -> str:
     """A model spec any faster-whisper user of this repository understands: the bundled models become
     their directories, anything else (size, hub id, directory) is passed through."""
-    from relisten_runtime.models import default_model_cache_dir
-    from relisten_runtime.models import resolve_model as resolve_model_dir
+    from relisten_speech.models import default_model_cache_dir
+    from relisten_speech.models import resolve_model as resolve_model_dir
 
     return resolve_model_dir(spec, cache_dir or default_model_cache_dir())
 
@@ -863,7 +863,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra environment for the services and the in-process decodes (e.g. RELISTEN_HALF_WINDOW_S=0)",
+        help="extra environment for the services and the in-process decodes (e.g. RELISTEN_CLIPPER_HALF_WINDOW_S=0)",
     )
     parser.add_argument(
         "--output", action="append", type=Path, default=[], help="write results (.md or .json); repeatable"

@@ -55,5 +55,5 @@ class CommandSettings(BaseSettings):
     api_key: str | None = Field(
         None,
         description="`relisten transcribe --api-key`: bearer key sent to that API (one of its "
-        "RELISTEN_API_KEYS).",
+        "RELISTEN_INGEST_API_KEYS).",
     )

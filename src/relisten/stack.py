@@ -115,12 +115,12 @@ class Stack:
         env.update(
             {
                 "RELISTEN_NATS_URL": self.nats_url,
-                "RELISTEN_PORT": str(self.port),
+                "RELISTEN_INGEST_PORT": str(self.port),
                 "RELISTEN_DATA_DIR": str(self.work_dir),
                 "RELISTEN_ACK_WAIT_S": "8",
                 "RELISTEN_HEARTBEAT_S": "2",
                 "RELISTEN_RETRY_BACKOFF_S": "0.5",
-                "RELISTEN_EVENTS_HEARTBEAT_S": "1",
+                "RELISTEN_INGEST_EVENTS_HEARTBEAT_S": "1",
             }
         )
         env.update(self.extra_env)

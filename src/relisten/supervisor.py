@@ -185,7 +185,7 @@ def run_stack(
     logs.mkdir(exist_ok=True)
     env = dict(os.environ)
     env.setdefault("RELISTEN_DATA_DIR", str(data_dir))
-    env["RELISTEN_PORT"] = str(port)
+    env["RELISTEN_INGEST_PORT"] = str(port)
 
     def say(line: str) -> None:
         print(line, flush=True)

@@ -149,7 +149,7 @@ def user_decode(model_spec: str, *, batched: bool) -> Callable[[Sequence[Recordi
     def run(recordings: Sequence[Recording]) -> list[FirstPass]:
         from faster_whisper import BatchedInferencePipeline, WhisperModel
         from relisten_asr.settings import AsrSettings
-        from relisten_runtime.settings import model_cpu_threads
+        from relisten_speech.settings import model_cpu_threads
 
         settings = AsrSettings()
         model = WhisperModel(

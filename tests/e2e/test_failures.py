@@ -84,7 +84,7 @@ def test_a_stage_that_cannot_succeed_fails_the_job_and_notifies(
         extra_env={
             "RELISTEN_ASR_ENGINE": "openai",
             "RELISTEN_ASR_BASE_URL": refusing_first_pass.url,
-            "RELISTEN_WEBHOOK_SECRET": "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQ=",
+            "RELISTEN_NOTIFIER_WEBHOOK_SECRET": "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQ=",
         },
     ).start(SERVICES)
     try:

@@ -311,7 +311,9 @@ def upload_and_explore(driver: WebDriver, base_url: str, recording_path: Path) -
 @in_browser
 def test_the_page_asks_for_an_api_key_and_uses_it(nats_url: str, tmp_path: Path, browser: WebDriver) -> None:
     """Ingest alone is enough here: the job list is what needs the key."""
-    keyed = Stack(nats_url, tmp_path, extra_env={"RELISTEN_API_KEYS": "sesame,other"}).start(("ingest",))
+    keyed = Stack(nats_url, tmp_path, extra_env={"RELISTEN_INGEST_API_KEYS": "sesame,other"}).start(
+        ("ingest",)
+    )
     try:
         driver = browser
         driver.get(f"{keyed.base_url}/")

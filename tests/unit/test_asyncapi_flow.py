@@ -30,6 +30,7 @@ REMOTE = "http://127.0.0.1:9"
 @pytest.fixture
 def workers(monkeypatch: pytest.MonkeyPatch) -> list[Worker]:
     monkeypatch.delenv("RELISTEN_PORT", raising=False)
+    monkeypatch.delenv("RELISTEN_INGEST_PORT", raising=False)
     ingest = Worker("ingest", IngestSettings(nats_url=NOWHERE))
     register_projector(ingest)
     return [

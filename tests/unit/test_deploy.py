@@ -77,7 +77,9 @@ def test_the_dockerfile_installs_dependencies_before_the_code_and_runs_as_non_ro
     assert syncs[0] < first_code < syncs[1], "dependencies layer first, then the project"
     assert "--no-install-workspace" in lines[syncs[0]] and "--locked" in lines[syncs[0]]
     assert "--no-editable" in lines[syncs[1]]
-    for member in (*(f"libs/{m}" for m in ("contracts", "runtime")), *(f"services/{s}" for s in SERVICES)):
+    libs = sorted(p.name for p in (DEPLOY.parent / "libs").iterdir() if (p / "pyproject.toml").is_file())
+    assert {"contracts", "runtime", "speech"} <= set(libs)
+    for member in (*(f"libs/{m}" for m in libs), *(f"services/{s}" for s in SERVICES)):
         assert f"COPY {member}/pyproject.toml {member}/" in lines, member
     final_stage = text.rsplit("\nFROM ", 1)[1]
     user = re.search(r"^USER (\S+)$", final_stage, re.MULTILINE)

@@ -23,12 +23,12 @@ def test_no_budget_means_no_second_pass_and_the_first_pass_stands(chapter: list[
     first = decode_first_passes(chapter, "bundled:tiny.en")
     before = dict(os.environ)
 
-    nothing = replay("off", chapter, first, {"RELISTEN_MAX_REDECODE_FRACTION": "0"})
+    nothing = replay("off", chapter, first, {"RELISTEN_CLIPPER_MAX_REDECODE_FRACTION": "0"})
     assert dict(os.environ) == before
     assert nothing.clips == 0 and nothing.words_decoded == 0 and nothing.redecoded_s == 0.0
     assert nothing.wer == nothing.first_pass_wer
 
-    everything = replay("all", chapter, first, {"RELISTEN_MAX_REDECODE_FRACTION": "1"}, threshold=0.9)
+    everything = replay("all", chapter, first, {"RELISTEN_CLIPPER_MAX_REDECODE_FRACTION": "1"}, threshold=0.9)
     assert everything.clips > 0 and everything.words_decoded > 0
     assert 0.0 < everything.redecoded_fraction <= 1.0
     assert everything.accepted <= everything.clips
@@ -38,6 +38,6 @@ def test_no_budget_means_no_second_pass_and_the_first_pass_stands(chapter: list[
 
 def test_a_malformed_variant_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["--variant", "bad:RELISTEN_MAX_REDECODE_FRACTION"])
+        main(["--variant", "bad:RELISTEN_CLIPPER_MAX_REDECODE_FRACTION"])
     assert exit_info.value.code == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err

@@ -97,5 +97,9 @@ def test_refuse_own_api_names_the_setting_and_the_port() -> None:
     ):
         refuse_own_api("http://key:pw@localhost:9000/v1", "RELISTEN_ASR_BASE_URL", {"RELISTEN_PORT": "9000"})
     refuse_own_api("http://localhost:8000", "X", {"RELISTEN_PORT": "9000"})  # another port: fine
-    with pytest.raises(ValueError, match="RELISTEN_PORT=8000"):
-        refuse_own_api("http://127.0.0.1:8000", "X", {})  # RELISTEN_PORT's default
+    with pytest.raises(ValueError, match="RELISTEN_INGEST_PORT=8000"):
+        refuse_own_api("http://127.0.0.1:8000", "X", {})  # the API port's default
+    with pytest.raises(ValueError, match="RELISTEN_INGEST_PORT=9001"):
+        refuse_own_api(
+            "http://127.0.0.1:9001", "X", {"RELISTEN_INGEST_PORT": "9001", "RELISTEN_PORT": "9000"}
+        )

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 import time
 from itertools import pairwise
-from pathlib import Path
 
 import jiwer
 import numpy as np
@@ -17,21 +15,13 @@ from relisten_asr.engines import EngineError, FasterWhisperEngine, build_engine
 from relisten_asr.settings import AsrSettings
 from relisten_contracts import FirstPass
 
-FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "audio"
-CLIP = FIXTURES / "ls-test-other-1688-142285-0000.flac"
-REFERENCE = (
-    "there's iron they say in all our blood and a grain or two perhaps is good but his he makes me "
-    "harshly feel has got a little too much of steel anon"
-)
-
-
-def normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+from relisten.testing import IRON, normalise
+from relisten.testing import IRON_REFERENCE as REFERENCE
 
 
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
-    return np.asarray(decode_audio(str(CLIP), sampling_rate=16000), dtype=np.float32)
+    return np.asarray(decode_audio(str(IRON), sampling_rate=16000), dtype=np.float32)
 
 
 def check_first_pass(result: FirstPass, duration: float) -> float:

@@ -1,25 +1,16 @@
 """The OpenAI-compatible first pass against a real HTTP server on loopback, and its response mapping.
 
-The server (FastAPI under uvicorn, in its own thread) checks the multipart request the way speaches
-would; a request it would not accept gets a 422 naming the problem, which fails the test.
+The server (:mod:`relisten.fake_speech`) checks the multipart request the way speaches would and answers
+as speaches does; a request it would not accept gets a 422 naming the problem, which fails the test.
 """
 
 from __future__ import annotations
 
-import io
-import socket
-import threading
-import time
-import wave
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
 from relisten_asr.engines import (
     EngineError,
     OpenAITranscriptionEngine,
@@ -28,27 +19,9 @@ from relisten_asr.engines import (
 )
 from relisten_asr.settings import AsrSettings
 
+from relisten.fake_speech import FakeSpeechServer, Reply, running_fake_speech_server
+
 MODEL = "Systran/faster-whisper-small.en"
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class FakeSpeaches:
-    script: list[Reply] = field(default_factory=list)
-    seen: list[dict[str, Any]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    answer: dict[str, Any] | None = None
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 def speaches_answer(duration: float) -> dict[str, Any]:
@@ -95,77 +68,20 @@ def speaches_answer(duration: float) -> dict[str, Any]:
     }
 
 
-def build_app(fake: FakeSpeaches) -> FastAPI:
-    app = FastAPI()
-
-    @app.post("/v1/audio/transcriptions")
-    async def transcriptions(request: Request) -> Response:
-        form = await request.form()
-        problems: list[str] = []
-        upload = form.get("file")
-        fields = {
-            key: form.get(key) for key in ("model", "response_format", "language", "prompt", "temperature")
-        }
-        granularities = [str(value) for value in form.getlist("timestamp_granularities[]")]
-        samples = 0
-        if upload is None or isinstance(upload, str):
-            problems.append("no file part")
-        else:
-            try:
-                with wave.open(io.BytesIO(await upload.read()), "rb") as wav:
-                    if (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) != (16000, 1, 2):
-                        problems.append("audio is not 16 kHz mono s16")
-                    samples = wav.getnframes()
-            except wave.Error as exc:
-                problems.append(f"file is not WAV: {exc}")
-        if fields["response_format"] != "verbose_json":
-            problems.append("response_format is not verbose_json")
-        if sorted(granularities) != ["segment", "word"]:
-            problems.append(f"timestamp_granularities[] is {granularities}, not word+segment")
-        if fields["model"] != MODEL:
-            problems.append(f"model is {fields['model']}")
-        fake.seen.append(
-            {**fields, "samples": samples, "authorization": request.headers.get("authorization")}
-        )
-        if problems:
-            fake.problems.extend(problems)
-            return JSONResponse({"detail": problems}, status_code=422)
-        reply = fake.script.pop(0) if fake.script else Reply()
-        if reply.status != 200 or reply.body is not None:
-            return JSONResponse(reply.body or {"detail": "scripted"}, reply.status, reply.headers)
-        return JSONResponse(fake.answer or speaches_answer(samples / 16000))
-
-    return app
-
-
 @pytest.fixture(scope="module")
-def running() -> Iterator[FakeSpeaches]:
-    fake = FakeSpeaches()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    fake.port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(fake), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started, "loopback server did not start"
-    yield fake
-    server.should_exit = True
-    thread.join(timeout=10)
+def running() -> Iterator[FakeSpeechServer]:
+    with running_fake_speech_server() as server:
+        server.answer_for = speaches_answer
+        yield server
 
 
 @pytest.fixture
-def fake(running: FakeSpeaches) -> FakeSpeaches:
-    running.script.clear()
-    running.seen.clear()
-    running.problems.clear()
-    running.answer = None
+def fake(running: FakeSpeechServer) -> FakeSpeechServer:
+    running.reset()
     return running
 
 
-def engine_for(fake: FakeSpeaches, **overrides: Any) -> OpenAITranscriptionEngine:
+def engine_for(fake: FakeSpeechServer, **overrides: Any) -> OpenAITranscriptionEngine:
     values: dict[str, Any] = {
         "engine": "openai",
         "base_url": fake.url + "/v1",
@@ -181,7 +97,7 @@ def engine_for(fake: FakeSpeaches, **overrides: Any) -> OpenAITranscriptionEngin
 AUDIO = np.zeros(16000 * 3, dtype=np.float32)
 
 
-async def test_maps_words_and_segments(fake: FakeSpeaches) -> None:
+async def test_maps_words_and_segments(fake: FakeSpeechServer) -> None:
     engine = engine_for(fake, api_key="k")
     progress: list[float] = []
     try:
@@ -190,13 +106,15 @@ async def test_maps_words_and_segments(fake: FakeSpeaches) -> None:
         await engine.aclose()
     assert fake.problems == []
     [seen] = fake.seen
-    assert (seen["language"], seen["prompt"], seen["temperature"], seen["samples"]) == (
+    assert (seen.fields["language"], seen.fields["prompt"], seen.fields["temperature"], len(seen.pcm)) == (
         "en",
         "Thornton",
         "0",
         48000,
     )
-    assert seen["authorization"] == "Bearer k"
+    assert (seen.fields["model"], seen.fields["response_format"]) == (MODEL, "verbose_json")
+    assert sorted(seen.fields["timestamp_granularities[]"]) == ["segment", "word"]
+    assert seen.authorization == "Bearer k"
     assert result.engine == f"openai:{MODEL}"
     assert result.language == "en" and result.duration_s == 3.0
     assert [(w.word, w.probability) for w in result.words] == [
@@ -215,7 +133,7 @@ async def test_maps_words_and_segments(fake: FakeSpeaches) -> None:
     assert progress == [1.0]
 
 
-async def test_5xx_then_success_is_retried_and_4xx_is_not(fake: FakeSpeaches) -> None:
+async def test_5xx_then_success_is_retried_and_4xx_is_not(fake: FakeSpeechServer) -> None:
     engine = engine_for(fake)
     try:
         fake.script = [Reply(503, {"detail": "model loading"}, {"Retry-After": "0.2"})]
@@ -231,8 +149,8 @@ async def test_5xx_then_success_is_retried_and_4xx_is_not(fake: FakeSpeaches) ->
     assert len(fake.seen) == 1
 
 
-async def test_text_without_word_timestamps_is_refused(fake: FakeSpeaches) -> None:
-    fake.answer = {"text": "There's iron.", "language": "en", "duration": 3.0}
+async def test_text_without_word_timestamps_is_refused(fake: FakeSpeechServer) -> None:
+    fake.transcription = {"text": "There's iron.", "language": "en", "duration": 3.0}
     engine = engine_for(fake)
     try:
         with pytest.raises(EngineError) as failure:
@@ -314,16 +232,3 @@ def test_words_are_clamped_and_never_go_backwards() -> None:
             seconds=0,
             language=None,
         )
-
-
-def test_settings_read_their_own_namespace_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RELISTEN_API_KEY", "ingest-key-must-not-leak")
-    monkeypatch.setenv("RELISTEN_ENGINE", "openai")
-    monkeypatch.setenv("RELISTEN_ASR_BATCH_SIZE", "8")
-    monkeypatch.setenv("RELISTEN_MAX_DELIVER", "7")
-    settings = AsrSettings()
-    assert settings.api_key is None
-    assert settings.engine == "faster-whisper"
-    assert settings.batch_size == 8
-    assert settings.max_deliver == 7
-    assert settings.first_pass_model == "bundled:tiny.en"

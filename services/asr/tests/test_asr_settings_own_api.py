@@ -11,7 +11,7 @@ from relisten_asr.settings import AsrSettings
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("RELISTEN_PORT", "RELISTEN_ASR_BASE_URL", "RELISTEN_ASR_ENGINE"):
+    for name in ("RELISTEN_PORT", "RELISTEN_INGEST_PORT", "RELISTEN_ASR_BASE_URL", "RELISTEN_ASR_ENGINE"):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -18,21 +17,11 @@ from relisten_corrector.backends import (
     FasterWhisperBackend,
     SecondPassAnswer,
     build_backend,
-    encoder_frames,
 )
 from relisten_corrector.settings import CorrectorSettings
-from relisten_runtime.models import SIDE_FILES, bundled_base_dir, resolve_model
 
-FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "audio"
-CLIP = FIXTURES / "ls-test-other-1688-142285-0000.flac"
-REFERENCE = (
-    "there's iron they say in all our blood and a grain or two perhaps is good but his he makes me "
-    "harshly feel has got a little too much of steel anon"
-)
-
-
-def normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+from relisten.testing import IRON, normalise
+from relisten.testing import IRON_REFERENCE as REFERENCE
 
 
 @pytest.fixture(scope="module")
@@ -42,35 +31,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
-    return np.asarray(decode_audio(str(CLIP), sampling_rate=16000), dtype=np.float32)
-
-
-def test_bundled_base_is_joined_once_and_reused(model_cache: Path) -> None:
-    started = time.perf_counter()
-    directory = bundled_base_dir(model_cache)
-    joined_in = time.perf_counter() - started
-    model_bin = directory / "model.bin"
-    assert model_bin.stat().st_size == 94371840 + 50845767
-    assert all((directory / name).is_file() for name in SIDE_FILES)
-    assert [p.name for p in model_cache.iterdir() if p.name.startswith(".")] == []
-    first_mtime = model_bin.stat().st_mtime_ns
-
-    assert bundled_base_dir(model_cache) == directory
-    assert model_bin.stat().st_mtime_ns == first_mtime
-    print(f"joined the bundled base model in {joined_in:.2f} s")
-
-
-def test_a_truncated_model_is_joined_again(tmp_path: Path) -> None:
-    directory = bundled_base_dir(tmp_path)
-    with open(directory / "model.bin", "r+b") as model_bin:
-        model_bin.truncate(1000)
-    assert bundled_base_dir(tmp_path) == directory
-    assert (directory / "model.bin").stat().st_size == 94371840 + 50845767
-
-
-def test_other_model_names_pass_through(model_cache: Path) -> None:
-    assert resolve_model("large-v3", model_cache) == "large-v3"
-    assert resolve_model("/models/my-whisper", model_cache) == "/models/my-whisper"
+    return np.asarray(decode_audio(str(IRON), sampling_rate=16000), dtype=np.float32)
 
 
 async def test_an_unknown_bundled_model_is_a_clear_error(model_cache: Path) -> None:
@@ -125,21 +86,6 @@ async def test_decodes_queue_one_at_a_time(model_cache: Path, speech: np.ndarray
     # Same clip, same greedy decoder: same words, whether or not the language was usable.
     assert first.text and first.text == second.text
     assert jiwer.wer(REFERENCE[:73], normalise(first.text)) < 0.3
-
-
-@pytest.mark.parametrize(
-    ("longest_s", "padding_s", "frames"), [(10.0, 8.0, 1800), (0.5, 0.0, 50), (29.5, 8.0, 3000)]
-)
-def test_the_encoder_hears_the_longest_chunk_plus_its_padding(
-    longest_s: float, padding_s: float, frames: int
-) -> None:
-    assert encoder_frames(int(longest_s * 16000), padding_s) == frames
-
-
-def test_encoder_frames_are_even_and_never_exceed_whisper_s_window() -> None:
-    for samples in range(0, 16000 * 31, 797):
-        frames = encoder_frames(samples, 8.0)
-        assert frames % 2 == 0 and frames <= 3000
 
 
 async def test_packed_clips_decode_alike_with_a_trimmed_encoder_input(

@@ -1,28 +1,16 @@
-"""The vLLM chat and OpenAI transcription backends against a real HTTP server on loopback.
-
-The server (FastAPI under uvicorn, in its own thread and event loop) speaks the documented formats and
-checks every request the way the real servers would: a request it would not accept gets a 422 naming the
-problem, which the backend treats as permanent, so a malformed request fails the test loudly.
-"""
+"""The vLLM chat and OpenAI transcription backends against a real HTTP server on loopback
+(:mod:`relisten.fake_speech`: the documented formats, every request checked as the real servers would)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import socket
-import threading
 import time
-import wave
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
 from relisten_corrector.backends import (
     BackendError,
     OpenAITranscriptionBackend,
@@ -32,244 +20,17 @@ from relisten_corrector.backends import (
 )
 from relisten_corrector.settings import CorrectorSettings
 
-QWEN = "Qwen/Qwen2-Audio-7B-Instruct"
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-
-
-@dataclass
-class Seen:
-    """One request as the server understood it."""
-
-    path: str
-    authorization: str | None
-    pcm: np.ndarray
-    fields: dict[str, Any]
-
-
-class FakeServer:
-    """Scripted replies (first in, first out; a valid default when the script runs out)."""
-
-    def __init__(self) -> None:
-        self.script: list[Reply] = []
-        self.seen: list[Seen] = []
-        self.problems: list[str] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.chat_answer = "The original content of this audio is: 'there's iron they say'"
-        self.transcription: dict[str, Any] = {}
-        self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def reset(self) -> None:
-        # A request an earlier test gave up on may still be sleeping in the server: let it finish.
-        deadline = time.monotonic() + 5
-        while self.in_flight and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self.script.clear()
-        self.seen.clear()
-        self.problems.clear()
-        self.max_in_flight = 0
-        self.transcription = {}
-
-    def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            build_app(self), log_level="warning", lifespan="off", timeout_graceful_shutdown=1
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("loopback server did not start")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-
-
-def _decode_wav(data: bytes, problems: list[str]) -> np.ndarray:
-    try:
-        with wave.open(io.BytesIO(data), "rb") as wav:
-            shape = (wav.getframerate(), wav.getnchannels(), wav.getsampwidth())
-            if shape != (16000, 1, 2):
-                problems.append(f"audio is {shape}, not 16 kHz mono s16")
-            return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-    except (wave.Error, EOFError) as exc:
-        problems.append(f"audio is not a WAV file: {exc}")
-        return np.zeros(0, dtype=np.int16)
-
-
-def _check_chat(body: Any, problems: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
-    pcm = np.zeros(0, dtype=np.int16)
-    if not isinstance(body, dict) or body.get("model") != QWEN:
-        problems.append(f"model is not {QWEN}")
-        return pcm, {}
-    if body.get("temperature") != 0 or not isinstance(body.get("max_tokens"), int):
-        problems.append("temperature must be 0 and max_tokens an integer")
-    messages = body.get("messages") or []
-    if len(messages) != 2 or messages[0].get("role") != "system" or messages[1].get("role") != "user":
-        problems.append("expected a system then a user message")
-        return pcm, {}
-    system = messages[0].get("content", "")
-    if "exactly" not in system or "preamble" not in system:
-        problems.append("system instruction is not strict")
-    parts = messages[1].get("content")
-    audio_parts = [p for p in parts if p.get("type") == "input_audio"] if isinstance(parts, list) else []
-    text_parts = [p for p in parts if p.get("type") == "text"] if isinstance(parts, list) else []
-    if len(audio_parts) != 1 or len(text_parts) != 1:
-        problems.append("user content needs one input_audio part and one text part")
-        return pcm, {}
-    audio = audio_parts[0].get("input_audio", {})
-    if audio.get("format") != "wav":
-        problems.append("input_audio format is not wav")
-    try:
-        wav = base64.b64decode(audio.get("data", ""), validate=True)
-    except ValueError:
-        problems.append("input_audio data is not base64")
-        return pcm, {}
-    return _decode_wav(wav, problems), {"text": text_parts[0]["text"], "system": system}
-
-
-async def _check_transcription(request: Request, problems: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
-    form = await request.form()
-    upload = form.get("file")
-    fields: dict[str, Any] = {
-        key: form.get(key) for key in ("model", "response_format", "language", "prompt", "temperature")
-    }
-    fields["timestamp_granularities[]"] = form.getlist("timestamp_granularities[]")
-    if upload is None or isinstance(upload, str):
-        problems.append("no file part")
-        return np.zeros(0, dtype=np.int16), fields
-    if fields["response_format"] != "verbose_json":
-        problems.append("response_format is not verbose_json")
-    if "word" not in fields["timestamp_granularities[]"]:
-        problems.append("timestamp_granularities[] lacks word")
-    if not fields["model"]:
-        problems.append("no model")
-    fields["filename"] = upload.filename
-    return _decode_wav(await upload.read(), problems), fields
-
-
-def build_app(server: FakeServer) -> FastAPI:
-    app = FastAPI()
-
-    async def serve(request: Request, kind: str) -> Response:
-        server.in_flight += 1
-        server.max_in_flight = max(server.max_in_flight, server.in_flight)
-        try:
-            problems: list[str] = []
-            if kind == "chat":
-                pcm, fields = _check_chat(await request.json(), problems)
-            else:
-                pcm, fields = await _check_transcription(request, problems)
-            server.seen.append(Seen(request.url.path, request.headers.get("authorization"), pcm, fields))
-            reply = server.script.pop(0) if server.script else Reply()
-            if reply.delay_s:
-                await asyncio.sleep(reply.delay_s)
-            if problems:
-                server.problems.extend(problems)
-                return JSONResponse({"error": {"message": "; ".join(problems)}}, status_code=422)
-            if reply.status != 200 or reply.body is not None:
-                return JSONResponse(
-                    reply.body or {"error": {"message": "scripted"}}, reply.status, reply.headers
-                )
-            if kind == "chat":
-                return JSONResponse(chat_completion(server.chat_answer))
-            return JSONResponse(server.transcription or verbose_json(len(pcm) / 16000))
-        finally:
-            server.in_flight -= 1
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> Response:
-        return await serve(request, "chat")
-
-    @app.post("/v1/audio/transcriptions")
-    async def transcriptions(request: Request) -> Response:
-        return await serve(request, "transcription")
-
-    return app
-
-
-def chat_completion(content: str) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-8f1c",
-        "object": "chat.completion",
-        "created": 1732550000,
-        "model": QWEN,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "tool_calls": []},
-                "logprobs": None,
-                "finish_reason": "stop",
-                "stop_reason": None,
-            }
-        ],
-        "usage": {"prompt_tokens": 391, "total_tokens": 403, "completion_tokens": 12},
-    }
-
-
-def verbose_json(duration: float) -> dict[str, Any]:
-    """What speaches answers for verbose_json with word timestamps (OpenAI's shape plus probabilities)."""
-    words = [
-        {"start": 0.0, "end": 0.42, "word": " There's", "probability": 0.71},
-        {"start": 0.42, "end": 0.8, "word": " iron,", "probability": 0.52},
-        {"start": 1.1, "end": 1.3, "word": " they", "probability": 0.97},
-        {"start": 1.3, "end": 1.62, "word": " say.", "probability": 0.99},
-    ]
-    return {
-        "task": "transcribe",
-        "language": "en",
-        "duration": duration,
-        "text": " There's iron, they say.",
-        "words": words,
-        "segments": [
-            {
-                "id": 1,
-                "seek": 0,
-                "start": 0.0,
-                "end": 1.62,
-                "text": " There's iron, they say.",
-                "tokens": [50364, 821, 311, 6497, 11, 436, 584, 13],
-                "temperature": 0.0,
-                "avg_logprob": -0.31,
-                "compression_ratio": 0.83,
-                "no_speech_prob": 0.02,
-                "words": words,
-            }
-        ],
-    }
+from relisten.fake_speech import QWEN, FakeSpeechServer, Reply, running_fake_speech_server
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeServer]:
-    server = FakeServer()
-    server.start()
-    yield server
-    server.stop()
+def fake() -> Iterator[FakeSpeechServer]:
+    with running_fake_speech_server() as server:
+        yield server
 
 
 @pytest.fixture
-def server(fake: FakeServer) -> FakeServer:
+def server(fake: FakeSpeechServer) -> FakeSpeechServer:
     fake.reset()
     return fake
 
@@ -280,7 +41,7 @@ def clip() -> np.ndarray:
     return pcm.astype(np.float32) / 32768.0
 
 
-def settings_for(server: FakeServer, backend: str, **overrides: Any) -> CorrectorSettings:
+def settings_for(server: FakeSpeechServer, backend: str, **overrides: Any) -> CorrectorSettings:
     values: dict[str, Any] = {
         "backend": backend,
         "base_url": server.url,
@@ -292,7 +53,9 @@ def settings_for(server: FakeServer, backend: str, **overrides: Any) -> Correcto
     return CorrectorSettings(**values)
 
 
-async def test_vllm_sends_the_clip_inline_and_cleans_the_answer(server: FakeServer, clip: np.ndarray) -> None:
+async def test_vllm_sends_the_clip_inline_and_cleans_the_answer(
+    server: FakeSpeechServer, clip: np.ndarray
+) -> None:
     backend = build_backend(settings_for(server, "vllm"))
     assert isinstance(backend, VllmChatBackend)
     try:
@@ -309,7 +72,7 @@ async def test_vllm_sends_the_clip_inline_and_cleans_the_answer(server: FakeServ
     assert seen.authorization is None
 
 
-async def test_vllm_sends_a_long_clip_in_pieces_of_at_most_30_s(server: FakeServer) -> None:
+async def test_vllm_sends_a_long_clip_in_pieces_of_at_most_30_s(server: FakeSpeechServer) -> None:
     pcm = np.random.default_rng(5).integers(-8000, 8000, size=16000 * 45, dtype=np.int16)
     pcm[16000 * 20 : 16000 * 21] = 0
     long_clip = pcm.astype(np.float32) / 32768.0
@@ -324,7 +87,9 @@ async def test_vllm_sends_a_long_clip_in_pieces_of_at_most_30_s(server: FakeServ
     assert len(lengths) == 2 and max(lengths) <= 16000 * 30 and sum(lengths) == len(pcm)
 
 
-async def test_vllm_sends_the_api_key_and_accepts_a_v1_base_url(server: FakeServer, clip: np.ndarray) -> None:
+async def test_vllm_sends_the_api_key_and_accepts_a_v1_base_url(
+    server: FakeSpeechServer, clip: np.ndarray
+) -> None:
     backend = build_backend(settings_for(server, "vllm", base_url=server.url + "/v1/", api_key="sekret"))
     try:
         await backend.transcribe(clip, prompt=None, language=None)
@@ -334,7 +99,7 @@ async def test_vllm_sends_the_api_key_and_accepts_a_v1_base_url(server: FakeServ
     assert server.seen[0].authorization == "Bearer sekret"
 
 
-async def test_a_503_is_retried(server: FakeServer, clip: np.ndarray) -> None:
+async def test_a_503_is_retried(server: FakeSpeechServer, clip: np.ndarray) -> None:
     server.script = [Reply(503, {"error": "loading model"})]
     backend = build_backend(settings_for(server, "vllm"))
     try:
@@ -345,7 +110,7 @@ async def test_a_503_is_retried(server: FakeServer, clip: np.ndarray) -> None:
     assert len(server.seen) == 2
 
 
-async def test_a_429_waits_for_retry_after(server: FakeServer, clip: np.ndarray) -> None:
+async def test_a_429_waits_for_retry_after(server: FakeSpeechServer, clip: np.ndarray) -> None:
     server.script = [Reply(429, {"error": "busy"}, headers={"Retry-After": "1"})]
     backend = build_backend(settings_for(server, "vllm", backoff_s=0.01))
     started = time.monotonic()
@@ -358,7 +123,7 @@ async def test_a_429_waits_for_retry_after(server: FakeServer, clip: np.ndarray)
     assert len(server.seen) == 2
 
 
-async def test_a_400_is_permanent(server: FakeServer, clip: np.ndarray) -> None:
+async def test_a_400_is_permanent(server: FakeSpeechServer, clip: np.ndarray) -> None:
     server.script = [Reply(400, {"error": {"message": "audio too long"}})]
     backend = build_backend(settings_for(server, "vllm"))
     try:
@@ -372,7 +137,9 @@ async def test_a_400_is_permanent(server: FakeServer, clip: np.ndarray) -> None:
     assert len(server.seen) == 1
 
 
-async def test_a_slow_server_times_out_after_every_attempt(server: FakeServer, clip: np.ndarray) -> None:
+async def test_a_slow_server_times_out_after_every_attempt(
+    server: FakeSpeechServer, clip: np.ndarray
+) -> None:
     server.script = [Reply(delay_s=1.5), Reply(delay_s=1.5)]
     backend = build_backend(settings_for(server, "vllm", timeout_s=0.3, max_attempts=2))
     started = time.monotonic()
@@ -386,7 +153,7 @@ async def test_a_slow_server_times_out_after_every_attempt(server: FakeServer, c
     assert time.monotonic() - started < 1.5
 
 
-async def test_persistent_5xx_gives_up_after_max_attempts(server: FakeServer, clip: np.ndarray) -> None:
+async def test_persistent_5xx_gives_up_after_max_attempts(server: FakeSpeechServer, clip: np.ndarray) -> None:
     server.script = [Reply(502, {"error": "bad gateway"}) for _ in range(3)]
     backend = build_backend(settings_for(server, "openai", max_attempts=3))
     try:
@@ -414,7 +181,7 @@ async def test_an_unreachable_server_is_a_backend_error(clip: np.ndarray) -> Non
     assert failure.value.code == "unreachable"
 
 
-async def test_concurrency_is_bounded(server: FakeServer, clip: np.ndarray) -> None:
+async def test_concurrency_is_bounded(server: FakeSpeechServer, clip: np.ndarray) -> None:
     server.script = [Reply(delay_s=0.2) for _ in range(6)]
     backend = build_backend(settings_for(server, "vllm", max_concurrency=2))
     try:
@@ -427,7 +194,7 @@ async def test_concurrency_is_bounded(server: FakeServer, clip: np.ndarray) -> N
     assert server.max_in_flight == 2
 
 
-async def test_openai_transcription_multipart_and_words(server: FakeServer, clip: np.ndarray) -> None:
+async def test_openai_transcription_multipart_and_words(server: FakeSpeechServer, clip: np.ndarray) -> None:
     backend = build_backend(settings_for(server, "openai", model="Systran/faster-whisper-large-v3"))
     assert isinstance(backend, OpenAITranscriptionBackend)
     try:
@@ -458,7 +225,7 @@ async def test_openai_transcription_multipart_and_words(server: FakeServer, clip
 
 
 async def test_openai_words_without_probability_and_text_only_answers(
-    server: FakeServer, clip: np.ndarray
+    server: FakeSpeechServer, clip: np.ndarray
 ) -> None:
     backend: SecondPassBackend = build_backend(settings_for(server, "openai"))
     try:
@@ -485,7 +252,7 @@ async def test_openai_words_without_probability_and_text_only_answers(
     assert "language" not in {k for k, v in server.seen[0].fields.items() if v is not None}
 
 
-async def test_a_non_json_answer_is_a_bad_response(server: FakeServer, clip: np.ndarray) -> None:
+async def test_a_non_json_answer_is_a_bad_response(server: FakeSpeechServer, clip: np.ndarray) -> None:
     server.script = [Reply(200, body=["not", "an", "object"])]
     backend = build_backend(settings_for(server, "openai"))
     try:

@@ -9,7 +9,12 @@ from relisten_corrector.settings import CorrectorSettings
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("RELISTEN_PORT", "RELISTEN_CORRECTOR_BASE_URL", "RELISTEN_CORRECTOR_BACKEND"):
+    for name in (
+        "RELISTEN_PORT",
+        "RELISTEN_INGEST_PORT",
+        "RELISTEN_CORRECTOR_BASE_URL",
+        "RELISTEN_CORRECTOR_BACKEND",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -1,4 +1,4 @@
-"""API keys (``RELISTEN_API_KEYS``): every /v1 route needs a bearer key, the operational routes stay
+"""API keys (``RELISTEN_INGEST_API_KEYS``): every /v1 route needs a bearer key, the operational routes stay
 open, and the event stream also takes ``?access_token=``."""
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ async def server(serve_app: ServeApp, make_settings: Callable[..., IngestSetting
 
 
 def test_settings_read_comma_separated_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RELISTEN_API_KEYS", " a-key ,b-key,, ")
+    monkeypatch.setenv("RELISTEN_INGEST_API_KEYS", " a-key ,b-key,, ")
     keys = IngestSettings().api_keys
     assert [k.get_secret_value() for k in keys] == ["a-key", "b-key"]
     assert "a-key" not in repr(keys)
-    monkeypatch.setenv("RELISTEN_API_KEYS", "")
+    monkeypatch.setenv("RELISTEN_INGEST_API_KEYS", "")
     assert IngestSettings().api_keys == []
 
 

@@ -30,6 +30,8 @@ from relisten_ingest.domain import (
     safe_filename,
 )
 
+from relisten.testing import job_merged
+
 JOB = "job1"
 
 
@@ -221,16 +223,11 @@ def corrected(index: int, count: int, at: float) -> ClipCorrected:
 
 
 def merged(at: float) -> JobMerged:
-    return JobMerged(
-        job_id=JOB,
+    return job_merged(
+        JOB,
         occurred_at=at,
-        transcript_ref=f"{JOB}/transcript.json",
-        language="en",
         duration_s=12.5,
-        text_preview="hello",
         corrections_accepted=1,
-        corrections_rejected=0,
-        corrections_unresolved=0,
         words_flagged=2,
         first_pass_seconds=1.0,
         second_pass_seconds=2.0,

@@ -34,6 +34,8 @@ from relisten_ingest.adapters import JobViews
 from relisten_ingest.settings import IngestSettings
 from relisten_runtime.infra import Infra
 
+from relisten.testing import job_merged
+
 from .conftest import StartClient
 
 pytestmark = pytest.mark.nats
@@ -127,16 +129,12 @@ class Events:
         )
 
     def merged(self) -> JobMerged:
-        return JobMerged(
-            job_id=self.job_id,
+        return job_merged(
+            self.job_id,
             occurred_at=self.now(),
-            transcript_ref=f"{self.job_id}/transcript.json",
-            language="en",
             duration_s=30.0,
-            text_preview="hello",
             corrections_accepted=1,
             corrections_rejected=1,
-            corrections_unresolved=0,
             words_flagged=3,
             first_pass_seconds=2.0,
             second_pass_seconds=3.0,

@@ -27,10 +27,10 @@ def server(nats_url: str, tmp_path: Path) -> Iterator[str]:
     env = {
         **os.environ,
         "RELISTEN_NATS_URL": nats_url,
-        "RELISTEN_PORT": str(port),
-        "RELISTEN_HOST": "127.0.0.1",
-        "RELISTEN_MAX_UPLOAD_BYTES": "300000",
-        "RELISTEN_TMP_DIR": str(tmp_path),
+        "RELISTEN_INGEST_PORT": str(port),
+        "RELISTEN_INGEST_HOST": "127.0.0.1",
+        "RELISTEN_INGEST_MAX_UPLOAD_BYTES": "300000",
+        "RELISTEN_INGEST_TMP_DIR": str(tmp_path),
     }
     code = "import asyncio; from relisten_ingest.app import serve; asyncio.run(serve())"
     log = (tmp_path.parent / "ingest-serve.log").open("wb")
@@ -105,7 +105,7 @@ def test_declared_length_over_the_limit_is_refused_before_the_body(server: str) 
 
 
 def test_environment_limit_applies(server: str) -> None:
-    """RELISTEN_MAX_UPLOAD_BYTES=300000 in the child: a body over it is refused."""
+    """RELISTEN_INGEST_MAX_UPLOAD_BYTES=300000 in the child: a body over it is refused."""
     payload = SPEECH_WAV.read_bytes() * 2  # 375 kB
     with httpx.Client(base_url=server, timeout=30) as client:
         response = client.post("/v1/jobs", files={"file": ("big.wav", payload, "audio/wav")})

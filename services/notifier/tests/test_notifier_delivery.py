@@ -27,7 +27,6 @@ from relisten_contracts import (
     STREAM_NAME,
     ErrorInfo,
     JobFailed,
-    JobMerged,
     JobOptions,
     Subject,
     encode,
@@ -46,6 +45,8 @@ from relisten_notifier.settings import NotifierSettings
 from relisten_runtime.embedded import EmbeddedNats, free_port
 from relisten_runtime.store import MemoryJobStore
 from relisten_runtime.worker import RetryLater, Worker
+
+from relisten.testing import job_merged
 
 SECRET = "whsec_" + base64.b64encode(b"relisten-test-secret-of-32-bytes").decode()
 
@@ -298,15 +299,12 @@ async def test_job_merged_is_announced_once_per_target(
 ) -> None:
     discord, callback = receivers
     job_id = f"job-{uuid.uuid4().hex[:8]}"
-    event = JobMerged(
-        job_id=job_id,
-        transcript_ref=f"{job_id}/transcript.json",
-        language="en",
+    event = job_merged(
+        job_id,
         duration_s=60.0,
         text_preview="the quick brown fox",
         corrections_accepted=2,
         corrections_rejected=1,
-        corrections_unresolved=0,
         words_flagged=5,
         first_pass_seconds=1.5,
         second_pass_seconds=2.5,

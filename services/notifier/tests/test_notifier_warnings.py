@@ -6,26 +6,16 @@ import msgspec
 from relisten_contracts import JobMerged, JobWarning
 from relisten_notifier.domain import callback_payload, discord_message
 
+from relisten.testing import job_merged
+
 WARNING = JobWarning(
     code="language_mismatch", message="the job asked for 'en' but the speech sounds like 'es'"
 )
 
 
 def merged(warnings: list[JobWarning]) -> JobMerged:
-    return JobMerged(
-        job_id="job1",
-        transcript_ref="job1/transcript.json",
-        language="en",
-        duration_s=10.0,
-        text_preview="thank you very much",
-        corrections_accepted=0,
-        corrections_rejected=0,
-        corrections_unresolved=0,
-        words_flagged=3,
-        first_pass_seconds=1.0,
-        second_pass_seconds=0.0,
-        audio_redecoded_seconds=0.0,
-        warnings=warnings,
+    return job_merged(
+        "job1", text_preview="thank you very much", words_flagged=3, first_pass_seconds=1.0, warnings=warnings
     )
 
 

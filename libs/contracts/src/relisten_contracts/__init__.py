@@ -20,7 +20,9 @@ from relisten_contracts.documents import (
     TranscriptStats,
     TranscriptWord,
     Word,
+    merged_stats,
     routed_options,
+    stats_fields,
     words_scored,
 )
 from relisten_contracts.events import (
@@ -124,11 +126,13 @@ __all__ = [
     "first_pass_object",
     "job_token",
     "join_words",
+    "merged_stats",
     "message_id",
     "notify_key_prefix",
     "original_object",
     "plan_object",
     "routed_options",
+    "stats_fields",
     "subject_for",
     "transcript_object",
     "words_scored",

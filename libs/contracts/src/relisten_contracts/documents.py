@@ -1,10 +1,10 @@
 """Documents stored in the Object Store and KV (too large or too stateful to travel in events)."""
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
-from relisten_contracts.events import ErrorInfo, JobOptions, JobWarning, Stage, WordsScored
+from relisten_contracts.events import ErrorInfo, JobMerged, JobOptions, JobWarning, Stage, WordsScored
 
 
 class Word(msgspec.Struct, frozen=True, kw_only=True):
@@ -168,6 +168,17 @@ class TranscriptStats(msgspec.Struct, frozen=True, kw_only=True):
     corrections_accepted: int
     corrections_rejected: int
     corrections_unresolved: int = 0
+
+
+def merged_stats(event: JobMerged) -> TranscriptStats:
+    """The transcript's stats as ``job.merged`` carries them (flat, one field each, for compatibility
+    with the events already written): the one way back from the event to :class:`TranscriptStats`."""
+    return TranscriptStats(**{name: getattr(event, name) for name in TranscriptStats.__struct_fields__})
+
+
+def stats_fields(stats: TranscriptStats) -> dict[str, Any]:
+    """``stats`` as the flat fields of a ``job.merged`` (``JobMerged(**stats_fields(stats), ...)``)."""
+    return {name: getattr(stats, name) for name in TranscriptStats.__struct_fields__}
 
 
 class Transcript(msgspec.Struct, frozen=True, kw_only=True):

@@ -163,7 +163,7 @@ DeletionReason = Literal["requested", "retention"]
 
 class JobDeleted(Event, frozen=True, kw_only=True, tag="job.deleted.v1"):
     """A finished job's audio, artefacts and view were removed: asked for by a client
-    (``requested``) or because it outlived ``RELISTEN_RETENTION_DAYS`` (``retention``)."""
+    (``requested``) or because it outlived ``RELISTEN_INGEST_RETENTION_DAYS`` (``retention``)."""
 
     reason: DeletionReason
     status: Stage

@@ -133,17 +133,23 @@ def points_at_port_here(url: str, port: int) -> bool:
 
 
 def refuse_own_api(url: str, setting: str, environ: Mapping[str, str]) -> None:
-    """Raise :class:`ValueError` when ``url`` is relisten's own HTTP API (``RELISTEN_PORT`` on loopback).
+    """Raise :class:`ValueError` when ``url`` is relisten's own HTTP API (``RELISTEN_INGEST_PORT``, or
+    its deprecated name ``RELISTEN_PORT``, on loopback).
 
     A remote first or second pass pointed there would post every job's audio back to relisten as a
     new job, which would do the same: a loop that fills the queue and never answers."""
+    variable = (
+        "RELISTEN_PORT"
+        if environ.get("RELISTEN_PORT") and not environ.get("RELISTEN_INGEST_PORT")
+        else "RELISTEN_INGEST_PORT"
+    )
     try:
-        own_port = int(environ.get("RELISTEN_PORT", "") or 8000)
+        own_port = int(environ.get(variable, "") or 8000)
     except ValueError:
         return
     if points_at_port_here(url, own_port):
         raise ValueError(
-            f"{setting}={redact_url(url)} is relisten's own API (RELISTEN_PORT={own_port} on this "
+            f"{setting}={redact_url(url)} is relisten's own API ({variable}={own_port} on this "
             "machine): it must name the transcription server to call, e.g. http://127.0.0.1:8001 "
             "for a speaches or vLLM server on port 8001"
         )

@@ -28,7 +28,7 @@ def wav_bytes(pcm: bytes, sample_rate: int = SAMPLE_RATE) -> bytes:
 
 def pcm16_to_float(pcm: bytes) -> np.ndarray:
     """Little-endian 16-bit PCM as float32 samples in [-1, 1) (scale 32768, the inverse of
-    ``relisten_runtime.remote.pcm16_from_float``): what the models are given."""
+    :func:`pcm16_from_float`): what the models are given."""
     return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
 
 
@@ -44,3 +44,19 @@ def pcm_from_wav(data: bytes) -> bytes:
             return wav.readframes(wav.getnframes())
     except (wave.Error, EOFError) as exc:
         raise NotNormalisedAudio(str(exc)) from exc
+
+
+def pcm16_from_float(audio: np.ndarray) -> bytes:
+    """Float samples in [-1, 1] as little-endian 16-bit PCM, rounded and clipped.
+
+    The scale is 32768, the inverse of how the services turn stored PCM into floats, so a clip that came
+    from PCM goes back to exactly the same samples.
+    """
+    samples = np.nan_to_num(np.asarray(audio, dtype=np.float64).reshape(-1), nan=0.0, posinf=1.0, neginf=-1.0)
+    scaled = np.clip(np.rint(samples * 32768.0), -32768, 32767)
+    return scaled.astype("<i2").tobytes()
+
+
+def wav_from_float(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """A 16 kHz mono 16-bit WAV file of ``audio``."""
+    return wav_bytes(pcm16_from_float(audio), sample_rate)

@@ -1,24 +1,25 @@
-"""Typed settings from the environment, built once per process.
+"""Typed settings from the environment, built once per process; one naming scheme for all of them.
 
-Three naming schemes are in use, and kept because deployments depend on them:
+- the fields every service shares (this module's ``CommonSettings``) are ``RELISTEN_<FIELD>``
+  (``RELISTEN_NATS_URL``, ``RELISTEN_LOG_LEVEL``);
+- a service's own fields are ``RELISTEN_<SERVICE>_<FIELD>`` (``RELISTEN_INGEST_PORT``,
+  ``RELISTEN_MERGER_MAX_DRIFT``, ``RELISTEN_ASR_BASE_URL``): the services usually share one environment,
+  and a setting meant for one (a key, a URL) must never reach another by accident.
 
-- the fields every service shares (this module's ``CommonSettings``) are ``RELISTEN_<FIELD>``;
-- ingest, clipper, merger and notifier read their own fields as ``RELISTEN_<FIELD>`` too (their names are
-  distinct enough: ``RELISTEN_MAX_DRIFT``, ``RELISTEN_NOTIFY_SCHEDULE``);
-- asr and corrector read their own fields as ``RELISTEN_ASR_<FIELD>`` and ``RELISTEN_CORRECTOR_<FIELD>``
-  (``service_env_prefix``): both talk to a model server with a URL and a key, and a plain
-  ``RELISTEN_API_KEY`` (the ingest API's key) must never reach a model server by accident.
+Before this scheme ingest, clipper, merger and notifier read their own fields as ``RELISTEN_<FIELD>``.
+Those names are still read, as deprecated aliases (``deprecated_unprefixed``): the new name wins when
+both are set, and each old name in use is logged once as a deprecation warning.
 
 ``env_name`` says which variable a field is read from; the README's configuration table is generated
 from these classes (``python -m relisten.settings_doc --write``).
 """
 
+import logging
 import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -26,9 +27,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from relisten_runtime.models import default_model_cache_dir
+log = logging.getLogger(__name__)
 
 PREFIX = "RELISTEN_"
+
+_warned: set[str] = set()
+"""Deprecated variables already logged in this process (each is logged once)."""
 
 
 class _FieldsFromEnv(EnvSettingsSource):
@@ -42,13 +46,40 @@ class _FieldsFromEnv(EnvSettingsSource):
         return {key: value for key, value in super().__call__().items() if key in self._fields}
 
 
+class _DeprecatedFromEnv(_FieldsFromEnv):
+    """The old ``RELISTEN_<FIELD>`` names of a service's own fields: read only where the new name is not
+    set, and each one in use logged once as deprecated."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], old_prefix: str, new_prefix: str, fields: Iterable[str]
+    ) -> None:
+        super().__init__(settings_cls, old_prefix, fields)
+        self._old_prefix = old_prefix
+        self._new_prefix = new_prefix
+
+    def __call__(self) -> dict[str, Any]:
+        present = {name.upper() for name in os.environ}
+        values: dict[str, Any] = {}
+        for key, value in super().__call__().items():
+            old, new = f"{self._old_prefix}{key}".upper(), f"{self._new_prefix}{key}".upper()
+            if new in present:
+                continue
+            values[key] = value
+            if old not in _warned:
+                _warned.add(old)
+                log.warning("%s is deprecated and will stop working: set %s instead", old, new)
+        return values
+
+
 class CommonSettings(BaseSettings):
     """Settings every service reads. Each service extends this with its own fields."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
 
-    # Prefix of the service's own fields (not the shared ones); asr and corrector set their own.
-    service_env_prefix: ClassVar[str] = PREFIX
+    service: ClassVar[str | None] = None
+    """The service these settings belong to: its own fields are ``RELISTEN_<SERVICE>_<FIELD>``."""
+    deprecated_unprefixed: ClassVar[bool] = False
+    """The service's own fields were once ``RELISTEN_<FIELD>``: those names are still read (deprecated)."""
 
     nats_url: str = Field(
         "nats://127.0.0.1:4222",
@@ -114,54 +145,37 @@ class CommonSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        if cls.service_env_prefix == PREFIX:
+        if cls.service is None:
             return init_settings, env_settings, dotenv_settings, file_secret_settings
         shared = set(CommonSettings.model_fields)
         own = set(cls.model_fields) - shared
-        return (
+        sources: list[PydanticBaseSettingsSource] = [
             init_settings,
-            _FieldsFromEnv(settings_cls, cls.service_env_prefix, own),
+            _FieldsFromEnv(settings_cls, own_prefix(cls), own),
             _FieldsFromEnv(settings_cls, PREFIX, shared),
-        )
+        ]
+        if cls.deprecated_unprefixed:
+            sources.append(_DeprecatedFromEnv(settings_cls, PREFIX, own_prefix(cls), own))
+        return tuple(sources)
 
 
-class SpeechModelSettings(CommonSettings):
-    """What asr and corrector both set about a faster-whisper model in process or a speech server
-    (each under its own prefix: ``RELISTEN_ASR_DEVICE``, ``RELISTEN_CORRECTOR_DEVICE``, ...)."""
-
-    device: str = Field("cpu", description="faster-whisper device: cpu, cuda or auto.")
-    compute_type: str = Field(
-        "int8", description="CTranslate2 compute type for faster-whisper (int8 on CPU)."
-    )
-    cpu_threads: int = Field(
-        0, ge=0, description="CPU threads for faster-whisper; 0: one per CPU available, at most 4."
-    )
-    beam_size: int = Field(5, ge=1, description="Beam size of the faster-whisper decoder.")
-    model_cache_dir: Path = Field(
-        default_factory=default_model_cache_dir,
-        json_schema_extra={"shown_default": "`$XDG_CACHE_HOME/relisten/models` (`~/.cache/...`)"},
-        description="Where the bundled Whisper base is assembled once (its model.bin ships in two parts).",
-    )
-    api_key: SecretStr | None = Field(
-        None, description="Bearer token for the remote speech server, if it wants one."
-    )
-    backoff_s: float = Field(
-        1.0, ge=0, description="First pause between HTTP attempts; doubles each time, with jitter."
-    )
+def own_prefix(settings_cls: type[CommonSettings]) -> str:
+    """``RELISTEN_<SERVICE>_``: the prefix of a service's own fields."""
+    if settings_cls.service is None:
+        return PREFIX
+    return f"{PREFIX}{settings_cls.service.upper()}_"
 
 
 def env_name(settings_cls: type[CommonSettings], field: str) -> str:
     """The environment variable ``settings_cls`` reads ``field`` from."""
     if field not in settings_cls.model_fields:
         raise KeyError(f"{settings_cls.__name__} has no field {field!r}")
-    prefix = PREFIX if field in CommonSettings.model_fields else settings_cls.service_env_prefix
+    prefix = PREFIX if field in CommonSettings.model_fields else own_prefix(settings_cls)
     return f"{prefix}{field.upper()}"
 
 
-def model_cpu_threads(configured: int) -> int:
-    """Threads for an in-process model: ``configured``, or for 0 one per CPU this process may use, at
-    most 4. (CTranslate2's own default is 4 whatever the machine; on 2 cores that oversubscribes, and
-    the benchmark measured the pipeline 12 % faster with 2.)"""
-    if configured > 0:
-        return configured
-    return max(1, min(4, len(os.sched_getaffinity(0))))
+def deprecated_env_name(settings_cls: type[CommonSettings], field: str) -> str | None:
+    """The old name ``settings_cls`` still reads ``field`` from (deprecated), or None."""
+    if settings_cls.deprecated_unprefixed and env_name(settings_cls, field) != f"{PREFIX}{field.upper()}":
+        return f"{PREFIX}{field.upper()}"
+    return None

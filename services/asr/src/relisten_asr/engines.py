@@ -16,24 +16,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from relisten_contracts import FirstPass, Segment, Word
 from relisten_runtime.audio import SAMPLE_RATE
-from relisten_runtime.models import BUNDLED_MODELS, BUNDLED_PREFIX, display_name
-from relisten_runtime.remote import (
-    RemoteCallError as EngineError,
+from relisten_speech.errors import SpeechError as EngineError
+from relisten_speech.remote import SpeechServer, TranscriptionsClient
+from relisten_speech.verbose_json import json_number, verbose_words
+from relisten_speech.whisper import (
+    MAX_CHUNK_S,
+    InProcessWhisper,
+    batched_pipeline,
+    check_bundled_name,
+    mono_samples,
+    supported_language,
 )
-from relisten_runtime.remote import (
-    TranscriptionsClient,
-    json_number,
-)
-from relisten_runtime.whisper import load_whisper_model, mono_samples, supported_language
 
 from relisten_asr.hallucination import HallucinationPolicy, Loudness, recovered_is_speech, screen
 from relisten_asr.recovery import unheard_speech
@@ -50,9 +51,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_CHUNK_S = 29.5
-"""Longest audio Whisper hears at once (its window is 30 s)."""
-
 MISSING_WORD_PROBABILITY = 1.0
 """Probability given to a remote word that came without one (OpenAI's own API never sends it).
 
@@ -66,7 +64,6 @@ NEUTRAL_NO_SPEECH_PROB = 0.0
 
 ProgressCallback = Callable[[float], None]
 Task = Literal["transcribe", "translate"]
-T = TypeVar("T")
 
 
 class FirstPassEngine(Protocol):
@@ -180,53 +177,17 @@ def _silence(segment: Any) -> bool:
     return float(segment.no_speech_prob) > 0.6 and float(segment.avg_logprob) < -1.0
 
 
-class FasterWhisperEngine:
-    """Whisper (CTranslate2) in this process: one model, loaded once, one decode at a time.
-
-    Decoding runs in a worker thread so the event loop keeps heartbeating; ``on_progress`` is called from
-    that thread. An ``asyncio.Lock`` queues callers without tying up executor threads; a
-    ``threading.Lock`` inside keeps one decode at a time even if a cancelled caller's thread runs on.
-    """
+class FasterWhisperEngine(InProcessWhisper):
+    """Whisper (CTranslate2) in this process (:class:`relisten_speech.whisper.InProcessWhisper`: one
+    model, loaded once, one decode at a time); ``on_progress`` is called from the decoding thread.
+    Language identification uses the same model between decodes (``with_model``)."""
 
     def __init__(self, settings: AsrSettings, model: str | None = None) -> None:
+        spec = model or settings.first_pass_model
+        # a typo in the setting fails at start-up, not when the model is first needed
+        check_bundled_name(spec)
+        super().__init__(spec, settings)
         self._settings = settings
-        self.model_spec = model or settings.first_pass_model
-        """The model setting (``bundled:tiny.en``, ``bundled:base``, a size, a directory)."""
-        if self.model_spec.startswith(BUNDLED_PREFIX) and self.model_spec not in BUNDLED_MODELS:
-            # a typo in the setting fails at start-up, not when the model is first needed
-            raise EngineError(
-                "model_unavailable",
-                f"unknown bundled model {self.model_spec!r}; bundled: {', '.join(BUNDLED_MODELS)}",
-            )
-        self.name = f"faster-whisper:{display_name(self.model_spec.rstrip('/'))}"
-        self._model: Any = None
-        self._load_lock = threading.Lock()
-        self._decode_lock = threading.Lock()
-        self._queue = asyncio.Lock()
-        self.load_seconds: float | None = None
-
-    def load(self) -> Any:
-        """Load the model; idempotent and thread-safe. Blocking: call it via ``asyncio.to_thread`` at
-        start-up to fail fast on a bad model setting."""
-        with self._load_lock:
-            if self._model is None:
-                started = time.perf_counter()
-                self._model = load_whisper_model(self.model_spec, self._settings)
-                self.load_seconds = time.perf_counter() - started
-                log.info("loaded %s in %.1f s", self.name, self.load_seconds)
-            return self._model
-
-    async def with_model(self, work: Callable[[Any], T]) -> T:
-        """``work(model)`` in a worker thread, loading the model first, queued behind other decodes
-        (language identification uses the model between decodes)."""
-
-        def run() -> T:
-            model = self.load()
-            with self._decode_lock:
-                return work(model)
-
-        async with self._queue:
-            return await asyncio.to_thread(run)
 
     async def transcribe(
         self,
@@ -311,8 +272,6 @@ class FasterWhisperEngine:
         """Decode again the long gaps between words that sound like speech
         (:mod:`relisten_asr.recovery`), all in one batched call (as the main batched decode does: one
         try per chunk, no temperature fallback to loop on); their segments come back as pieces."""
-        from faster_whisper import BatchedInferencePipeline
-
         heard = [
             Word(word=w.word, start=float(w.start), end=float(w.end), probability=float(w.probability))
             for _, _, _, segment in pieces
@@ -325,7 +284,7 @@ class FasterWhisperEngine:
         ]
         if not spans:
             return []
-        segments, _ = BatchedInferencePipeline(model).transcribe(
+        segments, _ = batched_pipeline(model).transcribe(
             audio,
             language=language,
             task=task,
@@ -355,9 +314,6 @@ class FasterWhisperEngine:
             sum(len(segment.words) for *_, segment in recovered),
         )
         return recovered
-
-    async def aclose(self) -> None:
-        self._model = None
 
     def _decode_mixed(self, model: Any, audio: np.ndarray, prompt: str | None, task: Task) -> Any:
         """Sequential decoding that identifies the language of every 30 s window (faster-whisper's
@@ -391,10 +347,8 @@ class FasterWhisperEngine:
             "initial_prompt": prompt or None,
         }
         if settings.batch_size > 0:
-            from faster_whisper import BatchedInferencePipeline
-
             # Batched decoding needs speech chunks to batch, so VAD is always on here.
-            return BatchedInferencePipeline(model).transcribe(
+            return batched_pipeline(model).transcribe(
                 audio, batch_size=settings.batch_size, vad_filter=True, **common
             )
         return model.transcribe(
@@ -426,28 +380,20 @@ def first_pass_from_verbose_json(
     given to the segment its midpoint falls in, so the segments partition the words in order.
     """
     raw_segments = body.get("segments") or []
-    raw_words: Any = body.get("words")
-    if not raw_words:
-        raw_words = [w for s in raw_segments if isinstance(s, dict) for w in (s.get("words") or [])]
-    if not isinstance(raw_words, Sequence) or not isinstance(raw_segments, Sequence):
+    if not isinstance(raw_segments, Sequence):
         raise EngineError("bad_response", "words and segments must be lists")
+    heard = verbose_words(body)
     text = body.get("text")
-    if not raw_words and isinstance(text, str) and text.strip():
+    if not heard and isinstance(text, str) and text.strip():
         raise EngineError(
             "no_word_timestamps",
             "the server returned text without word timestamps; it cannot serve as a first pass",
         )
 
     timeline = _WordTimeline(duration_s)
-    for item in raw_words:
-        if not isinstance(item, dict) or not isinstance(item.get("word"), str):
-            raise EngineError("bad_response", f"malformed word {item!r}")
-        timeline.add(
-            item["word"],
-            json_number(item.get("start"), "word start"),
-            json_number(item.get("end"), "word end"),
-            json_number(item.get("probability"), "word probability", MISSING_WORD_PROBABILITY),
-        )
+    for word in heard:
+        probability = MISSING_WORD_PROBABILITY if word.probability is None else word.probability
+        timeline.add(word.text, word.start, word.end, probability)
     words = timeline.words
 
     spans: list[dict[str, Any]] = [s for s in raw_segments if isinstance(s, dict)]
@@ -495,13 +441,7 @@ class OpenAITranscriptionEngine:
         self._screen = settings.screen_hallucinations
         self.name = f"openai:{settings.model}"
         self._server = TranscriptionsClient(
-            base_url=settings.base_url,
-            model=settings.model,
-            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-            timeout_s=settings.timeout_s,
-            max_attempts=settings.max_attempts,
-            backoff_s=settings.backoff_s,
-            granularities=("word", "segment"),
+            SpeechServer.of(settings), model=settings.model, granularities=("word", "segment")
         )
 
     async def transcribe(

@@ -12,10 +12,10 @@ import msgspec
 from relisten_contracts import Event, FirstPass, JobCreated, JobProgress, names, words_scored
 from relisten_contracts.calibration import Calibration, calibrated
 from relisten_runtime.audio import pcm16_to_float
-from relisten_runtime.remote import RemoteCallError as EngineError
 from relisten_runtime.steps import Publisher
 from relisten_runtime.store import JobStore
 from relisten_runtime.worker import PermanentFailure
+from relisten_speech.errors import SpeechError as EngineError
 
 from relisten_asr.engines import FirstPassEngine
 from relisten_asr.hallucination import unsure_warning

@@ -46,8 +46,8 @@ from relisten_contracts import (
     Routing,
 )
 from relisten_runtime.audio import SAMPLE_RATE
-from relisten_runtime.models import display_name
-from relisten_runtime.remote import RemoteCallError as EngineError
+from relisten_speech.errors import SpeechError as EngineError
+from relisten_speech.models import display_name
 
 from relisten_asr.engines import FasterWhisperEngine, FirstPassEngine, ProgressCallback
 from relisten_asr.settings import AsrSettings

@@ -9,22 +9,18 @@ first-pass server by accident.
 
 from __future__ import annotations
 
-import os
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
-from relisten_runtime.addresses import refuse_own_api
-from relisten_runtime.settings import SpeechModelSettings
+from pydantic import Field, field_validator
+from relisten_speech.settings import SpeechModelSettings
 
 EngineKind = Literal["faster-whisper", "openai"]
-
-ENV_PREFIX = "RELISTEN_ASR_"
 
 
 class AsrSettings(SpeechModelSettings):
     """Everything the asr service reads from the environment, built once per process."""
 
-    service_env_prefix: ClassVar[str] = ENV_PREFIX
+    service: ClassVar[str | None] = "asr"
 
     engine: EngineKind = Field(
         "faster-whisper",
@@ -123,12 +119,6 @@ class AsrSettings(SpeechModelSettings):
         description="The second pass is set up for languages other than English (e.g. vLLM or large-v3): "
         "non-English jobs then keep it; false: they skip it (the bundled base already did the first pass).",
     )
-    base_url: str = Field(
-        "http://127.0.0.1:8000",
-        description="Root of the OpenAI-compatible server (openai engine); a trailing /v1 is accepted. "
-        "relisten's own API (RELISTEN_PORT on a loopback address) is refused at start: every job would "
-        "send its audio back to relisten as a new job.",
-    )
     model: str = Field(
         "Systran/faster-whisper-small.en",
         description="Model name sent to the OpenAI-compatible server (speaches takes a hub id; OpenAI whisper-1).",
@@ -136,10 +126,6 @@ class AsrSettings(SpeechModelSettings):
     timeout_s: float = Field(
         600.0, gt=0, description="Timeout of one HTTP attempt; a whole recording is sent in one request."
     )
-    max_attempts: int = Field(3, ge=1, description="HTTP attempts before the job's delivery fails.")
 
-    @model_validator(mode="after")
-    def _not_relisten_itself(self) -> AsrSettings:
-        if self.engine == "openai":
-            refuse_own_api(self.base_url, "RELISTEN_ASR_BASE_URL", os.environ)
-        return self
+    def uses_server(self) -> bool:
+        return self.engine == "openai"

@@ -7,12 +7,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydub import AudioSegment
 from relisten_contracts import ClipSpec, ClipsReady, Event, FirstPass, WordsScored, names
 from relisten_runtime.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from relisten_runtime.store import JobStore
 from relisten_runtime.worker import PermanentFailure
 
+from relisten_clipper.clips import cut_clip
 from relisten_clipper.domain import ClipPolicy, Window, context_prompt, find_windows, to_sample_range
 
 log = logging.getLogger(__name__)
@@ -24,12 +24,6 @@ def plan_ref(job_id: str) -> str:
 
 def clip_ref(job_id: str, index: int) -> str:
     return names.clip_object(job_id, index)
-
-
-def cut_clip(audio: AudioSegment, first_sample: int, end_sample: int) -> bytes:
-    """A sample-exact slice of the normalised audio as WAV; no codec, no seeking."""
-    piece = audio.get_sample_slice(first_sample, end_sample)
-    return bytes(piece.export(format="wav").read())
 
 
 @dataclass
@@ -77,13 +71,12 @@ class ClipHandler:
         self, event: WordsScored, first: FirstPass, windows: list[Window]
     ) -> list[ClipSpec]:
         pcm = await self.store.audio_pcm(event.audio_ref)
-        audio = AudioSegment(data=pcm, sample_width=SAMPLE_WIDTH, frame_rate=SAMPLE_RATE, channels=1)
         total = len(pcm) // SAMPLE_WIDTH
         clips = []
         for index, window in enumerate(windows):
             first_sample, end_sample = to_sample_range(window.start_s, window.end_s, SAMPLE_RATE, total)
             ref = clip_ref(event.job_id, index)
-            await self.store.put_audio(ref, cut_clip(audio, first_sample, end_sample))
+            await self.store.put_audio(ref, cut_clip(pcm, first_sample, end_sample))
             clips.append(
                 ClipSpec(
                     index=index,

@@ -1,10 +1,13 @@
-"""Settings of the clipper (env prefix ``RELISTEN_``); the confidence threshold is per job.
+"""Settings of the clipper (``RELISTEN_CLIPPER_<FIELD>``; the old ``RELISTEN_<FIELD>`` names still work,
+deprecated); the confidence threshold is per job.
 
 Every default is :class:`~relisten_clipper.domain.ClipPolicy`'s own, the values ``make bench`` measured
 best on the development set (docs/benchmark.md): tight windows -- each cluster of flagged words plus 1 s
 of context on each side, no 20-second window around it -- and a budget of a fifth of the audio, spent on
 the most doubtful windows first. One source of truth: change a default in the policy.
 """
+
+from typing import ClassVar
 
 from pydantic import Field
 from relisten_runtime.settings import CommonSettings
@@ -15,6 +18,9 @@ SHIPPED = ClipPolicy()
 
 
 class ClipperSettings(CommonSettings):
+    service: ClassVar[str | None] = "clipper"
+    deprecated_unprefixed: ClassVar[bool] = True
+
     cluster_gap_s: float = Field(
         SHIPPED.cluster_gap_s, gt=0, description="Flagged words closer than this form one cluster."
     )
@@ -22,7 +28,7 @@ class ClipperSettings(CommonSettings):
         SHIPPED.half_window_s,
         ge=0,
         description="Half a window's length around its cluster's centre; 0 keeps just the cluster and its "
-        "context padding (the original design: 10, with RELISTEN_CLUSTER_GAP_S=5).",
+        "context padding (the original design: 10, with RELISTEN_CLIPPER_CLUSTER_GAP_S=5).",
     )
     context_pad_s: float = Field(
         SHIPPED.context_pad_s,
@@ -30,9 +36,6 @@ class ClipperSettings(CommonSettings):
         description="Audio decoded around flagged words (context; replaced only where flagged).",
     )
     max_window_s: float = Field(SHIPPED.max_window_s, gt=0, description="Longer windows are split at pauses.")
-    snap_search_s: float = Field(
-        SHIPPED.snap_search_s, ge=0, description="How far a window edge may move to reach a pause."
-    )
     flag_repetition_loops: bool = Field(
         SHIPPED.flag_repetition_loops, description="Flag segments with a high compression ratio."
     )
@@ -57,7 +60,6 @@ class ClipperSettings(CommonSettings):
                 "half_window_s",
                 "context_pad_s",
                 "max_window_s",
-                "snap_search_s",
                 "flag_repetition_loops",
                 "flag_low_logprob",
                 "flag_no_speech",

@@ -9,16 +9,13 @@ sent to the second-pass server by accident.
 
 from __future__ import annotations
 
-import os
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
-from relisten_runtime.addresses import refuse_own_api
-from relisten_runtime.settings import SpeechModelSettings
+from pydantic import Field
+from relisten_speech.settings import SpeechModelSettings
 
 BackendKind = Literal["faster-whisper", "vllm", "openai"]
 
-ENV_PREFIX = "RELISTEN_CORRECTOR_"
 DEFAULT_VLLM_MODEL = "Qwen/Qwen2-Audio-7B-Instruct"
 DEFAULT_OPENAI_MODEL = "whisper-1"
 
@@ -26,7 +23,7 @@ DEFAULT_OPENAI_MODEL = "whisper-1"
 class CorrectorSettings(SpeechModelSettings):
     """Everything the corrector reads from the environment, built once per process."""
 
-    service_env_prefix: ClassVar[str] = ENV_PREFIX
+    service: ClassVar[str | None] = "corrector"
 
     backend: BackendKind = Field(
         "faster-whisper",
@@ -40,15 +37,10 @@ class CorrectorSettings(SpeechModelSettings):
     )
     pack_clips: bool = Field(
         True,
-        description="faster-whisper: pack a job's clips side by side into <= chunk_s chunks and decode them "
+        description="faster-whisper: pack a job's clips side by side into chunks of at most 29.5 s (1 s of silence "
+        "between two clips) and decode them "
         "in one batched call (Whisper pads every input to 30 s, so a short clip alone costs a full pass); "
         "false decodes each clip on its own, with its preceding first-pass text as a prompt.",
-    )
-    chunk_s: float = Field(
-        29.5, gt=1.0, le=30.0, description="Longest packed chunk; Whisper hears at most 30 s at once."
-    )
-    pack_gap_s: float = Field(
-        1.0, ge=0.0, le=5.0, description="Silence between two clips packed into the same chunk."
     )
     encoder_padding_s: float = Field(
         8.0,
@@ -66,12 +58,6 @@ class CorrectorSettings(SpeechModelSettings):
         description="Clips of one job are decoded in batches of about this much audio; each batch's "
         "results are stored (and announced) before the next starts.",
     )
-    base_url: str = Field(
-        "http://127.0.0.1:8000",
-        description="Root of the remote server (vllm/openai backends); a trailing /v1 is accepted. "
-        "relisten's own API (RELISTEN_PORT on a loopback address) is refused at start: every job would "
-        "send its audio back to relisten as a new job.",
-    )
     model: str | None = Field(
         None,
         description=f"Remote model name; defaults to {DEFAULT_VLLM_MODEL} for vllm and "
@@ -80,25 +66,13 @@ class CorrectorSettings(SpeechModelSettings):
     max_tokens: int = Field(
         512, ge=16, description="Longest answer the vLLM chat backend may generate per clip."
     )
-    chat_max_audio_s: float = Field(
-        30.0,
-        gt=1.0,
-        description="Longest audio the chat model hears in one request (Qwen2-Audio: 30 s); longer clips "
-        "are sent in pieces cut at pauses.",
-    )
-    timeout_s: float = Field(
-        60.0, gt=0, description="Timeout of one HTTP attempt (connect, send, wait, read)."
-    )
     max_attempts: int = Field(
         4, ge=1, description="HTTP attempts per clip before the clip is left unresolved."
     )
     max_concurrency: int = Field(4, ge=1, description="Requests in flight at once to the remote server.")
 
-    @model_validator(mode="after")
-    def _not_relisten_itself(self) -> CorrectorSettings:
-        if self.backend in ("vllm", "openai"):
-            refuse_own_api(self.base_url, "RELISTEN_CORRECTOR_BASE_URL", os.environ)
-        return self
+    def uses_server(self) -> bool:
+        return self.backend in ("vllm", "openai")
 
     def remote_model(self) -> str:
         """The model name sent to the remote server."""

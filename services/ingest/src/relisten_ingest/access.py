@@ -1,4 +1,4 @@
-"""API keys: with ``RELISTEN_API_KEYS`` set, every ``/v1`` route needs ``Authorization: Bearer <key>``.
+"""API keys: with ``RELISTEN_INGEST_API_KEYS`` set, every ``/v1`` route needs ``Authorization: Bearer <key>``.
 
 ``/``, ``/healthz``, ``/readyz``, ``/metrics``, ``/asyncapi.json`` and the OpenAPI pages stay open.
 A browser's ``EventSource`` cannot send headers, so the job event stream

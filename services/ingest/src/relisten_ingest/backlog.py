@@ -1,6 +1,6 @@
 """Admission control: the backlog is the audio, in seconds, of every job not yet completed or failed.
 
-Past ``RELISTEN_MAX_BACKLOG_AUDIO_S`` ingest answers 503 ``backlog_full`` with ``Retry-After`` instead
+Past ``RELISTEN_INGEST_MAX_BACKLOG_AUDIO_S`` ingest answers 503 ``backlog_full`` with ``Retry-After`` instead
 of accepting work the cluster cannot finish in reasonable time (a queue that only grows helps nobody:
 clients are better told to come back, or to go to another deployment).
 

@@ -1,10 +1,10 @@
 """Limits of one ingest process: requests per minute per client, and how many uploads, event streams
 and OpenAI-route waits it holds at once.
 
-* ``RELISTEN_RATE_LIMIT_PER_MIN``: a token bucket per API key (per client address on an open API)
+* ``RELISTEN_INGEST_RATE_LIMIT_PER_MIN``: a token bucket per API key (per client address on an open API)
   over every ``/v1`` route; an empty bucket answers 429 ``rate_limited`` with ``Retry-After``. Off by
   default: the web page and a polling script on a single-user box would trip a low limit.
-* ``RELISTEN_MAX_CONCURRENT_UPLOADS``, ``RELISTEN_MAX_EVENT_STREAMS``, ``RELISTEN_MAX_OPENAI_WAITS``:
+* ``RELISTEN_INGEST_MAX_CONCURRENT_UPLOADS``, ``RELISTEN_INGEST_MAX_EVENT_STREAMS``, ``RELISTEN_INGEST_MAX_OPENAI_WAITS``:
   one more than the limit answers 503 (``too_many_uploads``, ``too_many_streams``,
   ``too_many_waits``) with ``Retry-After``, before anything is read or stored.
 

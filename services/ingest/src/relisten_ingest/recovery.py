@@ -181,8 +181,8 @@ class Watchdog:
         for view, deadline in stuck_views(views, now, self.deadline_base_s, self.deadline_per_audio_s):
             message = (
                 f"still {view.status} {now - _run_start(view):.0f} s after it started, past its "
-                f"deadline of {deadline:.0f} s (RELISTEN_JOB_DEADLINE_BASE_S + "
-                f"RELISTEN_JOB_DEADLINE_PER_AUDIO_S x {view.duration_s:.0f} s of audio)"
+                f"deadline of {deadline:.0f} s (RELISTEN_INGEST_JOB_DEADLINE_BASE_S + "
+                f"RELISTEN_INGEST_JOB_DEADLINE_PER_AUDIO_S x {view.duration_s:.0f} s of audio)"
             )
             if await self.fail(view.id, view.attempt, code="stuck", message=message):
                 failed.append(view.id)

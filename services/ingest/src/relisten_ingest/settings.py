@@ -1,9 +1,10 @@
-"""Settings of the ingest service (env prefix ``RELISTEN_``): where the API listens and what it accepts."""
+"""Settings of the ingest service (``RELISTEN_INGEST_<FIELD>``; the old ``RELISTEN_<FIELD>`` names still
+work, deprecated): where the API listens and what it accepts."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
@@ -16,8 +17,11 @@ GIB = 1024**3
 class IngestSettings(CommonSettings):
     """HTTP listener, upload limits and scratch space of the ingest API."""
 
+    service: ClassVar[str | None] = "ingest"
+    deprecated_unprefixed: ClassVar[bool] = True
+
     host: str = Field("127.0.0.1", description="Address the HTTP API binds to (0.0.0.0 in a container).")
-    port: int = Field(8000, ge=0, le=65535, description="Port of the HTTP API (RELISTEN_PORT).")
+    port: int = Field(8000, ge=0, le=65535, description="Port of the HTTP API.")
     max_upload_bytes: int = Field(
         2 * GIB,
         gt=0,
@@ -64,7 +68,7 @@ class IngestSettings(CommonSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description=(
-            "Comma-separated bearer keys (RELISTEN_API_KEYS). When set, every /v1 route asks for "
+            "Comma-separated bearer keys. When set, every /v1 route asks for "
             "``Authorization: Bearer <key>``; the event stream also takes ``?access_token=<key>``. "
             "Unset: the API is open."
         ),
@@ -98,13 +102,13 @@ class IngestSettings(CommonSettings):
         gt=0,
         description=(
             "The watchdog fails a job (code ``stuck``) still running this long after its run began, "
-            "plus RELISTEN_JOB_DEADLINE_PER_AUDIO_S per second of its audio."
+            "plus RELISTEN_INGEST_JOB_DEADLINE_PER_AUDIO_S per second of its audio."
         ),
     )
     job_deadline_per_audio_s: float = Field(
         3.0,
         ge=0,
-        description="Seconds of deadline per second of audio, added to RELISTEN_JOB_DEADLINE_BASE_S.",
+        description="Seconds of deadline per second of audio, added to RELISTEN_INGEST_JOB_DEADLINE_BASE_S.",
     )
     job_sweep_interval_s: float = Field(
         60.0, gt=0, description="How often the watchdog looks for jobs past their deadline."
@@ -165,7 +169,7 @@ class IngestSettings(CommonSettings):
         3600.0,
         gt=0,
         description=(
-            "How often ingest looks for jobs past RELISTEN_RETENTION_DAYS, and for second-pass answers "
+            "How often ingest looks for jobs past RELISTEN_INGEST_RETENTION_DAYS, and for second-pass answers "
             "and delivery latches written for a job after its deletion."
         ),
     )

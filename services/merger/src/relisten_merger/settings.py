@@ -1,4 +1,7 @@
-"""Settings of the merger (env prefix ``RELISTEN_``); every default is :class:`MergePolicy`'s own."""
+"""Settings of the merger (``RELISTEN_MERGER_<FIELD>``; the old ``RELISTEN_<FIELD>`` names still work,
+deprecated); every default is :class:`MergePolicy`'s own."""
+
+from typing import ClassVar
 
 from pydantic import Field
 from relisten_runtime.settings import CommonSettings
@@ -9,6 +12,9 @@ SHIPPED = MergePolicy()
 
 
 class MergerSettings(CommonSettings):
+    service: ClassVar[str | None] = "merger"
+    deprecated_unprefixed: ClassVar[bool] = True
+
     max_drift: float = Field(
         SHIPPED.max_drift,
         ge=0,

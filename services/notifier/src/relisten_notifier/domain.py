@@ -21,13 +21,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Final, Literal, TypeAlias
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import msgspec
-from relisten_contracts import ErrorInfo, JobFailed, JobMerged, JobWarning, TranscriptStats
+from relisten_contracts import ErrorInfo, JobFailed, JobMerged, JobWarning, TranscriptStats, merged_stats
 from relisten_contracts.names import job_token
+from relisten_runtime.retry_after import retry_after_seconds
 
 Notice: TypeAlias = JobMerged | JobFailed
 """The events the notifier announces."""
@@ -437,15 +437,7 @@ def callback_payload(event: Notice, *, public_url: str, now: float) -> CallbackP
             language=event.language,
             duration_s=event.duration_s,
             text_preview=truncate(event.text_preview, CALLBACK_PREVIEW_MAX),
-            stats=TranscriptStats(
-                first_pass_seconds=event.first_pass_seconds,
-                second_pass_seconds=event.second_pass_seconds,
-                audio_redecoded_seconds=event.audio_redecoded_seconds,
-                words_flagged=event.words_flagged,
-                corrections_accepted=event.corrections_accepted,
-                corrections_rejected=event.corrections_rejected,
-                corrections_unresolved=event.corrections_unresolved,
-            ),
+            stats=merged_stats(event),
             warnings=list(event.warnings),
         )
     else:
@@ -535,20 +527,9 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 def retry_after_s(headers: Mapping[str, str], body: bytes, now: float) -> float | None:
     """Seconds the server asked to wait, or None: the ``Retry-After`` header (delta-seconds, fractional
     ones accepted, or an HTTP date), else the ``retry_after`` of a JSON body (Discord's rate limits)."""
-    header = _header(headers, "retry-after")
-    if header is not None:
-        try:
-            return max(float(header.strip()), 0.0)
-        except ValueError:
-            pass
-        try:
-            moment = parsedate_to_datetime(header)
-        except (TypeError, ValueError):
-            moment = None
-        if moment is not None:
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            return max(moment.timestamp() - now, 0.0)
+    asked = retry_after_seconds(_header(headers, "retry-after"), now)
+    if asked is not None:
+        return asked
     try:
         parsed = json.loads(body) if body else None
     except ValueError:

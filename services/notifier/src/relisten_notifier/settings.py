@@ -1,8 +1,9 @@
-"""Settings of the notifier (env prefix ``RELISTEN_``): where to announce jobs and how hard to try."""
+"""Settings of the notifier (``RELISTEN_NOTIFIER_<FIELD>``; the old ``RELISTEN_<FIELD>`` names still work,
+deprecated): where to announce jobs and how hard to try."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -15,9 +16,12 @@ from relisten_notifier.domain import parse_schedule, signing_key
 class NotifierSettings(CommonSettings):
     """Notification targets and delivery policy.
 
-    Discord is announced to only when ``RELISTEN_DISCORD_WEBHOOK_URL`` is set; a job's own
+    Discord is announced to only when ``RELISTEN_NOTIFIER_DISCORD_WEBHOOK_URL`` is set; a job's own
     ``callback_url`` is always called. An empty environment variable counts as unset.
     """
+
+    service: ClassVar[str | None] = "notifier"
+    deprecated_unprefixed: ClassVar[bool] = True
 
     # A refused value is not echoed in the error: it may be the signing secret or a webhook token.
     model_config = SettingsConfigDict(hide_input_in_errors=True)
@@ -48,7 +52,7 @@ class NotifierSettings(CommonSettings):
         json_schema_extra={"shown_default": "`5s,30s,2m,10m,1h,3h,8h`"},
         description=(
             "Waits between the attempts of one notice, comma-separated, in seconds or with s/m/h "
-            "(RELISTEN_NOTIFY_SCHEDULE=5s,30s,2m,10m,1h,3h,8h, the default: 8 attempts over about "
+            "(5s,30s,2m,10m,1h,3h,8h, the default: 8 attempts over about "
             "12 hours). The event is nacked with the wait and comes back from NATS, so a restart or an "
             "outage of the notifier loses no retry. After the last wait the notice is given up."
         ),

@@ -1,5 +1,5 @@
-"""HTTP plumbing shared by the remote speech engines (asr) and backends (corrector): WAV encoding, and
-POSTs with bounded, classified retries.
+"""HTTP plumbing of the remote speech engines (asr) and backends (corrector): POSTs with bounded,
+classified retries, and the OpenAI-compatible transcriptions client.
 
 What is retried: timeouts, connection errors, 408, 429 and 5xx (a busy or restarting GPU server), with
 exponential backoff and jitter, and never sooner than the server's ``Retry-After``. What is not: any
@@ -10,48 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import numpy as np
+from relisten_runtime.audio import wav_from_float
+from relisten_runtime.retry_after import retry_after_seconds
 
-from relisten_runtime.audio import SAMPLE_RATE, wav_bytes
+from relisten_speech.errors import SpeechError
+from relisten_speech.settings import SpeechModelSettings
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-
-class RemoteCallError(Exception):
-    """A remote speech server could not answer; ``code`` is short and stable, ``retryable`` says whether
-    asking again could help."""
-
-    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retryable = retryable
-
-
-def pcm16_from_float(audio: np.ndarray) -> bytes:
-    """Float samples in [-1, 1] as little-endian 16-bit PCM, rounded and clipped.
-
-    The scale is 32768, the inverse of how the services turn stored PCM into floats, so a clip that came
-    from PCM goes back to exactly the same samples.
-    """
-    samples = np.nan_to_num(np.asarray(audio, dtype=np.float64).reshape(-1), nan=0.0, posinf=1.0, neginf=-1.0)
-    scaled = np.clip(np.rint(samples * 32768.0), -32768, 32767)
-    return scaled.astype("<i2").tobytes()
-
-
-def wav_from_float(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
-    """A 16 kHz mono 16-bit WAV file of ``audio``."""
-    return wav_bytes(pcm16_from_float(audio), sample_rate)
 
 
 def api_root(base_url: str) -> str:
@@ -60,30 +35,9 @@ def api_root(base_url: str) -> str:
     return root.removesuffix("/v1")
 
 
-def json_number(value: Any, what: str, default: float | None = None) -> float:
-    """A number from a server's JSON answer (``default`` when absent and one is given); anything else,
-    booleans included, is ``bad_response``."""
-    if value is None and default is not None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RemoteCallError("bad_response", f"{what} is {value!r}, not a number")
-    return float(value)
-
-
 def retry_after_s(response: httpx.Response) -> float | None:
     """``Retry-After`` in seconds (delta-seconds or HTTP-date), None when absent or unreadable."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
+    return retry_after_seconds(response.headers.get("retry-after"), time.time())
 
 
 @dataclass(frozen=True)
@@ -123,34 +77,32 @@ async def post_with_retries(
     ``gate``, when given, bounds the requests in flight; a pause between attempts does not hold it.
     """
     rng = rng or random.Random()
-    last: RemoteCallError | None = None
+    last: SpeechError | None = None
     for attempt in range(1, policy.max_attempts + 1):
         wait_at_least = 0.0
         try:
             async with gate or contextlib.nullcontext():
                 response = await client.post(url, **request)
         except httpx.TimeoutException as exc:
-            last = RemoteCallError(
+            last = SpeechError(
                 "timeout", f"no answer from {url} within the timeout ({exc!r})", retryable=True
             )
         except httpx.TransportError as exc:
-            last = RemoteCallError("unreachable", f"cannot reach {url}: {exc!r}", retryable=True)
+            last = SpeechError("unreachable", f"cannot reach {url}: {exc!r}", retryable=True)
         else:
             if response.is_success:
                 return response
             detail = response.text[:300].strip()
             if response.status_code not in RETRYABLE_STATUS:
-                raise RemoteCallError(
+                raise SpeechError(
                     f"http_{response.status_code}", f"{url} refused the request: {detail}", retryable=False
                 )
             code = "rate_limited" if response.status_code == 429 else f"http_{response.status_code}"
-            last = RemoteCallError(code, f"{url} answered {response.status_code}: {detail}", retryable=True)
+            last = SpeechError(code, f"{url} answered {response.status_code}: {detail}", retryable=True)
             asked = retry_after_s(response)
             if asked is not None:
                 if asked > policy.max_retry_after_s:
-                    raise RemoteCallError(
-                        code, f"{url} asked to wait {asked:.0f} s: giving up", retryable=True
-                    )
+                    raise SpeechError(code, f"{url} asked to wait {asked:.0f} s: giving up", retryable=True)
                 wait_at_least = asked
         if attempt == policy.max_attempts:
             break
@@ -165,7 +117,7 @@ async def post_with_retries(
         )
         await asyncio.sleep(pause)
     assert last is not None
-    raise RemoteCallError(last.code, f"{last.message} (after {policy.max_attempts} attempts)", retryable=True)
+    raise SpeechError(last.code, f"{last.message} (after {policy.max_attempts} attempts)", retryable=True)
 
 
 def json_body(response: httpx.Response) -> dict[str, Any]:
@@ -173,35 +125,75 @@ def json_body(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError as exc:
-        raise RemoteCallError("bad_response", f"answer is not JSON: {response.text[:200]!r}") from exc
+        raise SpeechError("bad_response", f"answer is not JSON: {response.text[:200]!r}") from exc
     if not isinstance(body, dict):
-        raise RemoteCallError("bad_response", f"answer is not a JSON object: {response.text[:200]!r}")
+        raise SpeechError("bad_response", f"answer is not a JSON object: {response.text[:200]!r}")
     return body
 
 
-class TranscriptionsClient:
+@dataclass(frozen=True)
+class SpeechServer:
+    """Where a remote speech server is and how hard to try it: a service's base URL, key, timeout,
+    attempts and backoff (:class:`~relisten_speech.settings.SpeechModelSettings`)."""
+
+    base_url: str
+    api_key: str | None = None
+    timeout_s: float = 60.0
+    max_attempts: int = 3
+    backoff_s: float = 1.0
+
+    @classmethod
+    def of(cls, settings: SpeechModelSettings) -> SpeechServer:
+        return cls(
+            base_url=settings.base_url,
+            api_key=settings.api_key_value(),
+            timeout_s=settings.timeout_s,
+            max_attempts=settings.max_attempts,
+            backoff_s=settings.backoff_s,
+        )
+
+
+class SpeechServerClient:
+    """One endpoint (``path``) of a speech server for one model: POSTs with bounded, classified retries
+    (:func:`post_with_retries`), at most ``max_concurrency`` in flight, JSON objects back."""
+
+    path: ClassVar[str] = ""
+
+    def __init__(self, server: SpeechServer, *, model: str, max_concurrency: int | None = None) -> None:
+        self.model = model
+        self.url = f"{api_root(server.base_url)}{self.path}"
+        self._policy = RetryPolicy(max_attempts=server.max_attempts, backoff_s=server.backoff_s)
+        self._gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        self._client = new_client(server.timeout_s, server.api_key)
+
+    async def post_json(self, **request: Any) -> dict[str, Any]:
+        """POST ``request`` (httpx keywords: ``json``, ``data``, ``files``) and return the JSON answer."""
+        response = await post_with_retries(
+            self._client, self.url, policy=self._policy, gate=self._gate, **request
+        )
+        return json_body(response)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class TranscriptionsClient(SpeechServerClient):
     """An OpenAI-compatible ``/v1/audio/transcriptions`` endpoint (speaches, OpenAI, vLLM's Whisper):
-    one multipart WAV per request, ``verbose_json`` with word timestamps back, retried by
-    :func:`post_with_retries`. The asr engine and the corrector backend read the answer each their way."""
+    one multipart WAV per request, ``verbose_json`` with word timestamps back. The asr engine and the
+    corrector backend read the answer each their way."""
+
+    path = "/v1/audio/transcriptions"
 
     def __init__(
         self,
+        server: SpeechServer,
         *,
-        base_url: str,
         model: str,
-        api_key: str | None,
-        timeout_s: float,
-        max_attempts: int,
-        backoff_s: float,
         granularities: tuple[str, ...],
         max_concurrency: int | None = None,
     ) -> None:
-        self.model = model
-        self.url = f"{api_root(base_url)}/v1/audio/transcriptions"
+        super().__init__(server, model=model, max_concurrency=max_concurrency)
         self._granularities = list(granularities)
-        self._policy = RetryPolicy(max_attempts=max_attempts, backoff_s=backoff_s)
-        self._gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-        self._client = new_client(timeout_s, api_key)
 
     def form_fields(self, *, language: str | None, prompt: str | None) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -220,15 +212,7 @@ class TranscriptionsClient:
         self, samples: np.ndarray, *, language: str | None, prompt: str | None, filename: str = "audio.wav"
     ) -> dict[str, Any]:
         """The server's JSON answer for ``samples`` (16 kHz mono floats)."""
-        response = await post_with_retries(
-            self._client,
-            self.url,
-            policy=self._policy,
-            gate=self._gate,
+        return await self.post_json(
             data=self.form_fields(language=language, prompt=prompt),
             files={"file": (filename, wav_from_float(samples), "audio/wav")},
         )
-        return json_body(response)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
