@@ -116,7 +116,9 @@ async def test_openai_sdk_realtime_client(stack: Stack) -> None:
     async with client.realtime.connect(extra_query={"intent": "transcription"}) as connection:
         created = await connection.recv()
         assert created.type == "session.created"
-        job_id = created.to_dict()["session"]["relisten"]["job_id"]
+        # relisten's own session field travels as an extra the SDK keeps in its dict form
+        session: dict[str, Any] = created.to_dict()["session"]  # type: ignore[assignment]
+        job_id = session["relisten"]["job_id"]
         await connection.session.update(
             session={
                 "type": "transcription",

@@ -180,7 +180,10 @@ def test_words_heard_well_before_the_end_go_out_after_one_pass() -> None:
     assert turn.partial(["Mister", "Quil"], settled=1) == ["Mister"]
     # agreement still counts beyond the settled words
     assert turn.partial(["Mister", "Quil", "is"], settled=1) == ["Quil"]
-    assert turn.partial(["Mister", "Quil", "is", "the"], settled=9) == ["is", "the"]  # never past the hypothesis
+    assert turn.partial(["Mister", "Quil", "is", "the"], settled=9) == [
+        "is",
+        "the",
+    ]  # never past the hypothesis
 
 
 @given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=8), min_size=1, max_size=6))
