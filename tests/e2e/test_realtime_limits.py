@@ -133,6 +133,7 @@ async def test_a_session_ends_at_the_duration_limit(ingest_alone: Stack) -> None
         assert events[0]["type"] == "error" and events[0]["error"]["code"] == "session_too_long"
         assert [e["type"] for e in events[1:]] == [
             "input_audio_buffer.committed",
+            "conversation.item.added",
             "conversation.item.input_audio_transcription.failed",
         ]
         assert ws.close_code == 1009

@@ -132,6 +132,19 @@ def presented_key(websocket: WebSocket) -> str | None:
     return _key_from_subprotocols(list(websocket.scope.get("subprotocols", [])))
 
 
+def user_item(item_id: str, transcript: str | None) -> dict[str, Any]:
+    """The user message a committed turn becomes in OpenAI's conversation (``conversation.item.added``
+    when committed, ``conversation.item.done`` with its transcript when completed)."""
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "role": "user",
+        "status": "completed",
+        "content": [{"type": "input_audio", "transcript": transcript}],
+    }
+
+
 @dataclass
 class Turn:
     """One item: the audio between its start and its end on the session timeline."""
@@ -267,6 +280,11 @@ class RealtimeSession:
         self.last_item_id = turn.item_id
         await self.send(
             "input_audio_buffer.committed", item_id=turn.item_id, previous_item_id=turn.previous_item_id
+        )
+        await self.send(
+            "conversation.item.added",
+            previous_item_id=turn.previous_item_id,
+            item=user_item(turn.item_id, None),
         )
         self.final_pending = True
         self.ending.put_nowait(turn)
@@ -469,6 +487,7 @@ class RealtimeSession:
             language=self.config.language,
             prompt=self.config.prompt,
             final=final,
+            expires_at=time.time() + self.settings.live_request_timeout_s,
         )
         try:
             msg = await self.infra.nc.request(
@@ -498,6 +517,7 @@ class RealtimeSession:
             audio=audio,
             first_pass=first,
             prompt=self.config.prompt,
+            expires_at=time.time() + self.settings.live_request_timeout_s,
         )
         try:
             msg = await self.infra.nc.request(
@@ -632,6 +652,11 @@ class RealtimeSession:
         if self.config.logprobs:
             completed["logprobs"] = logprobs(finished.words)
         await self.send("conversation.item.input_audio_transcription.completed", **completed)
+        await self.send(
+            "conversation.item.done",
+            previous_item_id=turn.previous_item_id,
+            item=user_item(turn.item_id, completed["transcript"]),
+        )
         self.runtime.metrics.live_turns.labels("refined" if refined else "first_pass").inc()
         self.runtime.metrics.live_turn_delay.observe(time.monotonic() - turn.ended_at)
         await self.send(
