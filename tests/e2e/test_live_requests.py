@@ -3,6 +3,7 @@ live responders with the real bundled models (tiny.en, base), as ingest asks the
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from itertools import pairwise
 from pathlib import Path
@@ -102,6 +103,10 @@ async def test_bad_requests_get_an_error_code(nc: NATS) -> None:
     assert reply.error is not None and reply.error.code == "bad_audio"
     answer = await nc.request(LIVE_REFINE_SUBJECT, b"\x93", timeout=TIMEOUT_S)
     assert decode_live(answer.data, LiveRefineReply).error.code == "bad_request"  # type: ignore[union-attr]
+    # a request whose asker has given up is not decoded
+    late = LiveFirstPassRequest(session_id="s", turn_id="t", audio=bytes(32000), expires_at=time.time() - 1)
+    answer = await nc.request(LIVE_FIRST_PASS_SUBJECT, encode_live(late), timeout=TIMEOUT_S)
+    assert decode_live(answer.data, LiveFirstPassReply).error.code == "expired"  # type: ignore[union-attr]
     # two seconds of silence: no words, and nothing to refine
     silence = await first_pass(nc, bytes(64000))
     assert silence.error is None and silence.first_pass is not None and silence.first_pass.words == []
