@@ -45,6 +45,10 @@ class FirstPassHandler:
     """When set, words get calibrated probabilities (the model's own kept in ``raw_probability``)."""
 
     async def __call__(self, event: JobCreated) -> Sequence[Event]:
+        if event.source == "live":
+            # A finished realtime session: transcribed as it was spoken, merged by ingest already.
+            log.info("job %s: a live session's job, nothing to transcribe", event.job_id)
+            return []
         ref = first_pass_ref(event.job_id)
         existing = await self.store.first_pass(ref)
         if existing is None:
