@@ -21,10 +21,9 @@ from relisten_contracts import (
     Word,
     names,
 )
-from relisten_runtime.audio import pcm16_to_float, wav_bytes
+from relisten_runtime.audio import pcm16_from_float, pcm16_to_float, wav_bytes
 from relisten_runtime.embedded import EmbeddedNats, free_port
 from relisten_runtime.infra import Infra, open_infra
-from relisten_runtime.remote import pcm16_from_float
 from relisten_runtime.store import JobStore, MemoryJobStore, NatsJobStore, Removed, StaleRevision
 from relisten_runtime.worker import PermanentFailure
 

@@ -12,8 +12,7 @@ from relisten_asr.engines import FasterWhisperEngine
 from relisten_asr.handlers import FirstPassHandler
 from relisten_asr.settings import AsrSettings
 from relisten_contracts import JobCreated, JobProgress, WordsScored, names
-from relisten_runtime.audio import wav_bytes
-from relisten_runtime.remote import pcm16_from_float
+from relisten_runtime.audio import pcm16_from_float, wav_bytes
 from relisten_runtime.steps import RecordingPublisher
 from relisten_runtime.store import MemoryJobStore
 from relisten_runtime.worker import PermanentFailure

@@ -28,7 +28,7 @@ from relisten_contracts.live import (
     encode_live,
 )
 from relisten_runtime.audio import pcm16_to_float
-from relisten_runtime.remote import RemoteCallError
+from relisten_speech.errors import SpeechError
 
 from relisten_asr.engines import FirstPassEngine
 
@@ -51,7 +51,7 @@ class LiveFirstPassResponder:
             result: FirstPass = await self.engine.transcribe(
                 audio, language=request.language, prompt=request.prompt
             )
-        except RemoteCallError as exc:
+        except SpeechError as exc:
             return LiveFirstPassReply(error=ErrorInfo(code=exc.code, message=exc.message))
         except Exception as exc:
             log.exception("live first pass of turn %s failed", request.turn_id)
