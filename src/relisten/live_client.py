@@ -271,7 +271,9 @@ class LiveSession:
     def _note_job_id(self, event: dict[str, Any]) -> None:
         if self.job_id is not None:
             return
-        for holder in (event, event.get("session") or {}, event.get("relisten") or {}):
+        session = event.get("session") or {}
+        relisten = session.get("relisten") if isinstance(session, dict) else None
+        for holder in (event, session, event.get("relisten") or {}, relisten or {}):
             if isinstance(holder, dict) and isinstance(holder.get("job_id"), str):
                 self.job_id = holder["job_id"]
                 return

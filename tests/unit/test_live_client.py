@@ -125,7 +125,7 @@ def _turn_events(item_id: str, start_ms: int, deltas: list[str], completed: str)
 def test_events_fold_into_turns_in_spoken_order() -> None:
     session = LiveSession()
     events = [
-        {"type": "session.created", "session": {"type": "transcription", "job_id": "job-1"}},
+        {"type": "session.created", "session": {"type": "transcription", "relisten": {"job_id": "job-1"}}},
         *_turn_events("b", 2000, [" second", " turn"], "Second turn."),
         *_turn_events("a", 0, [" the", " frist"], "The first."),
         {"type": "input_audio_buffer.speech_started", "item_id": "c", "audio_start_ms": 4000},

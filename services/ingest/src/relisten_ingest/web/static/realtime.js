@@ -66,7 +66,7 @@ function sessionUpdate() {
 }
 
 function jobIdOf(event) {
-  for (const holder of [event, event.session, event.relisten]) {
+  for (const holder of [event, event.session, event.relisten, event.session && event.session.relisten]) {
     if (holder && typeof holder.job_id === "string") return holder.job_id;
   }
   return null;
