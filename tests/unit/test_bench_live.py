@@ -3,6 +3,8 @@ session (measured from when the audio was sent), and what counts as a sustained 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from relisten.bench_live import SessionFigures, cut, figures, ramp_step
@@ -25,7 +27,7 @@ def test_a_recording_is_cut_after_the_last_utterance_that_fits() -> None:
 
 def test_latencies_run_from_when_the_audio_was_sent() -> None:
     session = LiveSession()
-    events = [
+    events: list[tuple[float, dict[str, Any]]] = [
         (10.0, {"type": "input_audio_buffer.speech_started", "item_id": "a", "audio_start_ms": 1000}),
         (11.4, {"type": DELTA, "item_id": "a", "delta": " hello"}),
         (13.0, {"type": "input_audio_buffer.speech_stopped", "item_id": "a", "audio_end_ms": 2500}),
