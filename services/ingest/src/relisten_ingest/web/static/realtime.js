@@ -89,7 +89,9 @@ class LiveSession {
 
   async start() {
     this.stream = await navigator.mediaDevices.getUserMedia({
-      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      // No automatic gain or noise suppression: they clip and colour speech, and Whisper copes with
+      // level and noise better than with their artefacts. Echo cancellation stays (speakers on).
+      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: false, autoGainControl: false },
     });
     this.context = new AudioContext();
     await this.context.audioWorklet.addModule("/static/mic-worklet.js");
@@ -278,11 +280,11 @@ function refinedContent(turn) {
       const correction = accepted.find(
         (c) => !placed.has(c) && c.start !== null && middle >= c.start - 0.02 && middle <= c.end + 0.02,
       );
+      if (index > 0) nodes.push(" ");
       if (correction) {
         placed.add(correction);
         if (correction.before) nodes.push(el("del", { class: "before", title: "first pass" }, correction.before), " ");
       }
-      if (index > 0) nodes.push(" ");
       nodes.push(wordSpan(word));
     });
     for (const correction of accepted.filter((c) => !placed.has(c))) {
