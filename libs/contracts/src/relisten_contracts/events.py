@@ -64,6 +64,9 @@ class JobCreated(Event, frozen=True, kw_only=True, tag="job.created.v1"):
     sample_rate: int = 16000
     options: JobOptions = JobOptions()
     created_at: float = 0.0
+    source: Literal["upload", "live"] = "upload"
+    """``live``: a finished realtime session (``GET /v1/realtime``); its first pass and transcript
+    are stored already and its ``job.merged`` follows from ingest, so the pipeline does not run it."""
 
 
 class JobProgress(Event, frozen=True, kw_only=True, tag="job.progress.v1"):

@@ -11,6 +11,7 @@ from relisten_runtime.worker import Worker
 from relisten_asr.engines import build_engine
 from relisten_asr.handlers import FirstPassHandler
 from relisten_asr.language import LanguageRouter
+from relisten_asr.live import LiveFirstPassResponder
 from relisten_asr.settings import AsrSettings
 
 log = logging.getLogger(__name__)
@@ -20,12 +21,18 @@ class AsrWorker(Worker):
     """The worker, plus: on start it stores what languages and tasks this configuration can do, so that
     ingest refuses at submission what no configured model can transcribe."""
 
-    def __init__(self, settings: AsrSettings, router: LanguageRouter) -> None:
+    def __init__(
+        self, settings: AsrSettings, router: LanguageRouter, live: LiveFirstPassResponder | None = None
+    ) -> None:
         super().__init__("asr", settings)
         self.router = router
+        self.live = live
 
     async def start(self, *, wait_for_nats: bool = True) -> None:
         await super().start(wait_for_nats=wait_for_nats)
+        if self.live is not None:
+            # Live first passes (core NATS request/reply) beside the job consumer.
+            await self.live.subscribe(self.infra.nc)
         capabilities = self.router.capabilities()
         await self.infra.data.put(ASR_CAPABILITIES_REF, encode(capabilities))
         log.info(
@@ -40,7 +47,8 @@ def build_worker(settings: AsrSettings | None = None) -> Worker:
     settings = settings or AsrSettings()
     engine = build_engine(settings)
     router = LanguageRouter(settings, engine)
-    worker = AsrWorker(settings, router)
+    calibration = default_calibration() if settings.calibrate_probability else None
+    worker = AsrWorker(settings, router, LiveFirstPassResponder(engine, calibration))
     load = getattr(engine, "load", None)
     if load is not None:
         # fail at start-up on a model that cannot load, not on the first job
@@ -48,7 +56,6 @@ def build_worker(settings: AsrSettings | None = None) -> Worker:
     worker.on_stop(engine.aclose)
     if router.multilingual is not None and router.multilingual is not engine:
         worker.on_stop(router.multilingual.aclose)
-    calibration = default_calibration() if settings.calibrate_probability else None
     handler = FirstPassHandler(worker, engine, router, calibration)
     worker.consume(Subject.JOB_CREATED, "asr", "transcribing", handler)
     return worker

@@ -45,6 +45,10 @@ class FirstPassHandler:
         return self.worker.infra
 
     async def __call__(self, event: JobCreated) -> None:
+        if event.source == "live":
+            # A finished realtime session: transcribed as it was spoken, merged by ingest already.
+            log.info("job %s: a live session's job, nothing to transcribe", event.job_id)
+            return
         ref = first_pass_ref(event.job_id)
         existing = await self._stored_first_pass(ref)
         if existing is None:

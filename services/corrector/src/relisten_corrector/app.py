@@ -8,13 +8,28 @@ from relisten_runtime.worker import Worker
 
 from relisten_corrector.backends import FasterWhisperBackend, build_backend
 from relisten_corrector.handlers import CorrectionHandler
+from relisten_corrector.live import LiveRefineResponder
 from relisten_corrector.settings import CorrectorSettings
+
+
+class CorrectorWorker(Worker):
+    """The worker, plus live refinement requests (core NATS request/reply) once NATS is open."""
+
+    def __init__(self, settings: CorrectorSettings) -> None:
+        super().__init__("corrector", settings)
+        self.live: LiveRefineResponder | None = None
+
+    async def start(self, *, wait_for_nats: bool = True) -> None:
+        await super().start(wait_for_nats=wait_for_nats)
+        if self.live is not None:
+            await self.live.subscribe(self.infra.nc)
 
 
 def build_worker(settings: CorrectorSettings | None = None) -> Worker:
     settings = settings or CorrectorSettings()
-    worker = Worker("corrector", settings)
+    worker = CorrectorWorker(settings)
     backend = build_backend(settings)
+    worker.live = LiveRefineResponder(backend)
     load = getattr(backend, "load", None)
     if load is not None:
         load()  # join and load the bundled model at start-up, not on the first job

@@ -10,7 +10,7 @@ import uvicorn
 from fastapi import FastAPI
 from relisten_runtime.logs import configure_logging
 
-from relisten_ingest import openai_api, web
+from relisten_ingest import openai_api, realtime, web
 from relisten_ingest.access import ApiKeyMiddleware
 from relisten_ingest.api import install_error_handlers, router
 from relisten_ingest.limits import RateLimitMiddleware
@@ -46,6 +46,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(openai_api.router)
+    app.include_router(realtime.router)
     app.include_router(web.router)
     if settings.rate_limit_per_min:
         # Added first, so it runs inside the key check: only valid keys get a bucket of their own.
@@ -53,6 +54,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             RateLimitMiddleware,
             per_minute=settings.rate_limit_per_min,
             on_refusal=lambda code: runtime.metrics.refused.labels(code).inc(),
+            limiter=runtime.rate_limiter,
         )
     keys = [key.get_secret_value() for key in settings.api_keys]
     if keys:

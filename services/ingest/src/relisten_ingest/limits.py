@@ -102,10 +102,15 @@ class RateLimitMiddleware:
     """429 ``rate_limited`` once a client has spent its requests per minute on ``/v1`` routes."""
 
     def __init__(
-        self, app: ASGIApp, per_minute: int, on_refusal: Callable[[str], None] | None = None
+        self,
+        app: ASGIApp,
+        per_minute: int,
+        on_refusal: Callable[[str], None] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.app = app
-        self.limiter = RateLimiter(per_minute)
+        # Shared with the realtime route (a WebSocket session spends one token when it opens).
+        self.limiter = limiter or RateLimiter(per_minute)
         self.on_refusal = on_refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

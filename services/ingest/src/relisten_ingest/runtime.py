@@ -21,7 +21,7 @@ from relisten_ingest.backlog import Backlog
 from relisten_ingest.deletion import JobRunning, delete_job, expired_jobs, purge_orphan_keys
 from relisten_ingest.handlers import register_projector
 from relisten_ingest.languages import LanguageGate
-from relisten_ingest.limits import Slots
+from relisten_ingest.limits import RateLimiter, Slots
 from relisten_ingest.metrics import IngestMetrics
 from relisten_ingest.recovery import Watchdog
 from relisten_ingest.settings import IngestSettings
@@ -47,6 +47,9 @@ class IngestRuntime:
         self.upload_slots = Slots(settings.max_concurrent_uploads)
         self.stream_slots = Slots(settings.max_event_streams)
         self.wait_slots = Slots(settings.max_openai_waits)
+        self.live_slots = Slots(settings.max_live_sessions)
+        self.rate_limiter = RateLimiter(settings.rate_limit_per_min) if settings.rate_limit_per_min else None
+        """Requests a minute per client, shared by the HTTP routes and the realtime route; None: no limit."""
         self.worker: Worker | None = None
         self.watchdog: Watchdog | None = None
         self.started = asyncio.Event()

@@ -170,6 +170,61 @@ class IngestSettings(CommonSettings):
         ),
     )
 
+    # --- live sessions (GET /v1/realtime) -------------------------------------------------------
+    max_live_sessions: int = Field(
+        16,
+        ge=0,
+        description=(
+            "Realtime sessions (GET /v1/realtime) open at once in this process; one more gets an error "
+            "event too_many_sessions and is closed (1013). 0: no limit."
+        ),
+    )
+    live_partial_interval_s: float = Field(
+        0.6,
+        gt=0,
+        description=(
+            "While a turn is spoken, its first pass is asked for again after this much new audio "
+            "(deltas are the words two passes in a row agree on). At most one is in flight per session."
+        ),
+    )
+    live_max_turn_s: float = Field(
+        15.0,
+        ge=2.0,
+        le=28.0,
+        description=(
+            "A turn (speech between pauses, or between manual commits) is committed when it reaches this "
+            "length, cut at its quietest point: each request then carries at most this much audio."
+        ),
+    )
+    live_request_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "How long a live first pass or refinement is waited for over NATS; past it the turn gets "
+            "conversation.item.input_audio_transcription.failed (or keeps its first pass) and the session goes on."
+        ),
+    )
+    live_max_delay_s: float = Field(
+        3.0,
+        gt=0,
+        description=(
+            "When a finished turn has waited this long (or another turn is queued behind it), the session "
+            "sends relisten.session.degraded and completes turns with first-pass text until it catches up."
+        ),
+    )
+    live_refine: bool = Field(
+        True,
+        description=(
+            "Re-listen to the doubtful stretches of each finished turn (second pass) before "
+            "completing it; off: turns complete with first-pass text."
+        ),
+    )
+    live_session_idle_s: float = Field(
+        300.0,
+        gt=0,
+        description="A realtime session that sends nothing for this long is closed (1000).",
+    )
+
     @field_validator("tmp_dir", "retention_days", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

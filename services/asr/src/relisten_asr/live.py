@@ -1,0 +1,82 @@
+"""Live first passes: answer ``relisten-live.first_pass`` requests (core NATS, queue group) with the
+words of the turn audio they carry.
+
+Stateless: every request holds the turn's audio from its start, so any asr replica can answer any
+session. The model is the job pipeline's (one decode at a time per replica, queued with the jobs'
+decodes); the first pass is the same as a file's, calibrated the same way, so a live turn's words
+carry the probabilities the second pass is chosen by.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from relisten_contracts import ErrorInfo, FirstPass
+from relisten_contracts.calibration import Calibration, calibrated
+from relisten_contracts.live import (
+    LIVE_ASR_QUEUE,
+    LIVE_FIRST_PASS_SUBJECT,
+    LiveFirstPassReply,
+    LiveFirstPassRequest,
+    decode_live,
+    encode_live,
+)
+from relisten_runtime.audio import pcm16_to_float
+from relisten_runtime.remote import RemoteCallError
+
+from relisten_asr.engines import FirstPassEngine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LiveFirstPassResponder:
+    engine: FirstPassEngine
+    calibration: Calibration | None = None
+
+    async def answer(self, request: LiveFirstPassRequest) -> LiveFirstPassReply:
+        """The turn's first pass, or an error the asker reports as the turn's failure."""
+        if len(request.audio) % 2:
+            return LiveFirstPassReply(error=ErrorInfo(code="bad_audio", message="odd number of pcm16 bytes"))
+        audio = pcm16_to_float(request.audio)
+        try:
+            result: FirstPass = await self.engine.transcribe(
+                audio, language=request.language, prompt=request.prompt
+            )
+        except RemoteCallError as exc:
+            return LiveFirstPassReply(error=ErrorInfo(code=exc.code, message=exc.message))
+        except Exception as exc:
+            log.exception("live first pass of turn %s failed", request.turn_id)
+            return LiveFirstPassReply(
+                error=ErrorInfo(code="first_pass_failed", message=f"{type(exc).__name__}: {exc}")
+            )
+        if self.calibration is not None:
+            result = calibrated(result, self.calibration)
+        return LiveFirstPassReply(first_pass=result)
+
+    async def on_message(self, msg: Msg) -> None:
+        try:
+            request = decode_live(msg.data, LiveFirstPassRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            reply = LiveFirstPassReply(error=ErrorInfo(code="bad_request", message=str(exc)))
+        else:
+            reply = await self.answer(request)
+        if msg.reply:
+            await msg.respond(encode_live(reply))
+
+    async def subscribe(self, nc: NATS) -> Subscription:
+        """Join the asr queue group on the live subject. nats-py runs one subscription's callbacks one
+        after another, which suits a replica that decodes one thing at a time anyway."""
+
+        async def handle(msg: Msg) -> None:
+            try:
+                await self.on_message(msg)
+            except Exception:
+                log.exception("live first pass: could not answer")
+
+        return await nc.subscribe(LIVE_FIRST_PASS_SUBJECT, queue=LIVE_ASR_QUEUE, cb=handle)

@@ -1,0 +1,158 @@
+"""Live refinement: answer ``relisten-live.refine`` requests (core NATS, queue group) for one finished
+turn of a realtime session.
+
+The file pipeline's three later stages, in one request and in memory: the clipper's pure domain flags
+the turn's doubtful words and plans windows, this service's second-pass backend re-decodes each
+window, and the merger's pure domain reconciles them under its guards. The policies are the shipped
+defaults of those two services (``ClipPolicy()``, ``MergePolicy()``) with the session's confidence
+threshold, so a live turn is refined the way a file is.
+
+Stateless: the request carries the turn's audio and first pass, so any corrector replica can answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+import numpy as np
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from relisten_clipper.domain import ClipPolicy, context_prompt, find_windows, to_sample_range
+from relisten_contracts import ClipResult, ErrorInfo, TranscriptWord
+from relisten_contracts.live import (
+    LIVE_CORRECTOR_QUEUE,
+    LIVE_REFINE_SUBJECT,
+    LIVE_SAMPLE_RATE,
+    LiveRefineReply,
+    LiveRefineRequest,
+    decode_live,
+    encode_live,
+)
+from relisten_merger.domain import MergePolicy, MergeWindow, merge
+from relisten_runtime.audio import pcm16_to_float
+
+from relisten_corrector.backends import SecondPassBackend
+from relisten_corrector.handlers import answered, second_pass_prompt
+
+log = logging.getLogger(__name__)
+
+
+def _unchanged(request: LiveRefineRequest) -> list[TranscriptWord]:
+    return [
+        TranscriptWord(
+            word=w.word,
+            start=w.start,
+            end=w.end,
+            probability=w.probability,
+            raw_probability=w.raw_probability,
+        )
+        for w in request.first_pass.words
+    ]
+
+
+@dataclass
+class LiveRefineResponder:
+    backend: SecondPassBackend
+    clip_policy: ClipPolicy = field(default_factory=ClipPolicy)
+    merge_policy: MergePolicy = field(default_factory=MergePolicy)
+
+    async def answer(self, request: LiveRefineRequest) -> LiveRefineReply:
+        first = request.first_pass
+        if len(request.audio) % 2:
+            return LiveRefineReply(
+                words=_unchanged(request),
+                error=ErrorInfo(code="bad_audio", message="odd number of pcm16 bytes"),
+            )
+        policy = dataclasses.replace(self.clip_policy, threshold=request.confidence_threshold)
+        windows = find_windows(first.words, first.segments, first.duration_s, policy)
+        if not windows:
+            return LiveRefineReply(words=_unchanged(request), backend=self.backend.name)
+        audio = pcm16_to_float(request.audio)
+        results: dict[int, ClipResult] = {}
+        merge_windows: list[MergeWindow] = []
+        started = time.perf_counter()
+        redecoded = 0.0
+        for index, window in enumerate(windows):
+            lo, hi = to_sample_range(window.start_s, window.end_s, LIVE_SAMPLE_RATE, len(audio))
+            clip: np.ndarray = audio[lo:hi]
+            length = (hi - lo) / LIVE_SAMPLE_RATE
+            redecoded += length
+            prompt = second_pass_prompt(
+                request.prompt, context_prompt(first.words, window, policy.context_chars)
+            )
+            clip_started = time.perf_counter()
+            try:
+                reply = await self.backend.transcribe(clip, prompt=prompt, language=first.language)
+            except Exception as exc:
+                log.warning("live turn %s window %d: second pass failed: %r", request.turn_id, index, exc)
+                results[index] = ClipResult(
+                    clip_index=index,
+                    ok=False,
+                    backend=self.backend.name,
+                    text="",
+                    audio_seconds=length,
+                    error=ErrorInfo(code=str(getattr(exc, "code", "second_pass_failed")), message=str(exc)),
+                )
+            else:
+                results[index] = answered(
+                    index,
+                    self.backend.name,
+                    reply,
+                    lo / LIVE_SAMPLE_RATE,
+                    length,
+                    time.perf_counter() - clip_started,
+                )
+            merge_windows.append(
+                MergeWindow(
+                    index=index,
+                    start_s=lo / LIVE_SAMPLE_RATE,
+                    end_s=hi / LIVE_SAMPLE_RATE,
+                    flagged=tuple(window.flagged),
+                    trigger_confidence=window.trigger_confidence,
+                    word_first=window.word_first,
+                    word_last=window.word_last,
+                )
+            )
+        words, corrections = merge(first, merge_windows, results, self.merge_policy)
+        return LiveRefineReply(
+            words=words,
+            corrections=corrections,
+            words_flagged=sum(len(w.flagged) for w in windows),
+            seconds=time.perf_counter() - started,
+            audio_redecoded_seconds=redecoded,
+            backend=self.backend.name,
+        )
+
+    async def on_message(self, msg: Msg) -> None:
+        try:
+            request = decode_live(msg.data, LiveRefineRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            reply = LiveRefineReply(error=ErrorInfo(code="bad_request", message=str(exc)))
+        else:
+            try:
+                reply = await self.answer(request)
+            except Exception as exc:
+                log.exception("live refinement of turn %s failed", request.turn_id)
+                reply = LiveRefineReply(
+                    words=_unchanged(request),
+                    error=ErrorInfo(code="refine_failed", message=f"{type(exc).__name__}: {exc}"),
+                )
+        if msg.reply:
+            await msg.respond(encode_live(reply))
+
+    async def subscribe(self, nc: NATS) -> Subscription:
+        """Join the corrector queue group on the live subject (callbacks run one after another, as
+        the in-process model decodes one thing at a time)."""
+
+        async def handle(msg: Msg) -> None:
+            try:
+                await self.on_message(msg)
+            except Exception:
+                log.exception("live refinement: could not answer")
+
+        return await nc.subscribe(LIVE_REFINE_SUBJECT, queue=LIVE_CORRECTOR_QUEUE, cb=handle)

@@ -1,0 +1,240 @@
+"""The text side of a realtime session, pure: which first-pass words are stable enough to send as
+deltas, the remainder at a turn's end, log probabilities, and the job a finished session becomes.
+
+Deltas only ever append (OpenAI's clients concatenate them), so a word once sent is never taken back.
+While the speaker talks the turn is decoded again every so often from its start; a word is sent once
+two decodes in a row agree on it and on every word before it (local agreement: the ends of a
+hypothesis flicker, its settled beginning does not). When a later decode revises a word already
+sent, the delta stream keeps the sent one and carries on after it; the turn's ``completed`` event
+carries the turn's final text, which is what a client should keep.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from relisten_contracts import (
+    Correction,
+    FirstPass,
+    Segment,
+    Transcript,
+    TranscriptSegment,
+    TranscriptStats,
+    TranscriptWord,
+    Word,
+)
+
+_STRIP = string.punctuation + "“”‘’«»…–—"
+MIN_PROBABILITY = 1e-6
+
+
+def _key(word: str) -> str:
+    return word.strip().strip(_STRIP).lower()
+
+
+def agreed_prefix(previous: Sequence[str], current: Sequence[str]) -> int:
+    """How many leading words two hypotheses share (compared without case and punctuation)."""
+    count = 0
+    for a, b in zip(previous, current, strict=False):
+        if _key(a) != _key(b):
+            break
+        count += 1
+    return count
+
+
+def join_delta(words: Sequence[str], already_sent: int) -> str:
+    """The delta text for ``words`` following ``already_sent`` words of the same turn: single
+    spaces between words, a leading one unless it is the turn's first text."""
+    text = " ".join(w.strip() for w in words if w.strip())
+    if text and already_sent:
+        return " " + text
+    return text
+
+
+@dataclass
+class DeltaTracker:
+    """What one turn has sent as deltas, and the last hypothesis it was compared with."""
+
+    sent: list[str] = field(default_factory=list)
+    previous: list[str] = field(default_factory=list)
+
+    def partial(self, words: Sequence[str]) -> list[str]:
+        """The words of a partial hypothesis that are newly stable (to send now)."""
+        current = [w.strip() for w in words if w.strip()]
+        stable = agreed_prefix(self.previous, current)
+        self.previous = current
+        new = current[len(self.sent) : stable]
+        self.sent.extend(new)
+        return new
+
+    def final(self, words: Sequence[str]) -> list[str]:
+        """The words of the turn's final first pass not sent yet (all that follow the sent count)."""
+        current = [w.strip() for w in words if w.strip()]
+        new = current[len(self.sent) :]
+        self.sent.extend(new)
+        return new
+
+
+def logprobs(words: Sequence[Word] | Sequence[TranscriptWord]) -> list[dict[str, Any]]:
+    """OpenAI's ``logprobs`` entries, one per word (relisten decodes words with a probability each,
+    not tokens): ``{"token", "logprob", "bytes"}``."""
+    return [
+        {
+            "token": w.word.strip(),
+            "logprob": round(math.log(max(w.probability, MIN_PROBABILITY)), 6),
+            "bytes": list(w.word.strip().encode()),
+        }
+        for w in words
+        if w.word.strip()
+    ]
+
+
+def plain_text(words: Sequence[Word] | Sequence[TranscriptWord]) -> str:
+    return " ".join(t for t in (w.word.strip() for w in words) if t)
+
+
+def first_pass_words(first: FirstPass) -> list[TranscriptWord]:
+    return [
+        TranscriptWord(
+            word=w.word,
+            start=w.start,
+            end=w.end,
+            probability=w.probability,
+            raw_probability=w.raw_probability,
+        )
+        for w in first.words
+    ]
+
+
+@dataclass(frozen=True)
+class FinishedTurn:
+    """One turn as the session's job keeps it; times relative to the turn's start."""
+
+    item_id: str
+    offset_s: float
+    """Where the turn starts on the session's timeline."""
+    first_pass: FirstPass
+    words: list[TranscriptWord]
+    """The final words (refined, or the first pass's when refinement was skipped or failed)."""
+    corrections: list[Correction] = field(default_factory=list)
+    words_flagged: int = 0
+    second_pass_seconds: float = 0.0
+    audio_redecoded_seconds: float = 0.0
+
+
+def _shift_word(w: TranscriptWord, offset: float) -> TranscriptWord:
+    return msgspec.structs.replace(w, start=w.start + offset, end=w.end + offset)
+
+
+def shifted_words(words: Sequence[TranscriptWord], offset: float) -> list[TranscriptWord]:
+    return [_shift_word(w, offset) for w in words]
+
+
+def shifted_corrections(corrections: Sequence[Correction], offset: float) -> list[Correction]:
+    return [msgspec.structs.replace(c, start=c.start + offset, end=c.end + offset) for c in corrections]
+
+
+def _clamped(w: TranscriptWord, duration: float) -> TranscriptWord:
+    start = min(max(w.start, 0.0), duration)
+    end = min(max(w.end, start), duration)
+    if (start, end) == (w.start, w.end):
+        return w
+    return msgspec.structs.replace(w, start=start, end=end)
+
+
+def session_first_pass(turns: Sequence[FinishedTurn], duration_s: float, engine: str) -> FirstPass:
+    """Every turn's first pass on the session's timeline (what ``first_pass.json`` holds for a job
+    that came from a live session): words shifted by their turn's offset, segments re-indexed."""
+    words: list[Word] = []
+    segments: list[Segment] = []
+    seconds = 0.0
+    language = "en"
+    for turn in turns:
+        first = turn.first_pass
+        base = len(words)
+        language = first.language or language
+        seconds += first.seconds
+        for w in first.words:
+            start = min(max(w.start + turn.offset_s, 0.0), duration_s)
+            words.append(
+                Word(
+                    word=w.word,
+                    start=start,
+                    end=min(max(w.end + turn.offset_s, start), duration_s),
+                    probability=w.probability,
+                    raw_probability=w.raw_probability,
+                )
+            )
+        for s in first.segments:
+            start = min(s.start + turn.offset_s, duration_s)
+            segments.append(
+                Segment(
+                    start=start,
+                    end=min(max(s.end + turn.offset_s, start), duration_s),
+                    text=s.text,
+                    avg_logprob=s.avg_logprob,
+                    compression_ratio=s.compression_ratio,
+                    no_speech_prob=s.no_speech_prob,
+                    first_word=base + s.first_word,
+                    last_word=base + s.last_word,
+                )
+            )
+    warnings = [w for turn in turns for w in turn.first_pass.warnings]
+    unique = list({(w.code, w.message): w for w in warnings}.values())
+    return FirstPass(
+        language=language,
+        duration_s=duration_s,
+        words=words,
+        segments=segments,
+        engine=engine,
+        seconds=seconds,
+        warnings=unique,
+    )
+
+
+def session_transcript(job_id: str, turns: Sequence[FinishedTurn], duration_s: float) -> Transcript:
+    """The job's transcript: each turn's final words on the session timeline, one segment per turn."""
+    words: list[TranscriptWord] = []
+    segments: list[TranscriptSegment] = []
+    corrections: list[Correction] = []
+    for turn in turns:
+        turn_words = [_clamped(w, duration_s) for w in shifted_words(turn.words, turn.offset_s)]
+        if turn_words:
+            segments.append(
+                TranscriptSegment(
+                    id=len(segments),
+                    start=turn_words[0].start,
+                    end=turn_words[-1].end,
+                    text=plain_text(turn_words),
+                    first_word=len(words),
+                    last_word=len(words) + len(turn_words),
+                )
+            )
+        words.extend(turn_words)
+        corrections.extend(shifted_corrections(turn.corrections, turn.offset_s))
+    first = session_first_pass(turns, duration_s, "")
+    stats = TranscriptStats(
+        first_pass_seconds=round(first.seconds, 3),
+        second_pass_seconds=round(sum(t.second_pass_seconds for t in turns), 3),
+        audio_redecoded_seconds=round(sum(t.audio_redecoded_seconds for t in turns), 3),
+        words_flagged=sum(t.words_flagged for t in turns),
+        corrections_accepted=sum(c.status == "accepted" for c in corrections),
+        corrections_rejected=sum(c.status == "rejected" for c in corrections),
+        corrections_unresolved=sum(c.status == "unresolved" for c in corrections),
+    )
+    return Transcript(
+        job_id=job_id,
+        text=plain_text(words),
+        language=first.language,
+        duration_s=duration_s,
+        words=words,
+        segments=segments,
+        corrections=corrections,
+        stats=stats,
+        warnings=first.warnings,
+    )
