@@ -238,7 +238,7 @@ class LiveSession:
         if kind == "error":
             self.errors.append(dict(event.get("error") or {}))
             return None
-        if kind.startswith("relisten.session.") or kind == "relisten.degraded":
+        if kind == "relisten.session.degraded":
             self.degraded.append(event)
             return None
         if not isinstance(item_id, str):
@@ -476,17 +476,26 @@ async def _wait_settled(settled: asyncio.Event, session: LiveSession, timeout_s:
             await asyncio.wait_for(settled.wait(), 0.25)
 
 
+AUTH_ERROR_CODES = frozenset({"missing_api_key", "invalid_api_key", "unauthorized", "forbidden"})
+REFUSAL_CODES = AUTH_ERROR_CODES | {
+    "unsupported_intent",
+    "rate_limited",
+    "too_many_sessions",
+    "service_unavailable",
+    "session_idle",
+    "session_expired",
+}
+"""Errors after which the server closes the session; others (a malformed event, an empty commit)
+leave it running, as in the protocol."""
+
+
 def _ends_session(event: dict[str, Any]) -> bool:
-    """Errors the session cannot go on after (the key, the session's own configuration); others
-    (a bad event, an empty commit) leave it running, as in the protocol."""
-    code = str((event.get("error") or {}).get("code") or "")
-    return code in {"invalid_api_key", "unauthorized", "forbidden", "session_expired"} or code.startswith(
-        "auth"
-    )
+    return str((event.get("error") or {}).get("code") or "") in REFUSAL_CODES
 
 
 def _auth_error(session: LiveSession) -> bool:
-    return any(_ends_session({"error": error}) for error in session.errors)
+    """The session was refused before it began (its key, its intent, no room): exit code 2."""
+    return any(str(error.get("code")) in REFUSAL_CODES for error in session.errors) and not session.turns
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -594,10 +603,13 @@ def run(
     err.print(
         f"{len(done.turns)} turn(s) over {result.audio_s:.1f} s of audio; {accepted} correction(s) accepted"
         + (f"; {failed} turn(s) failed" if failed else "")
-        + (f"; degraded {len(done.degraded)} time(s)" if done.degraded else "")
+        + (f"; degraded {len(done.degraded)} time(s)" if done.degraded else ""),
+        highlight=False,
     )
     if done.job_id:
-        err.print(f"job {done.job_id}: {server.rstrip('/')}/v1/jobs/{done.job_id}")
+        err.print(
+            f"job {done.job_id}: {server.rstrip('/')}/v1/jobs/{done.job_id}", highlight=False, soft_wrap=True
+        )
     return 1 if failed and failed == len(done.turns) else 0
 
 
@@ -628,10 +640,16 @@ class _Printer:
 
     def show(self, session: LiveSession, turn: Turn | None, event: dict[str, Any]) -> None:
         kind = str(event.get("type", ""))
-        if kind == "error":
-            self.err.print(f"[red]server error: {_describe(event.get('error') or {})}")
-        elif kind.startswith("relisten.session.") and kind != "relisten.session.created":
-            self.err.print(f"[yellow]{kind}: {event.get('message') or event.get('reason') or ''}")
+        # While the live display owns the terminal, notices go above it through its console.
+        notices = self.live.console if self.live is not None else self.err
+        error = event.get("error") or {}
+        if kind == "error" and error.get("code") not in BENIGN_ERROR_CODES:
+            notices.print(f"[red]server error: {_describe(error)}", highlight=False)
+        elif kind == "relisten.session.degraded":
+            reason = event.get("message") or f"the server falls behind ({event.get('reason') or 'delay'})"
+            notices.print(f"[yellow]{reason}", highlight=False)
+        elif kind == "relisten.session.recovered":
+            notices.print("[green]the server has caught up: turns are refined again")
         if self.live is not None:
             from rich.console import Group
 

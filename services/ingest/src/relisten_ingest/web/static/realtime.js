@@ -151,12 +151,14 @@ class LiveSession {
     if (type === "error") {
       const error = event.error || {};
       if (BENIGN_ERRORS.has(error.code)) return;
-      if (["invalid_api_key", "unauthorized"].includes(error.code)) auth.dispatchEvent(new Event("auth-required"));
+      if (["missing_api_key", "invalid_api_key"].includes(error.code)) auth.dispatchEvent(new Event("auth-required"));
       this.view.error(`${error.message || "The server reported an error."} (${error.code || "error"})`);
       return;
     }
-    if (type.startsWith("relisten.session.") && type !== "relisten.session.created") {
-      this.view.notice(event.message || "The server cannot keep up: showing first-pass text only.");
+    if (type === "relisten.session.degraded") {
+      this.view.notice(event.message || "The server cannot keep up: turns complete with first-pass text.");
+    } else if (type === "relisten.session.recovered") {
+      this.view.notice("");
     }
     const id = event.item_id;
     if (typeof id !== "string") {
