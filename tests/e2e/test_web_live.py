@@ -26,6 +26,7 @@ from tests.e2e.test_web_page import chromium, in_browser, wait_until
 pytestmark = [pytest.mark.nats, pytest.mark.e2e, in_browser]
 
 KEY = "web-live-test-key"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot-web-live.png"
 RECORDING = "chapter-1688-142285"
 UTTERANCES = slice(2, 5)  # three utterances, about 14 s: three turns
 HEARD_TIMEOUT_S = 30.0
@@ -133,6 +134,7 @@ def test_live_mode_shows_words_as_heard_then_refined_turns_and_links_the_job(
             REFINED_TIMEOUT_S,
             "fewer than two turns were refined",
         )
+        browser.save_screenshot(str(SCREENSHOT))
         browser.find_element(By.ID, "live-stop").click()
         link = wait_until(
             browser,

@@ -674,6 +674,9 @@ function route() {
 window.addEventListener("hashchange", route);
 
 initLive();
+window.addEventListener("relisten:jobs-changed", () => {
+  if (!page.locked) refreshJobs();
+});
 
 // The list first: when it is refused for want of a key, the selected job waits for one too.
 refreshJobs().then(route);

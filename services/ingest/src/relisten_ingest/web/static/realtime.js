@@ -423,6 +423,8 @@ async function stop() {
   current = null;
   view.state("ended", "ended");
   view.linkJob(session.jobId);
+  // The session is stored as a job once its socket has closed: let the job list show it.
+  setTimeout(() => window.dispatchEvent(new Event("relisten:jobs-changed")), 1500);
   show($("live-stop"), false);
   $("live-start").disabled = false;
 }
