@@ -100,6 +100,8 @@ MIN_COMMIT_S: Final = 0.1
 CUT_SEARCH_S: Final = 2.0
 """A turn at its length limit is cut at the quietest point of its last two seconds."""
 DRAIN_S_PER_TURN: Final = 2.0
+MAX_QUEUED_TURNS: Final = 2
+"""A session with this many ended turns waiting behind the one being finished is behind."""
 PREVIEW_CHARS: Final = 500
 
 # WebSocket close codes (RFC 6455)
@@ -166,6 +168,8 @@ class RealtimeSession:
         self.turn: Turn | None = None
         self.last_item_id: str | None = None
         self.ending: asyncio.Queue[Turn | None] = asyncio.Queue()
+        """Ended turns in order, then ``None`` once the input is closed."""
+        self.input_closed = False
         self.finished: list[FinishedTurn] = []
         self.partial_task: asyncio.Task[None] | None = None
         self.final_pending = False
@@ -230,6 +234,11 @@ class RealtimeSession:
             await self.send(
                 event_type, session=session_object(self.config, self.session_id, self.relisten_facts())
             )
+
+    @property
+    def turns_waiting(self) -> int:
+        """Ended turns queued behind the one being finished."""
+        return self.ending.qsize() - (1 if self.input_closed else 0)
 
     # --- the timeline ------------------------------------------------------------------------------
 
@@ -522,7 +531,7 @@ class RealtimeSession:
                     turn, ErrorInfo(code="internal_error", message="the turn could not be finished")
                 )
             finally:
-                self.final_pending = not self.ending.empty()
+                self.final_pending = self.turns_waiting > 0
 
     async def _fail(self, turn: Turn, error: ErrorInfo) -> None:
         await self.send(
@@ -547,7 +556,7 @@ class RealtimeSession:
                 "relisten.session.degraded",
                 reason=reason,
                 delay_s=round(delay_s, 3),
-                pending_turns=self.ending.qsize(),
+                pending_turns=self.turns_waiting,
                 message="the server is behind: turns complete with first-pass text, without refinement",
             )
         else:
@@ -566,16 +575,17 @@ class RealtimeSession:
         first = reply.first_pass
         self.engine = first.engine
         # Partial passes of the next turn may go again (they waited so as not to queue before this one).
-        self.final_pending = not self.ending.empty()
+        self.final_pending = self.turns_waiting > 0
         new = turn.deltas.final([w.word for w in first.words])
         if new:
             await self._send_delta(turn, new, first)
 
         delay = time.monotonic() - turn.ended_at
-        behind = delay > self.settings.live_max_delay_s or not self.ending.empty()
-        if behind:
-            reason = "turns_queued" if not self.ending.empty() else "delay"
-            await self._set_degraded(True, reason, delay)
+        # One turn waiting behind this one is normal (a turn cut at the length limit is followed at
+        # once by its tail); two mean turns end faster than they are finished.
+        queued = self.turns_waiting >= MAX_QUEUED_TURNS
+        if delay > self.settings.live_max_delay_s or queued:
+            await self._set_degraded(True, "turns_queued" if queued else "delay", delay)
         elif self.degraded and delay < self.settings.live_max_delay_s / 2:
             await self._set_degraded(False, "", delay)
 
@@ -647,6 +657,7 @@ class RealtimeSession:
             await self._end_turn(self.samples)
         if self.partial_task is not None:
             self.partial_task.cancel()
+        self.input_closed = True
         self.ending.put_nowait(None)
 
     async def store_job(self) -> None:

@@ -208,7 +208,7 @@ class IngestSettings(CommonSettings):
         3.0,
         gt=0,
         description=(
-            "When a finished turn has waited this long (or another turn is queued behind it), the session "
+            "When a finished turn has waited this long (or two more turns are queued behind it), the session "
             "sends relisten.session.degraded and completes turns with first-pass text until it catches up."
         ),
     )
