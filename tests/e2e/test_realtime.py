@@ -116,7 +116,7 @@ async def test_openai_sdk_realtime_client(stack: Stack) -> None:
     async with client.realtime.connect(extra_query={"intent": "transcription"}) as connection:
         created = await connection.recv()
         assert created.type == "session.created"
-        job_id = created.to_dict()["session"]["relisten"]["job_id"]
+        job_id = created.to_dict()["session"]["relisten"]["job_id"]  # type: ignore[index]
         await connection.session.update(
             session={
                 "type": "transcription",
