@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
-from relisten.bench_live import SessionFigures, cut, figures, ramp_step
+from relisten.bench_live import SessionFigures, cut, figures, ramp_step, vad_margins
 from relisten.dataset import SAMPLE_RATE, Recording, Utterance
 from relisten.live_client import COMPLETED, DELTA, LiveSession, StreamResult
 
@@ -36,10 +37,13 @@ def test_latencies_run_from_when_the_audio_was_sent() -> None:
     ]
     for now, event in events:
         session.apply(event, now)
-    # Audio position 0 was sent at t=10, at twice real time: 1.0 s of audio was sent at 10.5.
+    # Audio position 0 was sent at t=10, at twice real time. Speech started 0.3 s (the VAD's prefix
+    # padding) after 1.0 s, so at 1.3 s, sent at 10.65; it stopped 0.5 s (the VAD's silence) before
+    # 2.5 s, so at 2.0 s, sent at 11.0; the VAD decided at 2.5 s, sent at 11.25.
     got = figures("r", StreamResult(session, started_at=10.0, speed=2.0, audio_s=3.0))
-    assert got.first_delta_s == [11.4 - 10.5]
-    assert got.completed_s == [13.9 - 11.25]
+    assert got.first_delta_s == [pytest.approx(11.4 - 10.65)]
+    assert got.completed_s == [pytest.approx(13.9 - 11.0)]
+    assert got.completed_after_vad_s == [pytest.approx(13.9 - 11.25)]
     assert (got.deltas_text, got.completed_text) == ("hello", "Hello.")
 
 
@@ -55,3 +59,9 @@ def test_streams_are_sustained_while_the_delay_stays_bounded_and_does_not_grow()
     assert not ramp_step(1, [_session([1.0, 1.0, 1.0], failed_turns=1)], bound_s=3.0).bounded
     assert not ramp_step(1, [_session([1.0, 1.0, 1.0], degraded_events=1)], bound_s=3.0).bounded
     assert not ramp_step(1, [_session([])], bound_s=3.0).bounded  # no turn completed at all
+
+
+def test_the_vad_margins_come_from_the_session_the_server_confirmed() -> None:
+    session = {"audio": {"input": {"turn_detection": {"prefix_padding_ms": 200, "silence_duration_ms": 700}}}}
+    assert vad_margins(session) == (0.2, 0.7)
+    assert vad_margins({}) == (0.3, 0.5)
