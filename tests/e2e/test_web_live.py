@@ -31,6 +31,7 @@ RECORDING = "chapter-1688-142285"
 UTTERANCES = slice(2, 5)  # three utterances, about 14 s: three turns
 HEARD_TIMEOUT_S = 30.0
 REFINED_TIMEOUT_S = 60.0
+UI_TIMEOUT_S = 15.0
 MAX_WER = 0.5
 """Loose: what the browser captured went through the fake device and a resampler; the point is that
 the page shows the words that were spoken, not a benchmark."""
@@ -165,5 +166,34 @@ def test_live_mode_shows_words_as_heard_then_refined_turns_and_links_the_job(
             "the job link did not open the job",
         )
         assert job_id
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_explain(browser, stack)}") from exc
+
+
+def test_live_mode_with_a_refused_key_says_so_and_can_start_again(stack: Stack, browser: WebDriver) -> None:
+    browser.get(stack.base_url)
+    browser.execute_script("localStorage.setItem('relisten.apiKey', 'not-the-key')")
+    browser.get(stack.base_url)
+    try:
+        browser.find_element(By.ID, "live-start").click()
+        error = wait_until(
+            browser,
+            lambda d: d.find_element(By.ID, "live-error").text.strip() or None,
+            UI_TIMEOUT_S,
+            "the refusal was not shown",
+        )
+        assert "invalid_api_key" in error
+        # The page asks for another key, and the Live button works again (nothing is left running).
+        wait_until(
+            browser, lambda d: d.find_element(By.ID, "key-form").is_displayed(), UI_TIMEOUT_S, "no key form"
+        )
+        wait_until(
+            browser,
+            lambda d: d.find_element(By.ID, "live-start").is_enabled(),
+            UI_TIMEOUT_S,
+            "Live stays off",
+        )
+        assert browser.find_element(By.ID, "live-body").get_attribute("data-state") == "ended"
+        assert not browser.find_element(By.ID, "live-job").is_displayed()
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{_explain(browser, stack)}") from exc

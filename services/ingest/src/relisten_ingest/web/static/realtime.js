@@ -132,8 +132,12 @@ class LiveSession {
           reject(new Error("The live session could not start: the server refused it or cannot be reached."));
           return;
         }
-        if (!this.ended) this.view.closed(event);
         this.releaseAudio();
+        if (!this.ended) {
+          this.ended = true;
+          this.view.closed(event);
+          if (this.onClosedByServer) this.onClosedByServer();
+        }
       });
     });
   }
@@ -357,7 +361,10 @@ class LiveView {
 
   closed(event) {
     this.state("ended", "ended");
-    if (event.code !== 1000) this.error(`The server ended the live session${event.reason ? `: ${event.reason}` : ""} (${event.code}).`);
+    // The error event that came before the close says more than its close code: keep it.
+    if (event.code !== 1000 && $("live-error").hidden) {
+      this.error(`The server ended the live session${event.reason ? `: ${event.reason}` : ""} (${event.code}).`);
+    }
     $("live-start").disabled = false;
     show($("live-stop"), false);
   }
@@ -397,6 +404,10 @@ async function start() {
   view.state("starting", "starting");
   const session = new LiveSession(view);
   current = session;
+  session.onClosedByServer = () => {
+    if (current === session) current = null;
+    view.linkJob(session.jobId);
+  };
   try {
     await session.start();
   } catch (error) {
