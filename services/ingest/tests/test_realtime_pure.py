@@ -40,6 +40,7 @@ from relisten_ingest.realtime_turns import (
     logprobs,
     session_first_pass,
     session_transcript,
+    settled_count,
 )
 
 RATE = 16000
@@ -171,12 +172,26 @@ def test_deltas_send_what_two_passes_agree_on_and_only_append() -> None:
     assert turn.final(["Mr.", "Quilter"]) == []  # a shorter final adds nothing
 
 
+def test_words_heard_well_before_the_end_go_out_after_one_pass() -> None:
+    assert settled_count([0.5, 1.3, 1.6], audio_s=2.0, settle_s=0.8) == 1
+    assert settled_count([0.5, 0.9, 1.2], audio_s=2.0, settle_s=0.8) == 3
+    assert settled_count([], audio_s=2.0, settle_s=0.8) == 0
+    turn = DeltaTracker()
+    assert turn.partial(["Mister", "Quil"], settled=1) == ["Mister"]
+    # agreement still counts beyond the settled words
+    assert turn.partial(["Mister", "Quil", "is"], settled=1) == ["Quil"]
+    assert turn.partial(["Mister", "Quil", "is", "the"], settled=9) == [
+        "is",
+        "the",
+    ]  # never past the hypothesis
+
+
 @given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=8), min_size=1, max_size=6))
 def test_deltas_concatenate_to_the_sent_words(hypotheses: list[list[str]]) -> None:
     turn = DeltaTracker()
     text = ""
-    for words in hypotheses[:-1]:
-        new = turn.partial(words)
+    for number, words in enumerate(hypotheses[:-1]):
+        new = turn.partial(words, settled=number % 3)
         text += join_delta(new, len(turn.sent) - len(new))
     new = turn.final(hypotheses[-1])
     text += join_delta(new, len(turn.sent) - len(new))

@@ -42,6 +42,9 @@ class LiveFirstPassRequest(msgspec.Struct, frozen=True, kw_only=True):
     prompt: str | None = None
     final: bool = False
     """The turn has ended: this answer is the turn's first pass (partials may be decoded more cheaply)."""
+    expires_at: float = 0.0
+    """Unix time after which the asker no longer waits (0: no deadline); a replica that gets to a
+    request later answers ``expired`` without decoding, so an overloaded replica sheds stale work."""
 
 
 class LiveFirstPassReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,6 +64,8 @@ class LiveRefineRequest(msgspec.Struct, frozen=True, kw_only=True):
     """The turn's final first pass (times relative to the turn's audio)."""
     prompt: str | None = None
     confidence_threshold: float = 0.6
+    expires_at: float = 0.0
+    """As in :class:`LiveFirstPassRequest`."""
 
 
 class LiveRefineReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,6 +10,7 @@ carry the probabilities the second pass is chosen by.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import msgspec
@@ -41,6 +42,8 @@ class LiveFirstPassResponder:
 
     async def answer(self, request: LiveFirstPassRequest) -> LiveFirstPassReply:
         """The turn's first pass, or an error the asker reports as the turn's failure."""
+        if request.expires_at and time.time() > request.expires_at:
+            return LiveFirstPassReply(error=ErrorInfo(code="expired", message="the asker stopped waiting"))
         if len(request.audio) % 2:
             return LiveFirstPassReply(error=ErrorInfo(code="bad_audio", message="odd number of pcm16 bytes"))
         audio = pcm16_to_float(request.audio)

@@ -63,6 +63,11 @@ class LiveRefineResponder:
 
     async def answer(self, request: LiveRefineRequest) -> LiveRefineReply:
         first = request.first_pass
+        if request.expires_at and time.time() > request.expires_at:
+            return LiveRefineReply(
+                words=_unchanged(request),
+                error=ErrorInfo(code="expired", message="the asker stopped waiting"),
+            )
         if len(request.audio) % 2:
             return LiveRefineReply(
                 words=_unchanged(request),

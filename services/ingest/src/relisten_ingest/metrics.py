@@ -12,7 +12,9 @@ Ingest sees every event (its projector consumes them all), so the pipeline's met
 * ``relisten_second_pass_clip_seconds`` — second-pass latency per clip;
 * ``relisten_backlog_audio_seconds`` — audio of unfinished jobs (admission control's measure);
 * ``relisten_queue_depth{consumer}`` — pending plus unacknowledged events of each durable consumer
-  of the stream, asked of NATS at scrape time.
+  of the stream, asked of NATS at scrape time;
+* ``relisten_live_sessions``, ``relisten_live_turns_total{outcome}``,
+  ``relisten_live_turn_delay_seconds``, ``relisten_live_degraded_total{reason}`` — realtime sessions.
 
 Event metrics are recorded only when an event changed the job view (the projector's compare-and-set
 succeeded), so a redelivered or duplicate event is not counted twice. Counters are per process:
@@ -132,6 +134,28 @@ class IngestMetrics:
         self.backlog = Gauge(
             "relisten_backlog_audio_seconds",
             "Audio of the jobs not yet completed or failed (what admission control compares).",
+            registry=r,
+        )
+        # Live sessions (GET /v1/realtime), per process.
+        self.live_sessions = Gauge(
+            "relisten_live_sessions", "Realtime sessions open in this process.", registry=r
+        )
+        self.live_turns = Counter(
+            "relisten_live_turns",
+            "Finished turns of realtime sessions, by outcome (refined, first_pass, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.live_turn_delay = Histogram(
+            "relisten_live_turn_delay_seconds",
+            "From the end of a turn to its completed event.",
+            buckets=(0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.live_degraded = Counter(
+            "relisten_live_degraded",
+            "Times a realtime session fell behind and dropped to first-pass text, by reason.",
+            ["reason"],
             registry=r,
         )
         self._entered: OrderedDict[str, tuple[Stage, float]] = OrderedDict()

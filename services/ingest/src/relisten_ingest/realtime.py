@@ -83,6 +83,7 @@ from relisten_ingest.realtime_turns import (
     plain_text,
     session_first_pass,
     session_transcript,
+    settled_count,
     shifted_corrections,
     shifted_words,
 )
@@ -129,6 +130,19 @@ def presented_key(websocket: WebSocket) -> str | None:
     if query:
         return query
     return _key_from_subprotocols(list(websocket.scope.get("subprotocols", [])))
+
+
+def user_item(item_id: str, transcript: str | None) -> dict[str, Any]:
+    """The user message a committed turn becomes in OpenAI's conversation (``conversation.item.added``
+    when committed, ``conversation.item.done`` with its transcript when completed)."""
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "role": "user",
+        "status": "completed",
+        "content": [{"type": "input_audio", "transcript": transcript}],
+    }
 
 
 @dataclass
@@ -266,6 +280,11 @@ class RealtimeSession:
         self.last_item_id = turn.item_id
         await self.send(
             "input_audio_buffer.committed", item_id=turn.item_id, previous_item_id=turn.previous_item_id
+        )
+        await self.send(
+            "conversation.item.added",
+            previous_item_id=turn.previous_item_id,
+            item=user_item(turn.item_id, None),
         )
         self.final_pending = True
         self.ending.put_nowait(turn)
@@ -437,7 +456,11 @@ class RealtimeSession:
         reply, _ = await self._first_pass(turn, audio, final=False)
         if reply is None or reply.first_pass is None or turn.end is not None or turn.cancelled:
             return  # a late or failed partial is simply dropped: the turn's final pass covers it
-        new = turn.deltas.partial([w.word for w in reply.first_pass.words])
+        words = reply.first_pass.words
+        settled = settled_count(
+            [w.end for w in words], len(audio) / 2 / SAMPLE_RATE, self.settings.live_settle_s
+        )
+        new = turn.deltas.partial([w.word for w in words], settled)
         if new:
             await self._send_delta(turn, new, reply.first_pass)
 
@@ -464,6 +487,7 @@ class RealtimeSession:
             language=self.config.language,
             prompt=self.config.prompt,
             final=final,
+            expires_at=time.time() + self.settings.live_request_timeout_s,
         )
         try:
             msg = await self.infra.nc.request(
@@ -493,6 +517,7 @@ class RealtimeSession:
             audio=audio,
             first_pass=first,
             prompt=self.config.prompt,
+            expires_at=time.time() + self.settings.live_request_timeout_s,
         )
         try:
             msg = await self.infra.nc.request(
@@ -534,6 +559,7 @@ class RealtimeSession:
                 self.final_pending = self.turns_waiting > 0
 
     async def _fail(self, turn: Turn, error: ErrorInfo) -> None:
+        self.runtime.metrics.live_turns.labels("failed").inc()
         await self.send(
             "conversation.item.input_audio_transcription.failed",
             item_id=turn.item_id,
@@ -546,6 +572,7 @@ class RealtimeSession:
             return
         self.degraded = degraded
         if degraded:
+            self.runtime.metrics.live_degraded.labels(reason).inc()
             log.warning(
                 "session %s falls behind (%s, %.1f s): completing turns without refinement",
                 self.session_id,
@@ -625,6 +652,13 @@ class RealtimeSession:
         if self.config.logprobs:
             completed["logprobs"] = logprobs(finished.words)
         await self.send("conversation.item.input_audio_transcription.completed", **completed)
+        await self.send(
+            "conversation.item.done",
+            previous_item_id=turn.previous_item_id,
+            item=user_item(turn.item_id, completed["transcript"]),
+        )
+        self.runtime.metrics.live_turns.labels("refined" if refined else "first_pass").inc()
+        self.runtime.metrics.live_turn_delay.observe(time.monotonic() - turn.ended_at)
         await self.send(
             "relisten.turn.refined",
             item_id=turn.item_id,
@@ -811,10 +845,12 @@ async def realtime(websocket: WebSocket) -> None:
             "server_error",
         )
         return
+    runtime.metrics.live_sessions.inc()
     try:
         await _run(websocket, runtime, infra)
     finally:
         runtime.live_slots.give_back()
+        runtime.metrics.live_sessions.dec()
 
 
 async def _run(websocket: WebSocket, runtime: IngestRuntime, infra: Infra) -> None:

@@ -4,7 +4,8 @@ deltas, the remainder at a turn's end, log probabilities, and the job a finished
 Deltas only ever append (OpenAI's clients concatenate them), so a word once sent is never taken back.
 While the speaker talks the turn is decoded again every so often from its start; a word is sent once
 two decodes in a row agree on it and on every word before it (local agreement: the ends of a
-hypothesis flicker, its settled beginning does not). When a later decode revises a word already
+hypothesis flicker, its settled beginning does not), or once a decode heard it with enough audio
+after it (``RELISTEN_LIVE_SETTLE_S``): the first words of a turn then go out after one decode, not two. When a later decode revises a word already
 sent, the delta stream keeps the sent one and carries on after it; the turn's ``completed`` event
 carries the turn's final text, which is what a client should keep.
 """
@@ -47,6 +48,17 @@ def agreed_prefix(previous: Sequence[str], current: Sequence[str]) -> int:
     return count
 
 
+def settled_count(ends: Sequence[float], audio_s: float, settle_s: float) -> int:
+    """How many leading words end at least ``settle_s`` before the end of the audio (word times in
+    seconds from the start of that audio)."""
+    count = 0
+    for end in ends:
+        if end > audio_s - settle_s:
+            break
+        count += 1
+    return count
+
+
 def join_delta(words: Sequence[str], already_sent: int) -> str:
     """The delta text for ``words`` following ``already_sent`` words of the same turn: single
     spaces between words, a leading one unless it is the turn's first text."""
@@ -63,10 +75,12 @@ class DeltaTracker:
     sent: list[str] = field(default_factory=list)
     previous: list[str] = field(default_factory=list)
 
-    def partial(self, words: Sequence[str]) -> list[str]:
-        """The words of a partial hypothesis that are newly stable (to send now)."""
+    def partial(self, words: Sequence[str], settled: int = 0) -> list[str]:
+        """The words of a partial hypothesis that are newly stable (to send now): those the previous
+        hypothesis agrees on, or the first ``settled`` (words the decoder heard well before the end of
+        the audio it was given: enough came after them that they rarely change)."""
         current = [w.strip() for w in words if w.strip()]
-        stable = agreed_prefix(self.previous, current)
+        stable = max(agreed_prefix(self.previous, current), min(settled, len(current)))
         self.previous = current
         new = current[len(self.sent) : stable]
         self.sent.extend(new)

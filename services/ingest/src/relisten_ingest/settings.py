@@ -187,6 +187,14 @@ class IngestSettings(CommonSettings):
             "(deltas are the words two passes in a row agree on). At most one is in flight per session."
         ),
     )
+    live_settle_s: float = Field(
+        0.8,
+        ge=0,
+        description=(
+            "A word of a partial pass is sent as a delta at once when at least this much audio follows "
+            "it; otherwise once two partial passes in a row agree on it."
+        ),
+    )
     live_max_turn_s: float = Field(
         15.0,
         ge=2.0,
