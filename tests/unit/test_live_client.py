@@ -205,3 +205,49 @@ def test_an_open_turn_shows_its_deltas() -> None:
     session.apply({"type": DELTA, "item_id": "x", "delta": " hello"})
     session.apply({"type": DELTA, "item_id": "x", "delta": " there"})
     assert render_turn(session.turns["x"]).plain == "hello there"
+
+
+def _printed(terminal: bool, events: list[dict[str, Any]]) -> tuple[str, str]:
+    import io
+
+    from relisten.live_client import _Printer
+
+    out, err = io.StringIO(), io.StringIO()
+    printer = _Printer(
+        Console(file=out, force_terminal=terminal, width=100, color_system="standard" if terminal else None),
+        Console(file=err, force_terminal=False, width=100),
+    )
+    session = LiveSession()
+    with printer:
+        for event in events:
+            printer.show(session, session.apply(event), event)
+    printer.finish(session)
+    return out.getvalue(), err.getvalue()
+
+
+REFINED_TURN = [
+    *_turn_events("a", 0, [" the", " frist"], "The first."),
+    {
+        "type": REFINED,
+        "item_id": "a",
+        "words": [],
+        "corrections": [{"original_text": "frist", "corrected_text": "first.", "status": "accepted"}],
+    },
+    *_turn_events("b", 2000, [" and", " more"], "And more."),
+]
+
+
+def test_piped_output_is_one_plain_line_per_finished_turn() -> None:
+    out, err = _printed(False, REFINED_TURN)
+    # Turn b's refinement never came (as from a server that does not refine): printed at the end.
+    assert out.splitlines() == ["The first.", "And more."]
+    assert "accepted: 'frist' -> 'first.'" in err
+
+
+def test_on_a_terminal_the_refined_line_replaces_the_deltas_with_the_correction_struck() -> None:
+    turn_a = REFINED_TURN[:7]  # its six protocol events and its refinement
+    out, _ = _printed(True, [*turn_a, {"type": DELTA, "item_id": "c", "delta": " still"}])
+    last_frame = out[out.rfind("\r\x1b[2K") :]  # each redraw starts by clearing its lines
+    assert "first." in last_frame and "still" in last_frame
+    assert "\x1b[2;9mfrist" in last_frame  # the first-pass word dim and struck through
+    assert "\x1b[3;37mthe frist" in out  # earlier: the deltas, in grey italics
