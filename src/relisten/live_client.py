@@ -220,6 +220,10 @@ class LiveSession:
     degraded: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     """Every event with its arrival time, in order."""
+    audio_ended: bool = False
+    """The client sent its last audio and the final commit."""
+    commit_refused: bool = False
+    """The server answered the final commit with ``input_audio_buffer_commit_empty``."""
 
     def turn(self, item_id: str) -> Turn:
         if item_id not in self.turns:
@@ -236,7 +240,10 @@ class LiveSession:
             self.session = dict(event.get("session") or {})
             return None
         if kind == "error":
-            self.errors.append(dict(event.get("error") or {}))
+            error = dict(event.get("error") or {})
+            self.errors.append(error)
+            if self.audio_ended and error.get("code") == "input_audio_buffer_commit_empty":
+                self.commit_refused = True
             return None
         if kind == "relisten.session.degraded":
             self.degraded.append(event)
@@ -293,11 +300,14 @@ class LiveSession:
 
     def pending(self, *, want_refined: bool) -> list[Turn]:
         """Committed turns still waiting for their transcript (and, when ``want_refined``, for the
-        refinement relisten sends after it)."""
+        refinement relisten sends after it). Once the client has committed at the end of its audio
+        (``audio_ended``), a turn still open counts too: that commit ends it, unless the server
+        answered that there was nothing to commit."""
+        waiting_open = self.audio_ended and not self.commit_refused
         return [
             turn
             for turn in self.turns.values()
-            if (turn.committed and not turn.settled)
+            if ((turn.committed or waiting_open) and not turn.settled)
             or (want_refined and turn.completed is not None and turn.refined is None)
         ]
 
@@ -441,6 +451,7 @@ async def stream_session(
             await ws.send(append_event(chunk))
             result.audio_s += pcm_seconds(chunk)
         if not settled.is_set():
+            session.audio_ended = True
             await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
             audio_done.set()
             check_settled()
@@ -657,15 +668,19 @@ class _Printer:
                 Group(*(render_turn(t) for t in session.ordered if t.text or t.failed)), refresh=True
             )
             return
-        if self.awaiting is not None and not (kind == REFINED and turn is self.awaiting):
+        # A completed turn waits for its refinement until an event about another turn comes (events
+        # about no turn, such as conversation.item.done, may come in between).
+        if self.awaiting is not None and turn is not None and turn is not self.awaiting:
             self._print(self.awaiting)
-        self.awaiting = None
+            self.awaiting = None
         if turn is None or turn.item_id in self.printed:
             return
         if kind == COMPLETED:
             self.awaiting = turn
         elif turn.settled and kind in (REFINED, FAILED):
             self._print(turn)
+            if turn is self.awaiting:
+                self.awaiting = None
 
     def finish(self, session: LiveSession) -> None:
         if self.live is not None:

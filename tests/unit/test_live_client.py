@@ -227,6 +227,7 @@ def _printed(terminal: bool, events: list[dict[str, Any]]) -> tuple[str, str]:
 
 REFINED_TURN = [
     *_turn_events("a", 0, [" the", " frist"], "The first."),
+    {"type": "conversation.item.done", "item": {"id": "a"}},  # about no turn by item_id: in between
     {
         "type": REFINED,
         "item_id": "a",
@@ -245,9 +246,20 @@ def test_piped_output_is_one_plain_line_per_finished_turn() -> None:
 
 
 def test_on_a_terminal_the_refined_line_replaces_the_deltas_with_the_correction_struck() -> None:
-    turn_a = REFINED_TURN[:7]  # its six protocol events and its refinement
+    turn_a = REFINED_TURN[:8]  # its six protocol events, item.done and its refinement
     out, _ = _printed(True, [*turn_a, {"type": DELTA, "item_id": "c", "delta": " still"}])
     last_frame = out[out.rfind("\r\x1b[2K") :]  # each redraw starts by clearing its lines
     assert "first." in last_frame and "still" in last_frame
     assert "\x1b[2;9mfrist" in last_frame  # the first-pass word dim and struck through
     assert "\x1b[3;37mthe frist" in out  # earlier: the deltas, in grey italics
+
+
+def test_after_the_final_commit_an_open_turn_is_waited_for_unless_the_commit_was_empty() -> None:
+    session = LiveSession()
+    session.apply({"type": "input_audio_buffer.speech_started", "item_id": "z", "audio_start_ms": 0})
+    session.apply({"type": DELTA, "item_id": "z", "delta": " last words"})
+    assert not session.pending(want_refined=False)  # still being spoken: nothing to wait for yet
+    session.audio_ended = True
+    assert [turn.item_id for turn in session.pending(want_refined=False)] == ["z"]
+    session.apply({"type": "error", "error": {"code": "input_audio_buffer_commit_empty", "message": "short"}})
+    assert not session.pending(want_refined=False)

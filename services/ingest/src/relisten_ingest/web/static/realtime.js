@@ -84,6 +84,8 @@ class LiveSession {
     this.stream = null;
     this.node = null;
     this.ended = false;
+    this.audioEnded = false; // Stop has sent the last audio and the final commit
+    this.commitRefused = false; // ... and the server found nothing left to commit
     this.changed = () => {};
   }
 
@@ -154,7 +156,11 @@ class LiveSession {
     this.jobId = this.jobId || jobIdOf(event);
     if (type === "error") {
       const error = event.error || {};
-      if (BENIGN_ERRORS.has(error.code)) return;
+      if (BENIGN_ERRORS.has(error.code)) {
+        if (this.audioEnded) this.commitRefused = true;
+        this.changed();
+        return;
+      }
       if (["missing_api_key", "invalid_api_key"].includes(error.code)) auth.dispatchEvent(new Event("auth-required"));
       this.view.error(`${error.message || "The server reported an error."} (${error.code || "error"})`);
       return;
@@ -193,11 +199,14 @@ class LiveSession {
     );
   }
 
+  /** Turns still to hear about. After Stop's commit a turn still open counts too (that commit ends
+   * it), unless the server answered that there was nothing to commit. */
   pending() {
     const now = Date.now();
+    const waitingOpen = this.audioEnded && !this.commitRefused;
     return [...this.turns.values()].filter(
       (turn) =>
-        (turn.committed && turn.completed === null && !turn.failed) ||
+        ((turn.committed || waitingOpen) && turn.completed === null && !turn.failed) ||
         (this.refines && turn.completed !== null && !turn.refined && now - turn.completedAt < REFINED_GRACE_MS),
     );
   }
@@ -214,10 +223,9 @@ class LiveSession {
     this.releaseAudio();
     const ws = this.ws;
     if (ws && ws.readyState === WebSocket.OPEN) {
+      this.audioEnded = true;
       ws.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
       const deadline = Date.now() + FINISH_TIMEOUT_MS;
-      // Let the commit's own turn be announced before deciding nothing is pending.
-      await new Promise((resolve) => setTimeout(resolve, 300));
       while (this.pending().length && Date.now() < deadline && ws.readyState === WebSocket.OPEN) {
         await new Promise((resolve) => {
           this.changed = resolve;
