@@ -7,10 +7,10 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: help setup run test lint unit bench yardstick chaos clean browser
+.PHONY: help setup run test lint unit bench bench-live yardstick chaos clean browser
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -45,6 +45,9 @@ chaos: setup  ## the long cluster test: 3 NATS nodes, 2 replicas of every servic
 
 bench: setup  ## accuracy and cost benchmark over real long-form speech
 	$(UV) run --no-sync python -m relisten.bench
+
+bench-live: setup  ## live transcription: first-delta and completed latency, WER vs the file pipeline, concurrent streams
+	$(UV) run --no-sync python -m relisten.bench_live
 
 yardstick: setup  ## references, pipeline (replayed), router line and oracle per tuning/validation part, with intervals
 	$(UV) run --no-sync python -m relisten.yardstick --users

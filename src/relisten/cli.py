@@ -1,5 +1,5 @@
 """The ``relisten`` command: ``up`` runs the stack, ``worker`` one service, ``health`` checks one,
-``transcribe`` a file."""
+``transcribe`` a file, ``live`` streams one (or the microphone) to the realtime WebSocket."""
 
 from __future__ import annotations
 
@@ -78,7 +78,41 @@ def _parser() -> argparse.ArgumentParser:
     transcribe.add_argument(
         "--timeout", type=float, default=None, help="give up waiting after this many seconds"
     )
+
+    # relisten live (issue 14, client side): stream audio to the realtime WebSocket.
+    live = commands.add_parser(
+        "live",
+        help="stream a recording (at real-time pace) or the microphone to /v1/realtime, live transcript",
+    )
+    source = live.add_mutually_exclusive_group(required=True)
+    source.add_argument("file", type=Path, nargs="?", help="any audio or video file PyAV decodes")
+    source.add_argument("--mic", action="store_true", help="the default sound input (needs sounddevice)")
+    live.add_argument("--speed", type=float, default=1.0, help="N times real time (file only)")
+    live.add_argument("--language", help="ISO 639-1 code")
+    live.add_argument("--prompt", help="glossary or context")
+    live.add_argument(
+        "--url", "--server", dest="server", default=env.server, help="relisten's HTTP(S) or ws(s) URL"
+    )
+    live.add_argument("--api-key", default=env.api_key)
+    live.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the last turns after the audio ends"
+    )
     return parser
+
+
+def live(args: argparse.Namespace) -> int:
+    from relisten.live_client import run
+
+    return run(
+        server=args.server,
+        api_key=args.api_key,
+        file=args.file,
+        mic=args.mic,
+        speed=args.speed,
+        language=args.language,
+        prompt=args.prompt,
+        timeout_s=args.timeout,
+    )
 
 
 def _replicas(text: str) -> dict[str, int]:
@@ -203,4 +237,6 @@ def main(argv: list[str] | None = None) -> None:
         from relisten.health import check
 
         raise SystemExit(check(args.service))
+    if args.command == "live":
+        raise SystemExit(live(args))
     raise SystemExit(transcribe(args))

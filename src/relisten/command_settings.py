@@ -50,10 +50,11 @@ class CommandSettings(BaseSettings):
     )
     server: str = Field(
         "http://127.0.0.1:8000",
-        description="`relisten transcribe --server`: the relisten API a recording is uploaded to.",
+        description="`relisten transcribe --server`: the relisten API a recording is uploaded to; also "
+        "`relisten live --url` (its realtime WebSocket, `/v1/realtime`).",
     )
     api_key: str | None = Field(
         None,
-        description="`relisten transcribe --api-key`: bearer key sent to that API (one of its "
-        "RELISTEN_INGEST_API_KEYS).",
+        description="`relisten transcribe --api-key` and `relisten live --api-key`: bearer key sent to that "
+        "API (one of its RELISTEN_INGEST_API_KEYS).",
     )

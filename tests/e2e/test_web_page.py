@@ -50,7 +50,7 @@ in_browser = pytest.mark.skipif(
 T = TypeVar("T")
 
 
-def chromium(user_data_dir: Path) -> WebDriver:
+def chromium(user_data_dir: Path, extra_arguments: tuple[str, ...] = ()) -> WebDriver:
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for argument in (
@@ -66,6 +66,7 @@ def chromium(user_data_dir: Path) -> WebDriver:
         "--mute-audio",
         f"--user-data-dir={user_data_dir}",
         f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
+        *extra_arguments,
     ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})

@@ -2,6 +2,7 @@
 
 import { ApiError, apiKey, auth, getJSON, request, setApiKey, upload } from "./api.js";
 import { JobFeed } from "./live.js";
+import { initLive } from "./realtime.js";
 import {
   TranscriptView,
   applyCorrection,
@@ -671,6 +672,11 @@ function route() {
 }
 
 window.addEventListener("hashchange", route);
+
+initLive();
+window.addEventListener("relisten:jobs-changed", () => {
+  if (!page.locked) refreshJobs();
+});
 
 // The list first: when it is refused for want of a key, the selected job waits for one too.
 refreshJobs().then(route);
