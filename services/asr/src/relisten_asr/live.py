@@ -60,6 +60,15 @@ class LiveFirstPassResponder:
             )
         if self.calibration is not None:
             result = calibrated(result, self.calibration)
+        log.log(
+            logging.INFO if request.final else logging.DEBUG,
+            "live %s pass of %s: %.1f s of audio, %d words in %.2f s",
+            "final" if request.final else "partial",
+            request.turn_id,
+            result.duration_s,
+            len(result.words),
+            result.seconds,
+        )
         return LiveFirstPassReply(first_pass=result)
 
     async def on_message(self, msg: Msg) -> None:

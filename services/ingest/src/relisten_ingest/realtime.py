@@ -98,6 +98,8 @@ SUBPROTOCOL: Final = "realtime"
 KEY_SUBPROTOCOL: Final = "openai-insecure-api-key."
 """Browsers cannot set headers on a WebSocket: OpenAI's browser clients offer the key as a subprotocol."""
 MIN_COMMIT_S: Final = 0.1
+FIRST_PARTIAL_S: Final = 1.0
+"""A turn's first partial pass waits for this much audio (the prefix padding included)."""
 CUT_SEARCH_S: Final = 2.0
 """A turn at its length limit is cut at the quietest point of its last two seconds."""
 DRAIN_S_PER_TURN: Final = 2.0
@@ -441,6 +443,8 @@ class RealtimeSession:
         if self.partial_task is not None and not self.partial_task.done():
             return  # coalesced: the next one will carry all the audio that came meanwhile
         length = self.samples - turn.start
+        if length < FIRST_PARTIAL_S * SAMPLE_RATE:
+            return  # a decode of less costs as much (Whisper pads to 30 s) and hears next to nothing
         if length - turn.partial_at < self.settings.live_partial_interval_s * SAMPLE_RATE:
             return
         turn.partial_at = length
