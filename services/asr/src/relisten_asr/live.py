@@ -35,6 +35,36 @@ from relisten_asr.engines import FirstPassEngine
 log = logging.getLogger(__name__)
 
 
+def turn_only(first: FirstPass, context_s: float) -> FirstPass:
+    """The words of a first pass decoded with ``context_s`` of audio before the turn that lie in the
+    turn (midpoint at or after the context), times moved to the turn's start; segments cut to them."""
+    if context_s <= 0:
+        return first
+    keep = [i for i, w in enumerate(first.words) if (w.start + w.end) / 2 >= context_s]
+    first_kept = keep[0] if keep else len(first.words)
+    words = [
+        msgspec.structs.replace(w, start=max(w.start - context_s, 0.0), end=max(w.end - context_s, 0.0))
+        for w in first.words[first_kept:]
+    ]
+    segments = []
+    for segment in first.segments:
+        low, high = max(segment.first_word, first_kept), segment.last_word
+        if high <= first_kept and segment.end <= context_s:
+            continue
+        segments.append(
+            msgspec.structs.replace(
+                segment,
+                start=max(segment.start - context_s, 0.0),
+                end=max(segment.end - context_s, 0.0),
+                first_word=low - first_kept,
+                last_word=max(high, low) - first_kept,
+            )
+        )
+    return msgspec.structs.replace(
+        first, words=words, segments=segments, duration_s=max(first.duration_s - context_s, 0.0)
+    )
+
+
 @dataclass
 class LiveFirstPassResponder:
     engine: FirstPassEngine
@@ -60,6 +90,7 @@ class LiveFirstPassResponder:
             )
         if self.calibration is not None:
             result = calibrated(result, self.calibration)
+        result = turn_only(result, request.context_s)
         log.log(
             logging.INFO if request.final else logging.DEBUG,
             "live %s pass of %s: %.1f s of audio, %d words in %.2f s",
