@@ -1,8 +1,12 @@
-"""The live first pass's cut of a decode with context down to the turn's own words (pure)."""
+"""The live first pass: the cut of a decode with context down to the turn's own words, and the model
+a session's language picks (pure; no model is loaded)."""
 
 from __future__ import annotations
 
-from relisten_asr.live import turn_only
+from relisten_asr.engines import FasterWhisperEngine
+from relisten_asr.language import LanguageRouter
+from relisten_asr.live import LiveFirstPassResponder, turn_only
+from relisten_asr.settings import AsrSettings
 from relisten_contracts import FirstPass, Segment, Word
 
 
@@ -69,3 +73,15 @@ def test_no_context_changes_nothing() -> None:
     assert turn_only(first, 0.0) is first
     silent = turn_only(first, 2.0)
     assert silent.words == [] and silent.duration_s == 0.0
+
+
+def test_a_session_language_picks_the_model_a_job_in_it_would_get() -> None:
+    settings = AsrSettings()
+    engine = FasterWhisperEngine(settings)  # loaded lazily: nothing is loaded here
+    router = LanguageRouter(settings, engine)
+    responder = LiveFirstPassResponder(engine, None, router)
+    assert responder._engine_for(None) is engine
+    assert responder._engine_for("en") is engine
+    assert router.multilingual is not None and responder._engine_for("de") is router.multilingual
+    assert responder._engine_for("zz") is None
+    assert LiveFirstPassResponder(engine)._engine_for("de") is engine  # no router: the one engine

@@ -31,6 +31,7 @@ from relisten_runtime.audio import pcm16_to_float
 from relisten_runtime.remote import RemoteCallError
 
 from relisten_asr.engines import FirstPassEngine
+from relisten_asr.language import LanguageRouter
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,22 @@ def turn_only(first: FirstPass, context_s: float) -> FirstPass:
 class LiveFirstPassResponder:
     engine: FirstPassEngine
     calibration: Calibration | None = None
+    router: LanguageRouter | None = None
+    """When set, a session that names a language the first-pass model does not know (tiny.en: all
+    but English) is decoded by the multilingual model, as a job in that language would be; a session
+    that names none is decoded by the first-pass model (identifying the language of every turn would
+    cost a decode each)."""
+
+    def _engine_for(self, language: str | None) -> FirstPassEngine | None:
+        router = self.router
+        if language is None or router is None:
+            return self.engine
+        caps = router.caps
+        if language in caps.primary_languages:
+            return self.engine
+        if router.multilingual is not None and language in caps.multilingual_languages:
+            return router.multilingual
+        return None
 
     async def answer(self, request: LiveFirstPassRequest) -> LiveFirstPassReply:
         """The turn's first pass, or an error the asker reports as the turn's failure."""
@@ -76,9 +93,17 @@ class LiveFirstPassResponder:
             return LiveFirstPassReply(error=ErrorInfo(code="expired", message="the asker stopped waiting"))
         if len(request.audio) % 2:
             return LiveFirstPassReply(error=ErrorInfo(code="bad_audio", message="odd number of pcm16 bytes"))
+        engine = self._engine_for(request.language)
+        if engine is None:
+            return LiveFirstPassReply(
+                error=ErrorInfo(
+                    code="unsupported_language",
+                    message=f"no configured model transcribes {request.language!r}",
+                )
+            )
         audio = pcm16_to_float(request.audio)
         try:
-            result: FirstPass = await self.engine.transcribe(
+            result: FirstPass = await engine.transcribe(
                 audio, language=request.language, prompt=request.prompt
             )
         except RemoteCallError as exc:

@@ -333,6 +333,17 @@ class RealtimeSession:
         except ConfigError as exc:
             await self.send_error(exc.code, str(exc), param=exc.param, client_event_id=client_event_id)
             return
+        if config.language is not None and config.language != self.config.language:
+            # the same check as an upload's: a language no configured model transcribes is refused
+            refused = await self.runtime.languages.refusal(self.infra, JobOptions(language=config.language))
+            if refused is not None:
+                await self.send_error(
+                    "unsupported_language",
+                    refused,
+                    param="session.audio.input.transcription.language",
+                    client_event_id=client_event_id,
+                )
+                return
         self.beta = beta
         if config.format != self.config.format:
             self.resampler = Resampler(config.format.rate)
