@@ -96,6 +96,25 @@ async def test_first_pass_and_refinement_of_a_turn(nc: NATS, iron_pcm: bytes) ->
     assert all((w.word, w.start) in firsts for w in refined.words if w.source == "first")
 
 
+async def test_a_turn_decoded_with_the_audio_before_it(nc: NATS, iron_pcm: bytes) -> None:
+    context_s = 6.0
+    split = int(context_s * 16000) * 2
+    request = LiveFirstPassRequest(
+        session_id="s", turn_id="t", audio=iron_pcm, context_s=context_s, language="en", final=True
+    )
+    answer = await nc.request(LIVE_FIRST_PASS_SUBJECT, encode_live(request), timeout=TIMEOUT_S)
+    reply = decode_live(answer.data, LiveFirstPassReply)
+    assert reply.error is None and reply.first_pass is not None
+    turn = reply.first_pass
+    assert turn.duration_s == pytest.approx((len(iron_pcm) - split) / 2 / 16000)
+    assert all(0 <= w.start <= w.end <= turn.duration_s + 1e-6 for w in turn.words)
+    whole = await first_pass(nc, iron_pcm)
+    assert whole.first_pass is not None
+    # the turn's words are the whole decode's words after the context
+    after = [w.word for w in whole.first_pass.words if (w.start + w.end) / 2 >= context_s]
+    assert word_error_rate(" ".join(after), " ".join(w.word for w in turn.words)) < 0.2
+
+
 async def test_bad_requests_get_an_error_code(nc: NATS) -> None:
     answer = await nc.request(LIVE_FIRST_PASS_SUBJECT, b"not msgpack at all", timeout=TIMEOUT_S)
     assert decode_live(answer.data, LiveFirstPassReply).error.code == "bad_request"  # type: ignore[union-attr]

@@ -309,6 +309,18 @@ async def test_error_codes(plain: ClientConnection) -> None:
             ),
             "invalid_session_config",
         ),
+        (
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "session": {
+                        "type": "transcription",
+                        "audio": {"input": {"transcription": {"language": "zz"}}},
+                    },
+                }
+            ),
+            "unsupported_language",
+        ),
     ]
     for message, code in cases:
         await plain.send(message)

@@ -37,7 +37,11 @@ class LiveFirstPassRequest(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str
     turn_id: str
     audio: bytes
-    """The turn's audio from its start: 16 kHz mono pcm16."""
+    """The turn's audio from its start, after ``context_s`` of the audio before it: 16 kHz mono pcm16."""
+    context_s: float = 0.0
+    """Seconds of session audio before the turn that lead ``audio``: decoded with the turn (Whisper
+    hears the whole window anyway) so the turn's first words are heard in context, then dropped from
+    the answer."""
     language: str | None = None
     prompt: str | None = None
     final: bool = False
@@ -48,7 +52,8 @@ class LiveFirstPassRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class LiveFirstPassReply(msgspec.Struct, frozen=True, kw_only=True):
-    """Word times are seconds from the start of the turn's audio."""
+    """The turn's words only (midpoint at or after the context), times in seconds from the start of the
+    turn's audio; ``duration_s`` is the turn's."""
 
     first_pass: FirstPass | None = None
     error: ErrorInfo | None = None

@@ -48,7 +48,7 @@ def build_worker(settings: AsrSettings | None = None) -> Worker:
     engine = build_engine(settings)
     router = LanguageRouter(settings, engine)
     calibration = default_calibration() if settings.calibrate_probability else None
-    worker = AsrWorker(settings, router, LiveFirstPassResponder(engine, calibration))
+    worker = AsrWorker(settings, router, LiveFirstPassResponder(engine, calibration, router))
     load = getattr(engine, "load", None)
     if load is not None:
         # fail at start-up on a model that cannot load, not on the first job

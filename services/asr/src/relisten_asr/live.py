@@ -31,14 +31,61 @@ from relisten_runtime.audio import pcm16_to_float
 from relisten_runtime.remote import RemoteCallError
 
 from relisten_asr.engines import FirstPassEngine
+from relisten_asr.language import LanguageRouter
 
 log = logging.getLogger(__name__)
+
+
+def turn_only(first: FirstPass, context_s: float) -> FirstPass:
+    """The words of a first pass decoded with ``context_s`` of audio before the turn that lie in the
+    turn (midpoint at or after the context), times moved to the turn's start; segments cut to them."""
+    if context_s <= 0:
+        return first
+    keep = [i for i, w in enumerate(first.words) if (w.start + w.end) / 2 >= context_s]
+    first_kept = keep[0] if keep else len(first.words)
+    words = [
+        msgspec.structs.replace(w, start=max(w.start - context_s, 0.0), end=max(w.end - context_s, 0.0))
+        for w in first.words[first_kept:]
+    ]
+    segments = []
+    for segment in first.segments:
+        low, high = max(segment.first_word, first_kept), segment.last_word
+        if high <= first_kept and segment.end <= context_s:
+            continue
+        segments.append(
+            msgspec.structs.replace(
+                segment,
+                start=max(segment.start - context_s, 0.0),
+                end=max(segment.end - context_s, 0.0),
+                first_word=low - first_kept,
+                last_word=max(high, low) - first_kept,
+            )
+        )
+    return msgspec.structs.replace(
+        first, words=words, segments=segments, duration_s=max(first.duration_s - context_s, 0.0)
+    )
 
 
 @dataclass
 class LiveFirstPassResponder:
     engine: FirstPassEngine
     calibration: Calibration | None = None
+    router: LanguageRouter | None = None
+    """When set, a session that names a language the first-pass model does not know (tiny.en: all
+    but English) is decoded by the multilingual model, as a job in that language would be; a session
+    that names none is decoded by the first-pass model (identifying the language of every turn would
+    cost a decode each)."""
+
+    def _engine_for(self, language: str | None) -> FirstPassEngine | None:
+        router = self.router
+        if language is None or router is None:
+            return self.engine
+        caps = router.caps
+        if language in caps.primary_languages:
+            return self.engine
+        if router.multilingual is not None and language in caps.multilingual_languages:
+            return router.multilingual
+        return None
 
     async def answer(self, request: LiveFirstPassRequest) -> LiveFirstPassReply:
         """The turn's first pass, or an error the asker reports as the turn's failure."""
@@ -46,9 +93,17 @@ class LiveFirstPassResponder:
             return LiveFirstPassReply(error=ErrorInfo(code="expired", message="the asker stopped waiting"))
         if len(request.audio) % 2:
             return LiveFirstPassReply(error=ErrorInfo(code="bad_audio", message="odd number of pcm16 bytes"))
+        engine = self._engine_for(request.language)
+        if engine is None:
+            return LiveFirstPassReply(
+                error=ErrorInfo(
+                    code="unsupported_language",
+                    message=f"no configured model transcribes {request.language!r}",
+                )
+            )
         audio = pcm16_to_float(request.audio)
         try:
-            result: FirstPass = await self.engine.transcribe(
+            result: FirstPass = await engine.transcribe(
                 audio, language=request.language, prompt=request.prompt
             )
         except RemoteCallError as exc:
@@ -60,6 +115,16 @@ class LiveFirstPassResponder:
             )
         if self.calibration is not None:
             result = calibrated(result, self.calibration)
+        result = turn_only(result, request.context_s)
+        log.log(
+            logging.INFO if request.final else logging.DEBUG,
+            "live %s pass of %s: %.1f s of audio, %d words in %.2f s",
+            "final" if request.final else "partial",
+            request.turn_id,
+            result.duration_s,
+            len(result.words),
+            result.seconds,
+        )
         return LiveFirstPassReply(first_pass=result)
 
     async def on_message(self, msg: Msg) -> None:

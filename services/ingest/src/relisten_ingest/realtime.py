@@ -98,6 +98,10 @@ SUBPROTOCOL: Final = "realtime"
 KEY_SUBPROTOCOL: Final = "openai-insecure-api-key."
 """Browsers cannot set headers on a WebSocket: OpenAI's browser clients offer the key as a subprotocol."""
 MIN_COMMIT_S: Final = 0.1
+MAX_REQUEST_AUDIO_S: Final = 24.0
+"""Context and turn together: 768 kB of pcm16, within NATS's default 1 MiB payload limit."""
+FIRST_PARTIAL_S: Final = 1.0
+"""A turn's first partial pass waits for this much audio (the prefix padding included)."""
 CUT_SEARCH_S: Final = 2.0
 """A turn at its length limit is cut at the quietest point of its last two seconds."""
 DRAIN_S_PER_TURN: Final = 2.0
@@ -329,6 +333,17 @@ class RealtimeSession:
         except ConfigError as exc:
             await self.send_error(exc.code, str(exc), param=exc.param, client_event_id=client_event_id)
             return
+        if config.language is not None and config.language != self.config.language:
+            # the same check as an upload's: a language no configured model transcribes is refused
+            refused = await self.runtime.languages.refusal(self.infra, JobOptions(language=config.language))
+            if refused is not None:
+                await self.send_error(
+                    "unsupported_language",
+                    refused,
+                    param="session.audio.input.transcription.language",
+                    client_event_id=client_event_id,
+                )
+                return
         self.beta = beta
         if config.format != self.config.format:
             self.resampler = Resampler(config.format.rate)
@@ -441,6 +456,8 @@ class RealtimeSession:
         if self.partial_task is not None and not self.partial_task.done():
             return  # coalesced: the next one will carry all the audio that came meanwhile
         length = self.samples - turn.start
+        if length < FIRST_PARTIAL_S * SAMPLE_RATE:
+            return  # a decode of less costs as much (Whisper pads to 30 s) and hears next to nothing
         if length - turn.partial_at < self.settings.live_partial_interval_s * SAMPLE_RATE:
             return
         turn.partial_at = length
@@ -453,7 +470,9 @@ class RealtimeSession:
         return task
 
     async def _partial(self, turn: Turn, audio: bytes) -> None:
-        reply, _ = await self._first_pass(turn, audio, final=False)
+        reply, _ = await self._first_pass(
+            turn, audio, final=False, context=self.context_before(turn, len(audio))
+        )
         if reply is None or reply.first_pass is None or turn.end is not None or turn.cancelled:
             return  # a late or failed partial is simply dropped: the turn's final pass covers it
         words = reply.first_pass.words
@@ -477,13 +496,22 @@ class RealtimeSession:
 
     # --- NATS requests ---------------------------------------------------------------------------------
 
+    def context_before(self, turn: Turn, turn_bytes: int) -> bytes:
+        """The session audio just before ``turn`` that its first passes are decoded with: up to
+        ``RELISTEN_LIVE_CONTEXT_S``, and no more than keeps a request within ``MAX_REQUEST_AUDIO_S``."""
+        room = MAX_REQUEST_AUDIO_S - turn_bytes / 2 / SAMPLE_RATE
+        seconds = max(0.0, min(self.settings.live_context_s, room))
+        start = max(0, turn.start - int(seconds * SAMPLE_RATE))
+        return self.audio_of(start, turn.start)
+
     async def _first_pass(
-        self, turn: Turn, audio: bytes, *, final: bool
+        self, turn: Turn, audio: bytes, *, final: bool, context: bytes = b""
     ) -> tuple[LiveFirstPassReply | None, ErrorInfo | None]:
         request = LiveFirstPassRequest(
             session_id=self.session_id,
             turn_id=turn.item_id,
-            audio=audio,
+            audio=context + audio,
+            context_s=len(context) / 2 / SAMPLE_RATE,
             language=self.config.language,
             prompt=self.config.prompt,
             final=final,
@@ -593,7 +621,9 @@ class RealtimeSession:
         assert turn.end is not None
         audio = self.audio_of(turn.start, turn.end)
         offset = turn.start / SAMPLE_RATE
-        reply, error = await self._first_pass(turn, audio, final=True)
+        reply, error = await self._first_pass(
+            turn, audio, final=True, context=self.context_before(turn, len(audio))
+        )
         if reply is None or reply.first_pass is None:
             await self._fail(turn, error or ErrorInfo(code="first_pass_failed", message="no first pass"))
             if error is not None and error.code.endswith("timeout"):

@@ -1,0 +1,87 @@
+"""The live first pass: the cut of a decode with context down to the turn's own words, and the model
+a session's language picks (pure; no model is loaded)."""
+
+from __future__ import annotations
+
+from relisten_asr.engines import FasterWhisperEngine
+from relisten_asr.language import LanguageRouter
+from relisten_asr.live import LiveFirstPassResponder, turn_only
+from relisten_asr.settings import AsrSettings
+from relisten_contracts import FirstPass, Segment, Word
+
+
+def _word(text: str, start: float, end: float) -> Word:
+    return Word(word=text, start=start, end=end, probability=0.9)
+
+
+def _segment(start: float, end: float, first: int, last: int) -> Segment:
+    return Segment(
+        start=start,
+        end=end,
+        text="",
+        avg_logprob=-0.3,
+        compression_ratio=1.3,
+        no_speech_prob=0.0,
+        first_word=first,
+        last_word=last,
+    )
+
+
+def test_the_turn_keeps_the_words_after_the_context_on_its_own_clock() -> None:
+    words = [
+        _word("before", 1.0, 1.5),
+        _word("edge", 2.8, 3.4),
+        _word("inside", 3.5, 4.0),
+        _word("end", 4.2, 4.6),
+    ]
+    # the context is 3 s: "edge" has its midpoint (3.1) in the turn, "before" does not
+    first = FirstPass(
+        language="en",
+        duration_s=5.0,
+        words=words,
+        segments=[_segment(0.5, 1.6, 0, 1), _segment(2.7, 4.7, 1, 4)],
+        engine="tiny",
+        seconds=0.4,
+    )
+    turn = turn_only(first, 3.0)
+    assert [w.word for w in turn.words] == ["edge", "inside", "end"]
+    assert [(round(w.start, 6), round(w.end, 6)) for w in turn.words] == [(0.0, 0.4), (0.5, 1.0), (1.2, 1.6)]
+    assert turn.duration_s == 2.0
+    assert [(s.first_word, s.last_word) for s in turn.segments] == [(0, 3)]
+    assert turn.segments[0].start == 0.0
+
+
+def test_a_segment_across_the_edge_keeps_only_its_turn_words() -> None:
+    words = [_word("a", 1.0, 1.4), _word("b", 2.0, 2.4), _word("c", 3.2, 3.6)]
+    first = FirstPass(
+        language="en",
+        duration_s=4.0,
+        words=words,
+        segments=[_segment(0.9, 3.7, 0, 3)],
+        engine="tiny",
+        seconds=0.4,
+    )
+    turn = turn_only(first, 3.0)
+    assert [w.word for w in turn.words] == ["c"]
+    assert [(s.first_word, s.last_word) for s in turn.segments] == [(0, 1)]
+
+
+def test_no_context_changes_nothing() -> None:
+    first = FirstPass(
+        language="en", duration_s=1.0, words=[_word("x", 0.1, 0.3)], segments=[], engine="t", seconds=0.1
+    )
+    assert turn_only(first, 0.0) is first
+    silent = turn_only(first, 2.0)
+    assert silent.words == [] and silent.duration_s == 0.0
+
+
+def test_a_session_language_picks_the_model_a_job_in_it_would_get() -> None:
+    settings = AsrSettings()
+    engine = FasterWhisperEngine(settings)  # loaded lazily: nothing is loaded here
+    router = LanguageRouter(settings, engine)
+    responder = LiveFirstPassResponder(engine, None, router)
+    assert responder._engine_for(None) is engine
+    assert responder._engine_for("en") is engine
+    assert router.multilingual is not None and responder._engine_for("de") is router.multilingual
+    assert responder._engine_for("zz") is None
+    assert LiveFirstPassResponder(engine)._engine_for("de") is engine  # no router: the one engine
