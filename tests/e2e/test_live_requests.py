@@ -60,6 +60,7 @@ async def nc(nats_url: str) -> AsyncIterator[NATS]:
         yield client
     finally:
         await client.drain()
+        await asr.aclose()
 
 
 async def first_pass(nc: NATS, audio: bytes) -> LiveFirstPassReply:

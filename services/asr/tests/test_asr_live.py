@@ -3,11 +3,15 @@ a session's language picks (pure; no model is loaded)."""
 
 from __future__ import annotations
 
+import asyncio
+
+from nats.aio.msg import Msg
 from relisten_asr.engines import FasterWhisperEngine
 from relisten_asr.language import LanguageRouter
 from relisten_asr.live import LiveFirstPassResponder, turn_only
 from relisten_asr.settings import AsrSettings
 from relisten_contracts import FirstPass, Segment, Word
+from relisten_contracts.live import LiveFirstPassReply, LiveFirstPassRequest, encode_live
 
 
 def _word(text: str, start: float, end: float) -> Word:
@@ -85,3 +89,38 @@ def test_a_session_language_picks_the_model_a_job_in_it_would_get() -> None:
     assert router.multilingual is not None and responder._engine_for("de") is router.multilingual
     assert responder._engine_for("zz") is None
     assert LiveFirstPassResponder(engine)._engine_for("de") is engine  # no router: the one engine
+
+
+async def test_final_passes_go_before_waiting_partial_ones() -> None:
+    order: list[str] = []
+    gate = asyncio.Event()
+    started = asyncio.Event()
+    all_answered = asyncio.Event()
+
+    class Recorded(LiveFirstPassResponder):
+        async def answer(self, request: LiveFirstPassRequest) -> LiveFirstPassReply:
+            order.append(request.turn_id)
+            started.set()
+            if len(order) == 4:
+                all_answered.set()
+            if request.turn_id == "p1":
+                await gate.wait()  # the first partial is being decoded while the others arrive
+            return LiveFirstPassReply()
+
+    def message(turn: str, final: bool) -> Msg:
+        request = LiveFirstPassRequest(session_id="s", turn_id=turn, audio=b"", final=final)
+        return Msg(_client=None, data=encode_live(request))  # type: ignore[arg-type]
+
+    responder = Recorded(FasterWhisperEngine(AsrSettings()))
+    responder._worker = asyncio.create_task(responder._work())
+    responder._take(message("p1", False))
+    await started.wait()
+    for turn, final in (("p2", False), ("p3", False), ("f1", True)):
+        responder._take(message(turn, final))
+    gate.set()
+    await all_answered.wait()
+    await responder.aclose()
+    assert order == ["p1", "f1", "p2", "p3"]
+    # a message that does not decode is answered at once, not queued
+    assert responder._take(Msg(_client=None, data=b"\xc1")) is None  # type: ignore[arg-type]
+    assert responder._waiting.empty()

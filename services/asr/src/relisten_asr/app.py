@@ -48,7 +48,9 @@ def build_worker(settings: AsrSettings | None = None) -> Worker:
     engine = build_engine(settings)
     router = LanguageRouter(settings, engine)
     calibration = default_calibration() if settings.calibrate_probability else None
-    worker = AsrWorker(settings, router, LiveFirstPassResponder(engine, calibration, router))
+    live = LiveFirstPassResponder(engine, calibration, router)
+    worker = AsrWorker(settings, router, live)
+    worker.on_stop(live.aclose)
     load = getattr(engine, "load", None)
     if load is not None:
         # fail at start-up on a model that cannot load, not on the first job

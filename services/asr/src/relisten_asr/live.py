@@ -2,16 +2,20 @@
 words of the turn audio they carry.
 
 Stateless: every request holds the turn's audio from its start, so any asr replica can answer any
-session. The model is the job pipeline's (one decode at a time per replica, queued with the jobs'
+session. A replica answers its live requests one at a time, a turn's final pass before waiting partial
+ones (the turn's completion waits on it; a late partial only delays a delta), and skips a request
+whose asker has stopped waiting. The model is the job pipeline's (one decode at a time per replica, queued with the jobs'
 decodes); the first pass is the same as a file's, calibrated the same way, so a live turn's words
 carry the probabilities the second pass is chosen by.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -34,6 +38,10 @@ from relisten_asr.engines import FirstPassEngine
 from relisten_asr.language import LanguageRouter
 
 log = logging.getLogger(__name__)
+
+FINAL = 0
+PARTIAL = 1
+"""Queue priorities: lower goes first."""
 
 
 def turn_only(first: FirstPass, context_s: float) -> FirstPass:
@@ -75,6 +83,12 @@ class LiveFirstPassResponder:
     but English) is decoded by the multilingual model, as a job in that language would be; a session
     that names none is decoded by the first-pass model (identifying the language of every turn would
     cost a decode each)."""
+    _waiting: asyncio.PriorityQueue[tuple[int, int, Msg, LiveFirstPassRequest]] = field(
+        default_factory=asyncio.PriorityQueue, init=False, repr=False
+    )
+    _sequence: int = field(default=0, init=False, repr=False)
+    _worker: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _replies: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
     def _engine_for(self, language: str | None) -> FirstPassEngine | None:
         router = self.router
@@ -127,24 +141,52 @@ class LiveFirstPassResponder:
         )
         return LiveFirstPassReply(first_pass=result)
 
-    async def on_message(self, msg: Msg) -> None:
-        try:
-            request = decode_live(msg.data, LiveFirstPassRequest)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            reply = LiveFirstPassReply(error=ErrorInfo(code="bad_request", message=str(exc)))
-        else:
-            reply = await self.answer(request)
+    async def _respond(self, msg: Msg, reply: LiveFirstPassReply) -> None:
         if msg.reply:
             await msg.respond(encode_live(reply))
 
-    async def subscribe(self, nc: NATS) -> Subscription:
-        """Join the asr queue group on the live subject. nats-py runs one subscription's callbacks one
-        after another, which suits a replica that decodes one thing at a time anyway."""
+    def _take(self, msg: Msg) -> LiveFirstPassRequest | None:
+        """The request in ``msg``, queued by priority; None when it does not decode (answered at once)."""
+        try:
+            request = decode_live(msg.data, LiveFirstPassRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._spawn_reply(msg, LiveFirstPassReply(error=ErrorInfo(code="bad_request", message=str(exc))))
+            return None
+        self._sequence += 1
+        # A turn's final pass goes before partial ones: the turn's completion waits on it, while a
+        # late partial only makes the next delta later.
+        self._waiting.put_nowait((FINAL if request.final else PARTIAL, self._sequence, msg, request))
+        return request
 
-        async def handle(msg: Msg) -> None:
+    def _spawn_reply(self, msg: Msg, reply: LiveFirstPassReply) -> None:
+        task = asyncio.create_task(self._respond(msg, reply))
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
+
+    async def _work(self) -> None:
+        """Answer queued requests one at a time (the model decodes one thing at a time anyway)."""
+        while True:
+            _, _, msg, request = await self._waiting.get()
             try:
-                await self.on_message(msg)
+                await self._respond(msg, await self.answer(request))
             except Exception:
                 log.exception("live first pass: could not answer")
 
+    async def subscribe(self, nc: NATS) -> Subscription:
+        """Join the asr queue group on the live subject; requests wait in a priority queue (finals
+        first) for the one decoding task."""
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._work(), name="live-first-pass")
+
+        async def handle(msg: Msg) -> None:
+            self._take(msg)
+
         return await nc.subscribe(LIVE_FIRST_PASS_SUBJECT, queue=LIVE_ASR_QUEUE, cb=handle)
+
+    async def aclose(self) -> None:
+        """Stop answering (requests still queued get no answer: their askers time out)."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker

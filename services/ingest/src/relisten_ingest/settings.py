@@ -198,7 +198,7 @@ class IngestSettings(CommonSettings):
         ),
     )
     live_settle_s: float = Field(
-        0.5,
+        0.3,
         ge=0,
         description=(
             "A word of a partial pass is sent as a delta at once when at least this much audio follows "
