@@ -239,7 +239,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=60.0, help="each recording cut to about this long")
     parser.add_argument("--speed", type=float, default=1.0, help="1 = real time (the figures assume it)")
     parser.add_argument("--max-streams", type=int, default=4, help="ramp up to this many concurrent streams")
-    parser.add_argument("--ramp-seconds", type=float, default=30.0, help="length of each ramp stream")
+    parser.add_argument("--ramp-seconds", type=float, default=60.0, help="length of each ramp stream")
     parser.add_argument("--bound-s", type=float, default=3.0, help="completed-latency p90 still 'bounded'")
     parser.add_argument("--timeout", type=float, default=300.0, help="per session and per file job")
     parser.add_argument("--url", help="a running relisten instead of starting one (no file pipeline then)")
