@@ -21,6 +21,7 @@ from relisten_contracts import (
     Transcript,
     TranscriptStats,
     names,
+    stats_fields,
 )
 from relisten_runtime.steps import NOTHING, Publisher
 from relisten_runtime.store import JobStore
@@ -146,7 +147,6 @@ class MergeHandler:
                 transcript.stats.corrections_rejected,
                 transcript.stats.corrections_unresolved,
             )
-        stats = transcript.stats
         return [
             JobMerged(
                 job_id=plan.job_id,
@@ -154,13 +154,7 @@ class MergeHandler:
                 language=transcript.language,
                 duration_s=transcript.duration_s,
                 text_preview=transcript.text[:PREVIEW_CHARS],
-                corrections_accepted=stats.corrections_accepted,
-                corrections_rejected=stats.corrections_rejected,
-                corrections_unresolved=stats.corrections_unresolved,
-                words_flagged=stats.words_flagged,
-                first_pass_seconds=stats.first_pass_seconds,
-                second_pass_seconds=stats.second_pass_seconds,
-                audio_redecoded_seconds=stats.audio_redecoded_seconds,
+                **stats_fields(transcript.stats),
                 options=plan.options,
                 warnings=list(transcript.warnings),
             )
