@@ -144,6 +144,13 @@ async def test_documents_read_back_as_stored(store: JobStore) -> None:
     assert await store.plan(names.plan_object(JOB)) is None
     assert await store.transcript(transcript_ref) is None
     assert await store.clip_result(key) is None
+    for required, code in (
+        (store.required_first_pass(first_ref), "words_missing"),
+        (store.required_plan(names.plan_object(JOB)), "plan_missing"),
+    ):
+        with pytest.raises(PermanentFailure) as missing:
+            await required
+        assert missing.value.code == code
 
     answer = ClipResult(clip_index=3, ok=True, backend="test", text="hello", seconds=0.2)
     await store.put_first_pass(first_ref, first_pass())
@@ -152,6 +159,8 @@ async def test_documents_read_back_as_stored(store: JobStore) -> None:
     await store.put_clip_result(key, answer)
     assert await store.first_pass(first_ref) == first_pass()
     assert await store.plan(names.plan_object(JOB)) == plan()
+    assert await store.required_first_pass(first_ref) == first_pass()
+    assert await store.required_plan(names.plan_object(JOB)) == plan()
     assert await store.transcript(transcript_ref) == transcript()
     assert await store.clip_result(key) == answer
     assert await store.clip_result(names.clip_result_key(JOB, 4)) is None

@@ -101,9 +101,18 @@ class JobStore(Protocol):
 
     async def first_pass(self, ref: str) -> FirstPass | None: ...
 
+    async def required_first_pass(self, ref: str) -> FirstPass:
+        """The first pass under ``ref``; missing, it will not appear on redelivery:
+        :class:`PermanentFailure` ``words_missing``."""
+        ...
+
     async def put_first_pass(self, ref: str, first: FirstPass) -> None: ...
 
     async def plan(self, ref: str) -> ClipsReady | None: ...
+
+    async def required_plan(self, ref: str) -> ClipsReady:
+        """The clip plan under ``ref``, or :class:`PermanentFailure` ``plan_missing``."""
+        ...
 
     async def put_plan(self, plan: ClipsReady) -> None:
         """Store the plan under its own ``plan_ref``."""
@@ -154,6 +163,12 @@ def _pcm(data: bytes | None, ref: str, kind: AudioKind) -> bytes:
         raise PermanentFailure(f"{kind}_invalid", f"{what} is unusable: {exc}") from exc
 
 
+def _required(document: T | None, code: str, message: str) -> T:
+    if document is None:
+        raise PermanentFailure(code, message)
+    return document
+
+
 _view_decoder = msgspec.json.Decoder(JobView)
 
 
@@ -185,11 +200,19 @@ class _Documents:
     async def first_pass(self, ref: str) -> FirstPass | None:
         return _decoded(await self._get_object("data", ref), FirstPass)
 
+    async def required_first_pass(self, ref: str) -> FirstPass:
+        return _required(
+            await self.first_pass(ref), "words_missing", f"first-pass words {ref} are not stored"
+        )
+
     async def put_first_pass(self, ref: str, first: FirstPass) -> None:
         await self._put_object("data", ref, encode(first))
 
     async def plan(self, ref: str) -> ClipsReady | None:
         return _decoded(await self._get_object("data", ref), ClipsReady)
+
+    async def required_plan(self, ref: str) -> ClipsReady:
+        return _required(await self.plan(ref), "plan_missing", f"clip plan {ref} is not stored")
 
     async def put_plan(self, plan: ClipsReady) -> None:
         await self._put_object("data", plan.plan_ref, encode(plan))

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from relisten_contracts import ClipSpec, ClipsReady, Event, FirstPass, WordsScored, names
 from relisten_runtime.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from relisten_runtime.store import JobStore
-from relisten_runtime.worker import PermanentFailure
 
 from relisten_clipper.clips import cut_clip
 from relisten_clipper.domain import ClipPolicy, Window, context_prompt, find_windows, to_sample_range
@@ -34,9 +33,7 @@ class ClipHandler:
     policy: ClipPolicy
 
     async def __call__(self, event: WordsScored) -> Sequence[Event]:
-        first = await self.store.first_pass(event.words_ref)
-        if first is None:
-            raise PermanentFailure("words_missing", f"first-pass words {event.words_ref} are not stored")
+        first = await self.store.required_first_pass(event.words_ref)
 
         windows: list[Window] = []
         if event.options.correction != "off":

@@ -25,7 +25,6 @@ from relisten_contracts import (
 )
 from relisten_runtime.steps import NOTHING, Publisher
 from relisten_runtime.store import JobStore
-from relisten_runtime.worker import PermanentFailure
 
 from relisten_merger.domain import MergePolicy, MergeWindow, build_segments, merge, transcript_text
 
@@ -107,9 +106,7 @@ class MergeHandler:
             if found is None:
                 return NOTHING  # other clips are still being re-listened to; the last one merges
             results = found
-        plan = await self.store.plan(event.plan_ref)
-        if plan is None:
-            raise PermanentFailure("plan_missing", f"{event.plan_ref} is not stored")
+        plan = await self.store.required_plan(event.plan_ref)
         return await self._merge(plan, results, stored)
 
     async def _results(self, job_id: str, clip_count: int) -> dict[int, ClipResult] | None:
@@ -137,7 +134,7 @@ class MergeHandler:
             log.debug("job %s was merged already; announcing its transcript again", plan.job_id)
         else:
             await self.publisher.publish(JobProgress(job_id=plan.job_id, stage="merging", progress=0.0))
-            first = await self._first_pass(plan.words_ref)
+            first = await self.store.required_first_pass(plan.words_ref)
             transcript = build_transcript(plan, first, results, self.policy)
             await self.store.put_transcript(ref, transcript)
             log.info(
@@ -159,9 +156,3 @@ class MergeHandler:
                 warnings=list(transcript.warnings),
             )
         ]
-
-    async def _first_pass(self, ref: str) -> FirstPass:
-        first = await self.store.first_pass(ref)
-        if first is None:
-            raise PermanentFailure("words_missing", f"{ref} is not stored")
-        return first
