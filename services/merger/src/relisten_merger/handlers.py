@@ -22,11 +22,12 @@ from relisten_contracts import (
     TranscriptStats,
     names,
     stats_fields,
+    window_of_clip,
 )
 from relisten_runtime.steps import NOTHING, Publisher
 from relisten_runtime.store import JobStore
 
-from relisten_merger.domain import MergePolicy, MergeWindow, build_segments, merge, transcript_text
+from relisten_merger.domain import MergePolicy, build_segments, merge, transcript_text
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +46,7 @@ def build_transcript(
     plan: ClipsReady, first: FirstPass, results: dict[int, ClipResult], policy: MergePolicy
 ) -> Transcript:
     """The final transcript of a job from its plan, first pass and second-pass answers (pure)."""
-    windows = [
-        MergeWindow(
-            index=clip.index,
-            start_s=clip.start_s,
-            end_s=clip.end_s,
-            flagged=tuple(clip.flagged_word_indices),
-            trigger_confidence=clip.trigger_confidence,
-            word_first=clip.word_first,
-            word_last=clip.word_last,
-        )
-        for clip in plan.clips
-    ]
+    windows = [window_of_clip(clip) for clip in plan.clips]
     words, corrections = merge(first, windows, results, policy)
     stats = TranscriptStats(
         first_pass_seconds=round(first.seconds, 3),
