@@ -12,6 +12,7 @@ import msgspec
 import numpy as np
 import pytest
 from relisten_contracts import (
+    AsrCapabilities,
     ClipResult,
     ClipsReady,
     FirstPass,
@@ -166,6 +167,13 @@ async def test_documents_read_back_as_stored(store: JobStore) -> None:
     assert await store.clip_result(names.clip_result_key(JOB, 4)) is None
 
 
+async def test_asr_capabilities_read_back_as_stored(store: JobStore) -> None:
+    assert await store.asr_capabilities() is None
+    capabilities = AsrCapabilities(languages=["en"], translate=False, engines=["tiny.en"], updated_at=1.0)
+    await store.put_asr_capabilities(capabilities)
+    assert await store.asr_capabilities() == capabilities
+
+
 @pytest.mark.nats
 async def test_the_nats_store_keeps_the_documented_layout(infra: Infra) -> None:
     store = NatsJobStore(lambda: infra)
@@ -175,6 +183,7 @@ async def test_the_nats_store_keeps_the_documented_layout(infra: Infra) -> None:
     await store.put_transcript(names.transcript_object(JOB), transcript())
     await store.put_clip_result(names.clip_result_key(JOB, 0), answer)
     await store.put_audio(names.clip_object(JOB, 0), wav_bytes(b"\x00\x00" * 160))
+    await store.put_asr_capabilities(AsrCapabilities(languages=["en"], translate=False, engines=["tiny.en"]))
 
     async def data(name: str) -> bytes:
         return (await infra.data.get(name)).data or b""
@@ -182,6 +191,9 @@ async def test_the_nats_store_keeps_the_documented_layout(infra: Infra) -> None:
     assert msgspec.json.decode(await data(names.first_pass_object(JOB)), type=FirstPass) == first_pass()
     assert msgspec.json.decode(await data(names.plan_object(JOB)), type=ClipsReady) == plan()
     assert msgspec.json.decode(await data(names.transcript_object(JOB)), type=Transcript) == transcript()
+    assert msgspec.json.decode(await data(names.ASR_CAPABILITIES_REF), type=AsrCapabilities).languages == [
+        "en"
+    ]
     entry = await infra.clips.get(names.clip_result_key(JOB, 0))
     assert msgspec.json.decode(entry.value or b"", type=ClipResult) == answer
     assert (await infra.audio.get(names.clip_object(JOB, 0))).data == wav_bytes(b"\x00\x00" * 160)

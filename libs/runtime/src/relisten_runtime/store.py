@@ -14,6 +14,7 @@ normalised audio, clips   ``relisten-audio``  ``<job>/audio.wav``, ``<job>/clips
 first pass                ``relisten-data``   ``<job>/first_pass.json``
 clip plan (clips.ready)   ``relisten-data``   ``<job>/plan.json``
 transcript                ``relisten-data``   ``<job>/transcript.json``
+asr capabilities          ``relisten-data``   ``service/asr-capabilities.json`` (one a deployment)
 second-pass answer        ``relisten-clips``  ``<job>.<n>`` (KV key)
 job view                  ``relisten-jobs``   ``<job>`` (KV key, compare-and-set; ingest only)
 deletion marker           ``relisten-runtime`` ``deleted.<job token>`` (KV key, a week)
@@ -34,11 +35,13 @@ from typing import Literal, Protocol, TypeVar
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from relisten_contracts import (
+    ASR_CAPABILITIES_REF,
     AUDIO_BUCKET,
     CLIPS_BUCKET,
     DATA_BUCKET,
     JOBS_BUCKET,
     NOTIFY_BUCKET,
+    AsrCapabilities,
     ClipResult,
     ClipsReady,
     FirstPass,
@@ -125,6 +128,12 @@ class JobStore(Protocol):
     async def clip_result(self, key: str) -> ClipResult | None: ...
 
     async def put_clip_result(self, key: str, result: ClipResult) -> None: ...
+
+    async def asr_capabilities(self) -> AsrCapabilities | None:
+        """What the asr's configuration can transcribe (written by the asr at start, read by ingest)."""
+        ...
+
+    async def put_asr_capabilities(self, capabilities: AsrCapabilities) -> None: ...
 
     async def view(self, job_id: str) -> tuple[JobView, int] | None:
         """The job's view and its revision, or None when there is none."""
@@ -228,6 +237,12 @@ class _Documents:
 
     async def put_clip_result(self, key: str, result: ClipResult) -> None:
         await self._put_key(key, encode(result))
+
+    async def asr_capabilities(self) -> AsrCapabilities | None:
+        return _decoded(await self._get_object("data", ASR_CAPABILITIES_REF), AsrCapabilities)
+
+    async def put_asr_capabilities(self, capabilities: AsrCapabilities) -> None:
+        await self._put_object("data", ASR_CAPABILITIES_REF, encode(capabilities))
 
     async def view(self, job_id: str) -> tuple[JobView, int] | None:
         raise NotImplementedError
