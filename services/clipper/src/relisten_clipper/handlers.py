@@ -17,14 +17,6 @@ from relisten_clipper.domain import ClipPolicy, Window, context_prompt, find_win
 log = logging.getLogger(__name__)
 
 
-def plan_ref(job_id: str) -> str:
-    return names.plan_object(job_id)
-
-
-def clip_ref(job_id: str, index: int) -> str:
-    return names.clip_object(job_id, index)
-
-
 @dataclass
 class ClipHandler:
     """The ``clipping`` step (:data:`relisten_contracts.flow.CLIPPING`)."""
@@ -45,7 +37,7 @@ class ClipHandler:
             job_id=event.job_id,
             audio_ref=event.audio_ref,
             words_ref=event.words_ref,
-            plan_ref=plan_ref(event.job_id),
+            plan_ref=names.plan_object(event.job_id),
             language=first.language,
             duration_s=first.duration_s,
             first_pass_seconds=first.seconds,
@@ -72,7 +64,7 @@ class ClipHandler:
         clips = []
         for index, window in enumerate(windows):
             first_sample, end_sample = to_sample_range(window.start_s, window.end_s, SAMPLE_RATE, total)
-            ref = clip_ref(event.job_id, index)
+            ref = names.clip_object(event.job_id, index)
             await self.store.put_audio(ref, cut_clip(pcm, first_sample, end_sample))
             clips.append(
                 ClipSpec(

@@ -34,14 +34,6 @@ log = logging.getLogger(__name__)
 PREVIEW_CHARS = 500
 
 
-def transcript_ref(job_id: str) -> str:
-    return names.transcript_object(job_id)
-
-
-def result_key(job_id: str, clip_index: int) -> str:
-    return names.clip_result_key(job_id, clip_index)
-
-
 def build_transcript(
     plan: ClipsReady, first: FirstPass, results: dict[int, ClipResult], policy: MergePolicy
 ) -> Transcript:
@@ -83,13 +75,15 @@ class MergeHandler:
 
     async def on_clips_ready(self, event: ClipsReady) -> Sequence[Event]:
         if not event.clips:
-            return await self._merge(event, {}, await self.store.transcript(transcript_ref(event.job_id)))
+            return await self._merge(
+                event, {}, await self.store.transcript(names.transcript_object(event.job_id))
+            )
         return NOTHING
 
     async def on_clip_corrected(self, event: ClipCorrected) -> Sequence[Event]:
         # Once merged, later clip events of the job (the corrector finishes a batch of clips at once)
         # need no look at every clip result again: the stored transcript is announced again.
-        stored = await self.store.transcript(transcript_ref(event.job_id))
+        stored = await self.store.transcript(names.transcript_object(event.job_id))
         results: dict[int, ClipResult] = {}
         if stored is None:
             found = await self._results(event.job_id, event.clip_count)
@@ -102,7 +96,7 @@ class MergeHandler:
     async def _results(self, job_id: str, clip_count: int) -> dict[int, ClipResult] | None:
         results = {}
         for index in range(clip_count):
-            result = await self.store.clip_result(result_key(job_id, index))
+            result = await self.store.clip_result(names.clip_result_key(job_id, index))
             if result is None:
                 return None
             results[index] = result
@@ -118,7 +112,7 @@ class MergeHandler:
         stored again (replacing an object under a reader's feet can leave that reader waiting for
         chunks that are gone).
         """
-        ref = transcript_ref(plan.job_id)
+        ref = names.transcript_object(plan.job_id)
         transcript = stored
         if transcript is not None:
             log.debug("job %s was merged already; announcing its transcript again", plan.job_id)
