@@ -23,6 +23,7 @@ from relisten_contracts.documents import (
     merged_stats,
     routed_options,
     stats_fields,
+    transcript_stats,
     words_scored,
 )
 from relisten_contracts.events import (
@@ -137,6 +138,7 @@ __all__ = [
     "stats_fields",
     "subject_for",
     "transcript_object",
+    "transcript_stats",
     "window_of_clip",
     "words_scored",
     "written_without_spaces",

@@ -19,9 +19,9 @@ from relisten_contracts import (
     JobMerged,
     JobProgress,
     Transcript,
-    TranscriptStats,
     names,
     stats_fields,
+    transcript_stats,
     window_of_clip,
 )
 from relisten_runtime.steps import NOTHING, Publisher
@@ -40,14 +40,12 @@ def build_transcript(
     """The final transcript of a job from its plan, first pass and second-pass answers (pure)."""
     windows = [window_of_clip(clip) for clip in plan.clips]
     words, corrections = merge(first, windows, results, policy)
-    stats = TranscriptStats(
-        first_pass_seconds=round(first.seconds, 3),
-        second_pass_seconds=round(sum(r.seconds for r in results.values()), 3),
-        audio_redecoded_seconds=round(sum(c.end_s - c.start_s for c in plan.clips), 3),
+    stats = transcript_stats(
+        first_pass_seconds=first.seconds,
+        second_pass_seconds=sum(r.seconds for r in results.values()),
+        audio_redecoded_seconds=sum(c.end_s - c.start_s for c in plan.clips),
         words_flagged=plan.words_flagged,
-        corrections_accepted=sum(c.status == "accepted" for c in corrections),
-        corrections_rejected=sum(c.status == "rejected" for c in corrections),
-        corrections_unresolved=sum(c.status == "unresolved" for c in corrections),
+        corrections=corrections,
     )
     return Transcript(
         job_id=plan.job_id,
