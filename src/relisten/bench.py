@@ -365,13 +365,12 @@ def run_whole_audio_remote(
 async def _first_pass_text(nats_url: str, job_id: str) -> str:
     import msgspec
     import nats
-    from relisten_asr.handlers import first_pass_ref
-    from relisten_contracts import DATA_BUCKET, FirstPass
+    from relisten_contracts import DATA_BUCKET, FirstPass, first_pass_object
 
     nc = await nats.connect(nats_url)
     try:
         store = await nc.jetstream().object_store(DATA_BUCKET)
-        stored = await store.get(first_pass_ref(job_id))
+        stored = await store.get(first_pass_object(job_id))
         first = msgspec.json.decode(stored.data or b"", type=FirstPass)
         return " ".join(word.word.strip() for word in first.words)
     finally:

@@ -73,6 +73,7 @@ class FakeSpeechServer:
         self.problems.clear()
         self.max_in_flight = 0
         self.transcription = {}
+        self.answer_for = verbose_json
 
 
 def _decode_wav(data: bytes, problems: list[str]) -> np.ndarray:

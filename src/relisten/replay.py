@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relisten_clipper.domain import Window
-from relisten_contracts import ClipResult, FirstPass, TranscriptWord
-from relisten_merger.domain import MergeWindow
+from relisten_contracts import ClipResult, FirstPass, TranscriptWord, Window
 
 from relisten.bench import _assignments, _variants, corpus_wer, environment, resolve_model, served_audio
 from relisten.dataset import DEFAULT_DATA_DIR, SAMPLE_RATE, Recording, development_recordings
@@ -85,19 +84,11 @@ def decode_first_passes(recordings: Sequence[Recording], model_spec: str) -> lis
 
 def windows_to_merge(
     windows: Sequence[Window], ranges: Sequence[tuple[int, int]], sample_rate: int = SAMPLE_RATE
-) -> list[MergeWindow]:
+) -> list[Window]:
     """What the merger knows of each clip (its handler reads the same from the clip plan): the clipper's
     window with the clip's sample-exact edges."""
     return [
-        MergeWindow(
-            index=index,
-            start_s=lo / sample_rate,
-            end_s=hi / sample_rate,
-            flagged=window.flagged,
-            trigger_confidence=window.trigger_confidence,
-            word_first=window.word_first,
-            word_last=window.word_last,
-        )
+        dataclasses.replace(window, index=index, start_s=lo / sample_rate, end_s=hi / sample_rate)
         for index, (window, (lo, hi)) in enumerate(zip(windows, ranges, strict=True))
     ]
 

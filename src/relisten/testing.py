@@ -14,11 +14,14 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from relisten_contracts import JobMerged, TranscriptStats, stats_fields
 from relisten_runtime.embedded import EmbeddedNats, free_port
+
+if TYPE_CHECKING:
+    from relisten.fake_speech import FakeSpeechServer
 
 
 def _docker_engine_available() -> bool:
@@ -57,6 +60,22 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def running_speech_server() -> Iterator[FakeSpeechServer]:
+    """One fake speech server (:mod:`relisten.fake_speech`) on loopback per test module."""
+    from relisten.fake_speech import running_fake_speech_server
+
+    with running_fake_speech_server() as server:
+        yield server
+
+
+@pytest.fixture
+def speech_server(running_speech_server: FakeSpeechServer) -> FakeSpeechServer:
+    """The module's fake speech server, with nothing scripted or seen by an earlier test."""
+    running_speech_server.reset()
+    return running_speech_server
 
 
 AUDIO_FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "audio"

@@ -15,8 +15,7 @@ import httpx
 import msgspec
 import nats
 import pytest
-from relisten_asr.handlers import first_pass_ref
-from relisten_contracts import DATA_BUCKET, FirstPass
+from relisten_contracts import DATA_BUCKET, FirstPass, first_pass_object
 
 from relisten.bench import GARBAGE_WORDS, GarbageServer
 from relisten.dataset import Recording, long_form_recordings, word_error_rate
@@ -51,7 +50,7 @@ async def stored_first_pass(nats_url: str, job_id: str) -> FirstPass:
     nc = await nats.connect(nats_url)
     try:
         store = await nc.jetstream().object_store(DATA_BUCKET)
-        stored = await store.get(first_pass_ref(job_id))
+        stored = await store.get(first_pass_object(job_id))
         return msgspec.json.decode(stored.data or b"", type=FirstPass)
     finally:
         await nc.close()

@@ -15,10 +15,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from relisten_clipper.domain import ClipPolicy, find_windows, to_sample_range
-from relisten_contracts import ClipResult, ErrorInfo, FirstPass, Segment, TranscriptWord, Word
+from relisten_contracts import ClipResult, ErrorInfo, FirstPass, Segment, TranscriptWord, Window, Word
 from relisten_corrector.handlers import shift_words
 from relisten_corrector.packing import assign_words, pack_audio
-from relisten_merger.domain import MergePolicy, MergeWindow, merge
+from relisten_merger.domain import MergePolicy, merge
 
 from relisten.replay import windows_to_merge
 
@@ -216,7 +216,7 @@ def test_a_second_pass_that_agrees_leaves_every_word_in_place(
         for index, w in enumerate(windows)
     }
     merge_windows = [
-        MergeWindow(
+        Window(
             index=index,
             start_s=w.start_s,
             end_s=w.end_s,

@@ -12,6 +12,7 @@ import msgspec
 import numpy as np
 import pytest
 from relisten_contracts import (
+    AsrCapabilities,
     ClipResult,
     ClipsReady,
     FirstPass,
@@ -144,6 +145,13 @@ async def test_documents_read_back_as_stored(store: JobStore) -> None:
     assert await store.plan(names.plan_object(JOB)) is None
     assert await store.transcript(transcript_ref) is None
     assert await store.clip_result(key) is None
+    for required, code in (
+        (store.required_first_pass(first_ref), "words_missing"),
+        (store.required_plan(names.plan_object(JOB)), "plan_missing"),
+    ):
+        with pytest.raises(PermanentFailure) as missing:
+            await required
+        assert missing.value.code == code
 
     answer = ClipResult(clip_index=3, ok=True, backend="test", text="hello", seconds=0.2)
     await store.put_first_pass(first_ref, first_pass())
@@ -152,9 +160,18 @@ async def test_documents_read_back_as_stored(store: JobStore) -> None:
     await store.put_clip_result(key, answer)
     assert await store.first_pass(first_ref) == first_pass()
     assert await store.plan(names.plan_object(JOB)) == plan()
+    assert await store.required_first_pass(first_ref) == first_pass()
+    assert await store.required_plan(names.plan_object(JOB)) == plan()
     assert await store.transcript(transcript_ref) == transcript()
     assert await store.clip_result(key) == answer
     assert await store.clip_result(names.clip_result_key(JOB, 4)) is None
+
+
+async def test_asr_capabilities_read_back_as_stored(store: JobStore) -> None:
+    assert await store.asr_capabilities() is None
+    capabilities = AsrCapabilities(languages=["en"], translate=False, engines=["tiny.en"], updated_at=1.0)
+    await store.put_asr_capabilities(capabilities)
+    assert await store.asr_capabilities() == capabilities
 
 
 @pytest.mark.nats
@@ -166,6 +183,7 @@ async def test_the_nats_store_keeps_the_documented_layout(infra: Infra) -> None:
     await store.put_transcript(names.transcript_object(JOB), transcript())
     await store.put_clip_result(names.clip_result_key(JOB, 0), answer)
     await store.put_audio(names.clip_object(JOB, 0), wav_bytes(b"\x00\x00" * 160))
+    await store.put_asr_capabilities(AsrCapabilities(languages=["en"], translate=False, engines=["tiny.en"]))
 
     async def data(name: str) -> bytes:
         return (await infra.data.get(name)).data or b""
@@ -173,6 +191,9 @@ async def test_the_nats_store_keeps_the_documented_layout(infra: Infra) -> None:
     assert msgspec.json.decode(await data(names.first_pass_object(JOB)), type=FirstPass) == first_pass()
     assert msgspec.json.decode(await data(names.plan_object(JOB)), type=ClipsReady) == plan()
     assert msgspec.json.decode(await data(names.transcript_object(JOB)), type=Transcript) == transcript()
+    assert msgspec.json.decode(await data(names.ASR_CAPABILITIES_REF), type=AsrCapabilities).languages == [
+        "en"
+    ]
     entry = await infra.clips.get(names.clip_result_key(JOB, 0))
     assert msgspec.json.decode(entry.value or b"", type=ClipResult) == answer
     assert (await infra.audio.get(names.clip_object(JOB, 0))).data == wav_bytes(b"\x00\x00" * 160)

@@ -6,7 +6,6 @@ as speaches does; a request it would not accept gets a 422 naming the problem, w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,7 @@ from relisten_asr.engines import (
 )
 from relisten_asr.settings import AsrSettings
 
-from relisten.fake_speech import FakeSpeechServer, Reply, running_fake_speech_server
+from relisten.fake_speech import FakeSpeechServer, Reply
 
 MODEL = "Systran/faster-whisper-small.en"
 
@@ -68,17 +67,10 @@ def speaches_answer(duration: float) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def running() -> Iterator[FakeSpeechServer]:
-    with running_fake_speech_server() as server:
-        server.answer_for = speaches_answer
-        yield server
-
-
 @pytest.fixture
-def fake(running: FakeSpeechServer) -> FakeSpeechServer:
-    running.reset()
-    return running
+def fake(speech_server: FakeSpeechServer) -> FakeSpeechServer:
+    speech_server.answer_for = speaches_answer
+    return speech_server
 
 
 def engine_for(fake: FakeSpeechServer, **overrides: Any) -> OpenAITranscriptionEngine:

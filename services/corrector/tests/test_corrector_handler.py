@@ -9,9 +9,18 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
-from relisten_contracts import ClipCorrected, ClipResult, ClipSpec, ClipsReady, JobOptions, JobProgress, Word
+from relisten_contracts import (
+    ClipCorrected,
+    ClipResult,
+    ClipSpec,
+    ClipsReady,
+    JobOptions,
+    JobProgress,
+    Word,
+    names,
+)
 from relisten_corrector.backends import SecondPassAnswer
-from relisten_corrector.handlers import CorrectionHandler, result_key
+from relisten_corrector.handlers import CorrectionHandler
 from relisten_runtime.steps import RecordingPublisher
 from relisten_runtime.store import MemoryJobStore
 from relisten_runtime.worker import PermanentFailure
@@ -37,7 +46,7 @@ async def stored_clips(blobs: dict[str, bytes]) -> tuple[MemoryJobStore, Recordi
 
 
 async def result(store: MemoryJobStore, index: int) -> ClipResult:
-    found = await store.clip_result(result_key("job", index))
+    found = await store.clip_result(names.clip_result_key("job", index))
     assert found is not None
     return found
 
@@ -148,7 +157,7 @@ async def test_a_redelivered_job_decodes_only_what_is_missing() -> None:
     ready, blobs = job([3.0, 2.0, 4.0])
     store, publisher = await stored_clips(blobs)
     stored = ClipResult(clip_index=1, ok=True, backend="earlier", text="kept", seconds=1.0)
-    await store.put_clip_result(result_key("job", 1), stored)
+    await store.put_clip_result(names.clip_result_key("job", 1), stored)
     backend = BatchingBackend()
     handler = CorrectionHandler(publisher, store, backend, batch_audio_s=240.0)
     await handler(ready)

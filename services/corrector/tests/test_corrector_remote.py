@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,19 +19,12 @@ from relisten_corrector.backends import (
 )
 from relisten_corrector.settings import CorrectorSettings
 
-from relisten.fake_speech import QWEN, FakeSpeechServer, Reply, running_fake_speech_server
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeSpeechServer]:
-    with running_fake_speech_server() as server:
-        yield server
+from relisten.fake_speech import QWEN, FakeSpeechServer, Reply
 
 
 @pytest.fixture
-def server(fake: FakeSpeechServer) -> FakeSpeechServer:
-    fake.reset()
-    return fake
+def server(speech_server: FakeSpeechServer) -> FakeSpeechServer:
+    return speech_server
 
 
 @pytest.fixture

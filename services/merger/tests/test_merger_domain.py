@@ -15,12 +15,12 @@ from relisten_contracts import (
     FirstPass,
     Segment,
     TranscriptWord,
+    Window,
     Word,
 )
 from relisten_merger.domain import (
     EditOp,
     MergePolicy,
-    MergeWindow,
     align,
     build_segments,
     merge,
@@ -227,7 +227,7 @@ def test_merge_removes_a_suspect_window_and_keeps_its_neighbours() -> None:
     first = job(
         [w("No.", 0.1, 0.5, 0.9), w("Thank", 1.0, 1.4, 0.01), w("you.", 1.4, 1.6, 0.01)], duration=4.0
     )
-    window = MergeWindow(
+    window = Window(
         index=0, start_s=0.8, end_s=2.0, flagged=(1, 2), trigger_confidence=0.01, word_first=1, word_last=3
     )
     words, corrections = merge(first, [window], {0: said("")}, POLICY)
@@ -396,10 +396,8 @@ SENTENCE = [
     w("End.", 28.0, 28.5),
 ]
 WINDOWS = [
-    MergeWindow(
-        index=0, start_s=9.0, end_s=13.0, flagged=(5,), trigger_confidence=0.4, word_first=4, word_last=7
-    ),
-    MergeWindow(
+    Window(index=0, start_s=9.0, end_s=13.0, flagged=(5,), trigger_confidence=0.4, word_first=4, word_last=7),
+    Window(
         index=1, start_s=19.0, end_s=22.0, flagged=(8,), trigger_confidence=0.3, word_first=7, word_last=10
     ),
 ]
@@ -435,7 +433,7 @@ def test_merge_clamps_times_into_the_audio() -> None:
 def test_merge_keeps_replacements_between_the_words_outside_the_window() -> None:
     # The window edge (9.0) is earlier than the previous word's end (9.5): bounds are narrowed.
     first = [w("before", 9.0, 9.5), w("red", 9.6, 10.0, 0.2), w("after", 10.2, 10.6)]
-    window = MergeWindow(
+    window = Window(
         index=0, start_s=9.0, end_s=11.0, flagged=(1,), trigger_confidence=0.2, word_first=1, word_last=2
     )
     result = heard(w("bread", 8.0, 10.5, 0.9))
@@ -511,7 +509,7 @@ def test_segments_of_nothing() -> None:
 
 
 @st.composite
-def jobs_with_windows(draw: st.DrawFn) -> tuple[FirstPass, list[MergeWindow], list[list[str]]]:
+def jobs_with_windows(draw: st.DrawFn) -> tuple[FirstPass, list[Window], list[list[str]]]:
     """A first pass of uniquely named, time-ordered words, disjoint windows over some of them, and
     for each window the texts a second pass could be built from."""
     count = draw(st.integers(1, 40))
@@ -524,7 +522,7 @@ def jobs_with_windows(draw: st.DrawFn) -> tuple[FirstPass, list[MergeWindow], li
         cursor = end
     duration = cursor + draw(st.floats(0.0, 2.0))
     cuts = sorted(draw(st.sets(st.integers(0, count), max_size=8)))
-    windows: list[MergeWindow] = []
+    windows: list[Window] = []
     for number, (first, last) in enumerate(zip(cuts[::2], cuts[1::2], strict=False)):
         if first == last:
             continue
@@ -532,7 +530,7 @@ def jobs_with_windows(draw: st.DrawFn) -> tuple[FirstPass, list[MergeWindow], li
         start = words[first - 1].end if first else 0.0
         end = words[last].start if last < count else duration
         windows.append(
-            MergeWindow(
+            Window(
                 index=number,
                 start_s=start,
                 end_s=end,
@@ -550,7 +548,7 @@ def jobs_with_windows(draw: st.DrawFn) -> tuple[FirstPass, list[MergeWindow], li
 
 
 @st.composite
-def second_pass_for(draw: st.DrawFn, window: MergeWindow, own: list[str]) -> ClipResult:
+def second_pass_for(draw: st.DrawFn, window: Window, own: list[str]) -> ClipResult:
     """The window's own words with random edits, text only or timed and scored, or a failure."""
     kind = draw(st.sampled_from(["text", "timed", "failed"]))
     if kind == "failed":
@@ -600,7 +598,7 @@ policies = st.builds(
 @settings(max_examples=300, deadline=None)
 @given(st.data(), jobs_with_windows(), policies)
 def test_merge_invariants(
-    data: st.DataObject, plan: tuple[FirstPass, list[MergeWindow], list[list[str]]], policy: MergePolicy
+    data: st.DataObject, plan: tuple[FirstPass, list[Window], list[list[str]]], policy: MergePolicy
 ) -> None:
     first, windows, owns = plan
     results = {
@@ -634,7 +632,7 @@ def test_merge_invariants(
 @settings(max_examples=200, deadline=None)
 @given(jobs_with_windows(), policies, st.booleans())
 def test_identical_second_pass_changes_nothing(
-    plan: tuple[FirstPass, list[MergeWindow], list[list[str]]], policy: MergePolicy, timed: bool
+    plan: tuple[FirstPass, list[Window], list[list[str]]], policy: MergePolicy, timed: bool
 ) -> None:
     first, windows, _ = plan
     results = {

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from relisten_contracts import ClipResult, FirstPass, TranscriptWord, Word
+from relisten_contracts import ClipResult, FirstPass, TranscriptWord, Window, Word
 from relisten_merger.accept import default_accept_model
-from relisten_merger.domain import MergePolicy, MergeWindow, merge, word_drift
+from relisten_merger.domain import MergePolicy, merge, word_drift
 
 GARBAGE = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "tempor"]
 ENGLISH = ["the", "a", "and", "of", "to", "he", "she", "said", "was", "it", "red", "fox", "quick", "day"]
 
 
 @st.composite
-def first_pass_and_windows(draw: st.DrawFn) -> tuple[FirstPass, list[MergeWindow]]:
+def first_pass_and_windows(draw: st.DrawFn) -> tuple[FirstPass, list[Window]]:
     count = draw(st.integers(1, 30))
     words: list[Word] = []
     cursor = 0.0
@@ -43,7 +43,7 @@ def first_pass_and_windows(draw: st.DrawFn) -> tuple[FirstPass, list[MergeWindow
             continue
         flagged = tuple(sorted(draw(st.sets(st.integers(first, last - 1), min_size=1))))
         windows.append(
-            MergeWindow(
+            Window(
                 index=number,
                 start_s=words[first - 1].end if first else 0.0,
                 end_s=words[last].start if last < count else duration,
@@ -60,7 +60,7 @@ def first_pass_and_windows(draw: st.DrawFn) -> tuple[FirstPass, list[MergeWindow
 
 
 @st.composite
-def garbage_for(draw: st.DrawFn, window: MergeWindow) -> ClipResult:
+def garbage_for(draw: st.DrawFn, window: Window) -> ClipResult:
     tokens = draw(st.lists(st.sampled_from(GARBAGE), min_size=1, max_size=25))
     kind = draw(st.sampled_from(["timed", "text"]))
     if kind == "text":
@@ -91,7 +91,7 @@ guard_policies = st.builds(
 @settings(max_examples=300, deadline=None)
 @given(st.data(), first_pass_and_windows(), guard_policies)
 def test_garbage_second_pass_changes_nothing(
-    data: st.DataObject, job: tuple[FirstPass, list[MergeWindow]], policy: MergePolicy
+    data: st.DataObject, job: tuple[FirstPass, list[Window]], policy: MergePolicy
 ) -> None:
     first, windows = job
     results = {window.index: data.draw(garbage_for(window)) for window in windows}

@@ -23,6 +23,7 @@ from relisten_contracts.documents import (
     merged_stats,
     routed_options,
     stats_fields,
+    transcript_stats,
     words_scored,
 )
 from relisten_contracts.events import (
@@ -70,6 +71,7 @@ from relisten_contracts.names import (
     transcript_object,
 )
 from relisten_contracts.text import WRITTEN_WITHOUT_SPACES, join_words, written_without_spaces
+from relisten_contracts.windows import Window, window_of_clip
 
 __all__ = [
     "ASR_CAPABILITIES_REF",
@@ -115,6 +117,7 @@ __all__ = [
     "TranscriptSegment",
     "TranscriptStats",
     "TranscriptWord",
+    "Window",
     "Word",
     "WordsScored",
     "audio_object",
@@ -135,6 +138,8 @@ __all__ = [
     "stats_fields",
     "subject_for",
     "transcript_object",
+    "transcript_stats",
+    "window_of_clip",
     "words_scored",
     "written_without_spaces",
 ]

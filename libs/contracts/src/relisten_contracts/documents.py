@@ -1,5 +1,6 @@
 """Documents stored in the Object Store and KV (too large or too stateful to travel in events)."""
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -168,6 +169,27 @@ class TranscriptStats(msgspec.Struct, frozen=True, kw_only=True):
     corrections_accepted: int
     corrections_rejected: int
     corrections_unresolved: int = 0
+
+
+def transcript_stats(
+    *,
+    first_pass_seconds: float,
+    second_pass_seconds: float,
+    audio_redecoded_seconds: float,
+    words_flagged: int,
+    corrections: Sequence[Correction],
+) -> TranscriptStats:
+    """A transcript's stats: the times rounded to milliseconds, the corrections counted by status (the
+    file pipeline's merger and a live session's transcript count them alike)."""
+    return TranscriptStats(
+        first_pass_seconds=round(first_pass_seconds, 3),
+        second_pass_seconds=round(second_pass_seconds, 3),
+        audio_redecoded_seconds=round(audio_redecoded_seconds, 3),
+        words_flagged=words_flagged,
+        corrections_accepted=sum(c.status == "accepted" for c in corrections),
+        corrections_rejected=sum(c.status == "rejected" for c in corrections),
+        corrections_unresolved=sum(c.status == "unresolved" for c in corrections),
+    )
 
 
 def merged_stats(event: JobMerged) -> TranscriptStats:

@@ -14,6 +14,7 @@ normalised audio, clips   ``relisten-audio``  ``<job>/audio.wav``, ``<job>/clips
 first pass                ``relisten-data``   ``<job>/first_pass.json``
 clip plan (clips.ready)   ``relisten-data``   ``<job>/plan.json``
 transcript                ``relisten-data``   ``<job>/transcript.json``
+asr capabilities          ``relisten-data``   ``service/asr-capabilities.json`` (one a deployment)
 second-pass answer        ``relisten-clips``  ``<job>.<n>`` (KV key)
 job view                  ``relisten-jobs``   ``<job>`` (KV key, compare-and-set; ingest only)
 deletion marker           ``relisten-runtime`` ``deleted.<job token>`` (KV key, a week)
@@ -34,11 +35,13 @@ from typing import Literal, Protocol, TypeVar
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from relisten_contracts import (
+    ASR_CAPABILITIES_REF,
     AUDIO_BUCKET,
     CLIPS_BUCKET,
     DATA_BUCKET,
     JOBS_BUCKET,
     NOTIFY_BUCKET,
+    AsrCapabilities,
     ClipResult,
     ClipsReady,
     FirstPass,
@@ -101,9 +104,18 @@ class JobStore(Protocol):
 
     async def first_pass(self, ref: str) -> FirstPass | None: ...
 
+    async def required_first_pass(self, ref: str) -> FirstPass:
+        """The first pass under ``ref``; missing, it will not appear on redelivery:
+        :class:`PermanentFailure` ``words_missing``."""
+        ...
+
     async def put_first_pass(self, ref: str, first: FirstPass) -> None: ...
 
     async def plan(self, ref: str) -> ClipsReady | None: ...
+
+    async def required_plan(self, ref: str) -> ClipsReady:
+        """The clip plan under ``ref``, or :class:`PermanentFailure` ``plan_missing``."""
+        ...
 
     async def put_plan(self, plan: ClipsReady) -> None:
         """Store the plan under its own ``plan_ref``."""
@@ -116,6 +128,12 @@ class JobStore(Protocol):
     async def clip_result(self, key: str) -> ClipResult | None: ...
 
     async def put_clip_result(self, key: str, result: ClipResult) -> None: ...
+
+    async def asr_capabilities(self) -> AsrCapabilities | None:
+        """What the asr's configuration can transcribe (written by the asr at start, read by ingest)."""
+        ...
+
+    async def put_asr_capabilities(self, capabilities: AsrCapabilities) -> None: ...
 
     async def view(self, job_id: str) -> tuple[JobView, int] | None:
         """The job's view and its revision, or None when there is none."""
@@ -154,6 +172,12 @@ def _pcm(data: bytes | None, ref: str, kind: AudioKind) -> bytes:
         raise PermanentFailure(f"{kind}_invalid", f"{what} is unusable: {exc}") from exc
 
 
+def _required(document: T | None, code: str, message: str) -> T:
+    if document is None:
+        raise PermanentFailure(code, message)
+    return document
+
+
 _view_decoder = msgspec.json.Decoder(JobView)
 
 
@@ -185,11 +209,19 @@ class _Documents:
     async def first_pass(self, ref: str) -> FirstPass | None:
         return _decoded(await self._get_object("data", ref), FirstPass)
 
+    async def required_first_pass(self, ref: str) -> FirstPass:
+        return _required(
+            await self.first_pass(ref), "words_missing", f"first-pass words {ref} are not stored"
+        )
+
     async def put_first_pass(self, ref: str, first: FirstPass) -> None:
         await self._put_object("data", ref, encode(first))
 
     async def plan(self, ref: str) -> ClipsReady | None:
         return _decoded(await self._get_object("data", ref), ClipsReady)
+
+    async def required_plan(self, ref: str) -> ClipsReady:
+        return _required(await self.plan(ref), "plan_missing", f"clip plan {ref} is not stored")
 
     async def put_plan(self, plan: ClipsReady) -> None:
         await self._put_object("data", plan.plan_ref, encode(plan))
@@ -205,6 +237,12 @@ class _Documents:
 
     async def put_clip_result(self, key: str, result: ClipResult) -> None:
         await self._put_key(key, encode(result))
+
+    async def asr_capabilities(self) -> AsrCapabilities | None:
+        return _decoded(await self._get_object("data", ASR_CAPABILITIES_REF), AsrCapabilities)
+
+    async def put_asr_capabilities(self, capabilities: AsrCapabilities) -> None:
+        await self._put_object("data", ASR_CAPABILITIES_REF, encode(capabilities))
 
     async def view(self, job_id: str) -> tuple[JobView, int] | None:
         raise NotImplementedError

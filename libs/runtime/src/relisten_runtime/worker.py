@@ -42,10 +42,11 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from relisten_contracts import STREAM_NAME, ErrorInfo, Event, JobFailed, JobOptions, decode_event
 from relisten_contracts.flow import FOREVER, StepSpec
 
-from relisten_runtime.addresses import scrub_credentials, without_credentials
+from relisten_runtime.addresses import without_credentials
 from relisten_runtime.infra import Infra, attempt_context, open_infra
 from relisten_runtime.logs import job_context
 from relisten_runtime.settings import CommonSettings
+from relisten_runtime.startup import until_nats_answers
 from relisten_runtime.steps import E, Handler, Step, check_declared
 
 log = logging.getLogger(__name__)
@@ -419,26 +420,16 @@ class Worker:
             await callback()
 
     async def _open_infra_patiently(self) -> Infra:
-        """Open the NATS handles, retrying with backoff while NATS cannot answer yet.
-
-        A JetStream cluster that is electing a leader, or a server restarting, answers its API with
-        timeouts for a while; a worker starting then waits for it instead of exiting."""
-        delay = STARTUP_RETRY_FIRST_S
-        while True:
-            try:
-                return await open_infra(
-                    self.settings.nats_url, f"relisten-{self.name}", self.settings.stream_replicas
-                )
-            except Exception as exc:
-                log.warning(
-                    "%s: NATS at %s is not ready (%s); trying again in %.0f s",
-                    self.name,
-                    without_credentials(self.settings.nats_url),
-                    scrub_credentials(f"{type(exc).__name__}: {exc}", self.settings.nats_url),
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, STARTUP_RETRY_MAX_S)
+        """Open the NATS handles, retrying with backoff while NATS cannot answer yet
+        (:func:`~relisten_runtime.startup.until_nats_answers`)."""
+        url = self.settings.nats_url
+        return await until_nats_answers(
+            lambda: open_infra(url, f"relisten-{self.name}", self.settings.stream_replicas),
+            name=self.name,
+            nats_url=url,
+            first_s=STARTUP_RETRY_FIRST_S,
+            max_s=STARTUP_RETRY_MAX_S,
+        )
 
     def on_start(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run ``callback`` once NATS is open and the steps are pulling: what a service serves beside

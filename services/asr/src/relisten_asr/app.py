@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from relisten_contracts import ASR_CAPABILITIES_REF, encode, flow
+from relisten_contracts import flow
 from relisten_contracts.calibration import default_calibration
 from relisten_runtime.store import nats_store_of
 from relisten_runtime.worker import Worker
@@ -36,7 +36,7 @@ class AsrWorker(Worker):
             # Live first passes (core NATS request/reply) beside the job consumer.
             await self.live.subscribe(self.infra.nc)
         capabilities = self.router.capabilities()
-        await self.infra.data.put(ASR_CAPABILITIES_REF, encode(capabilities))
+        await nats_store_of(self).put_asr_capabilities(capabilities)
         log.info(
             "capabilities: %d languages, translate %s (%s)",
             len(capabilities.languages),

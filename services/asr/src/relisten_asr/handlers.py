@@ -27,10 +27,6 @@ PROGRESS_STEP = 0.1
 """Publish transcription progress in steps of this fraction, not per segment."""
 
 
-def first_pass_ref(job_id: str) -> str:
-    return names.first_pass_object(job_id)
-
-
 @dataclass
 class FirstPassHandler:
     """The ``transcribing`` step (:data:`relisten_contracts.flow.TRANSCRIBING`)."""
@@ -49,7 +45,7 @@ class FirstPassHandler:
             # A finished realtime session: transcribed as it was spoken, merged by ingest already.
             log.info("job %s: a live session's job, nothing to transcribe", event.job_id)
             return []
-        ref = first_pass_ref(event.job_id)
+        ref = names.first_pass_object(event.job_id)
         existing = await self.store.first_pass(ref)
         if existing is None:
             existing = await self._transcribe(event, ref)

@@ -34,7 +34,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from relisten_contracts import Segment, Word
+from relisten_contracts import Segment, Window, Word
 
 __all__ = [
     "ClipPolicy",
@@ -118,29 +118,6 @@ class ClipPolicy:
             raise ValueError(f"max_redecode_fraction must be within [0, 1], got {self.max_redecode_fraction}")
         if self.min_window_s > self.max_window_s:
             raise ValueError(f"min_window_s ({self.min_window_s}) exceeds max_window_s ({self.max_window_s})")
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """A stretch of the job's audio to re-listen to.
-
-    ``word_first``/``word_last`` is the half-open range ``[word_first, word_last)`` of first-pass
-    words inside the window (a word belongs to the window holding its midpoint; edges never cut a
-    word, so that is the same as "fully inside"). Ranges of different windows never overlap.
-    """
-
-    start_s: float
-    end_s: float
-    flagged: tuple[int, ...]
-    """Indices of the flagged words inside the window, ascending."""
-    trigger_confidence: float
-    """Lowest probability among the flagged words."""
-    word_first: int
-    word_last: int
-
-    @property
-    def duration_s(self) -> float:
-        return self.end_s - self.start_s
 
 
 def flag_words(words: Sequence[Word], segments: Sequence[Segment], policy: ClipPolicy) -> list[int]:

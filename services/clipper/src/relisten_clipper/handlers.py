@@ -10,20 +10,11 @@ from dataclasses import dataclass
 from relisten_contracts import ClipSpec, ClipsReady, Event, FirstPass, WordsScored, names
 from relisten_runtime.audio import SAMPLE_RATE, SAMPLE_WIDTH
 from relisten_runtime.store import JobStore
-from relisten_runtime.worker import PermanentFailure
 
 from relisten_clipper.clips import cut_clip
 from relisten_clipper.domain import ClipPolicy, Window, context_prompt, find_windows, to_sample_range
 
 log = logging.getLogger(__name__)
-
-
-def plan_ref(job_id: str) -> str:
-    return names.plan_object(job_id)
-
-
-def clip_ref(job_id: str, index: int) -> str:
-    return names.clip_object(job_id, index)
 
 
 @dataclass
@@ -34,9 +25,7 @@ class ClipHandler:
     policy: ClipPolicy
 
     async def __call__(self, event: WordsScored) -> Sequence[Event]:
-        first = await self.store.first_pass(event.words_ref)
-        if first is None:
-            raise PermanentFailure("words_missing", f"first-pass words {event.words_ref} are not stored")
+        first = await self.store.required_first_pass(event.words_ref)
 
         windows: list[Window] = []
         if event.options.correction != "off":
@@ -48,7 +37,7 @@ class ClipHandler:
             job_id=event.job_id,
             audio_ref=event.audio_ref,
             words_ref=event.words_ref,
-            plan_ref=plan_ref(event.job_id),
+            plan_ref=names.plan_object(event.job_id),
             language=first.language,
             duration_s=first.duration_s,
             first_pass_seconds=first.seconds,
@@ -75,7 +64,7 @@ class ClipHandler:
         clips = []
         for index, window in enumerate(windows):
             first_sample, end_sample = to_sample_range(window.start_s, window.end_s, SAMPLE_RATE, total)
-            ref = clip_ref(event.job_id, index)
+            ref = names.clip_object(event.job_id, index)
             await self.store.put_audio(ref, cut_clip(pcm, first_sample, end_sample))
             clips.append(
                 ClipSpec(

@@ -34,10 +34,6 @@ from relisten_corrector.backends import SecondPassAnswer, SecondPassBackend
 log = logging.getLogger(__name__)
 
 
-def result_key(job_id: str, clip_index: int) -> str:
-    return names.clip_result_key(job_id, clip_index)
-
-
 PROMPT_CONTEXT_CHARS = 400
 """Whisper keeps only the last ~223 prompt tokens, so the context is trimmed and the glossary goes last."""
 
@@ -119,14 +115,14 @@ class CorrectionHandler:
 
         missing: list[ClipSpec] = []
         for clip in event.clips:
-            stored = await self.store.clip_result(result_key(event.job_id, clip.index))
+            stored = await self.store.clip_result(names.clip_result_key(event.job_id, clip.index))
             if stored is None:
                 missing.append(clip)
             else:
                 await self._announce(event, clip, stored)
         for batch in self._batches(missing):
             for clip, result in zip(batch, await self._run_batch(batching, event, batch), strict=True):
-                await self.store.put_clip_result(result_key(event.job_id, clip.index), result)
+                await self.store.put_clip_result(names.clip_result_key(event.job_id, clip.index), result)
                 await self._announce(event, clip, result)
         return NOTHING
 
@@ -150,7 +146,7 @@ class CorrectionHandler:
         return batches
 
     async def _correct(self, event: ClipsReady, clip: ClipSpec) -> None:
-        key = result_key(event.job_id, clip.index)
+        key = names.clip_result_key(event.job_id, clip.index)
         result = await self.store.clip_result(key)
         if result is None:
             result = await self._run_second_pass(event, clip)
@@ -166,7 +162,7 @@ class CorrectionHandler:
                 plan_ref=event.plan_ref,
                 ok=result.ok,
                 backend=result.backend,
-                result_key=result_key(event.job_id, clip.index),
+                result_key=names.clip_result_key(event.job_id, clip.index),
                 seconds=result.seconds,
                 error=result.error,
                 options=event.options,

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
-import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
@@ -24,8 +23,6 @@ from relisten_ingest.domain import apply_event
 log = logging.getLogger(__name__)
 
 CAS_ATTEMPTS: Final = 50
-
-_transcript_decoder = msgspec.json.Decoder(Transcript)
 
 
 original_name = names.original_object
@@ -127,12 +124,11 @@ async def get_to_file(store: ObjectStore, name: str, path: Path) -> bool:
     return True
 
 
-async def load_transcript(store: ObjectStore, name: str) -> Transcript:
-    try:
-        result = await store.get(name)
-    except NotFoundError:
-        raise TranscriptMissing(f"transcript {name} is not in the data store") from None
-    return _transcript_decoder.decode(result.data or b"")
+async def load_transcript(store: JobStore, name: str) -> Transcript:
+    transcript = await store.transcript(name)
+    if transcript is None:
+        raise TranscriptMissing(f"transcript {name} is not in the data store")
+    return transcript
 
 
 async def _quietly(what: str, action: Callable[[], Awaitable[object]]) -> None:

@@ -31,6 +31,7 @@ from relisten_contracts import STREAM_NAME, JobCreated, JobOptions, JobView, Tas
 from relisten_runtime.addresses import scrub_credentials
 from relisten_runtime.infra import Infra
 from relisten_runtime.logs import bind_job
+from relisten_runtime.store import NatsJobStore
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -330,7 +331,7 @@ async def _receive_and_admit(
         if task is not None:
             options = msgspec.structs.replace(options, task=task)
         check(form)
-        if (refusal := await runtime.languages.refusal(infra, options)) is not None:
+        if (refusal := await runtime.languages.refusal(NatsJobStore(lambda: infra), options)) is not None:
             raise ApiError(422, "unsupported_language", refusal, param="language") from None
         if form.file is None:
             raise ApiError(
@@ -519,7 +520,7 @@ async def get_transcript(request: Request, job_id: str, format: str = "json") ->
     if not view.transcript_ref:
         raise ApiError(500, "transcript_missing", f"job {job_id} is completed but names no transcript")
     try:
-        transcript = await load_transcript(infra.data, view.transcript_ref)
+        transcript = await load_transcript(NatsJobStore(lambda: infra), view.transcript_ref)
     except TranscriptMissing as exc:
         raise ApiError(500, "transcript_missing", str(exc)) from None
 

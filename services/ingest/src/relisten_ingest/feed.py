@@ -29,10 +29,10 @@ import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
 from relisten_contracts import STREAM_NAME, STREAM_SUBJECTS, FirstPass, JobView, Transcript, decode_event
 from relisten_contracts.events import AnyEvent
 from relisten_runtime.infra import Infra
+from relisten_runtime.store import NatsJobStore
 
 from relisten_ingest.adapters import JobViews, TranscriptMissing, load_transcript
 from relisten_ingest.domain import TERMINAL, present_view
@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 CATCH_UP_IDLE_S: Final = 2.0
 """For a job that was already over: no message for this long means the replay has caught up."""
 
-_first_pass_decoder = msgspec.json.Decoder(FirstPass)
-
 
 class JobFeed:
     """The frames of one job for one client; iterate :meth:`frames` (and close it when done)."""
@@ -69,6 +67,7 @@ class JobFeed:
         jobs_path: str = "/v1/jobs",
     ) -> None:
         self.infra = infra
+        self.store = NatsJobStore(lambda: infra)
         self.snapshot = view
         self.heartbeat_s = heartbeat_s
         self.replay_margin_s = replay_margin_s
@@ -142,19 +141,21 @@ class JobFeed:
 
     async def _load_first_pass(self, ref: str) -> FirstPass | None:
         try:
-            result = await _bounded(lambda: self.infra.data.get(ref))
-            return _first_pass_decoder.decode(result.data or b"")
-        except (NotFoundError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            found = await _bounded(lambda: self.store.first_pass(ref))
+        except (TimeoutError, msgspec.DecodeError) as exc:
             log.warning("job %s: first pass %s unreadable: %r", self.snapshot.id, ref, exc)
             return None
+        if found is None:
+            log.warning("job %s: first pass %s is not stored", self.snapshot.id, ref)
+        return found
 
     async def _load_transcript(self, ref: str | None) -> Transcript | None:
         if not ref:
             log.error("job %s completed without naming its transcript", self.snapshot.id)
             return None
         try:
-            return await _bounded(lambda: load_transcript(self.infra.data, ref))
-        except (TranscriptMissing, TimeoutError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return await _bounded(lambda: load_transcript(self.store, ref))
+        except (TranscriptMissing, TimeoutError, msgspec.DecodeError) as exc:
             log.error("job %s: transcript %s unreadable: %r", self.snapshot.id, ref, exc)
             return None
 

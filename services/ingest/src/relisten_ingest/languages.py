@@ -15,9 +15,8 @@ import time
 from typing import Final
 
 import msgspec
-from nats.js.errors import NotFoundError
-from relisten_contracts import ASR_CAPABILITIES_REF, AsrCapabilities, JobOptions
-from relisten_runtime.infra import Infra
+from relisten_contracts import AsrCapabilities, JobOptions
+from relisten_runtime.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +50,19 @@ class LanguageGate:
         self._capabilities: AsrCapabilities | None = None
         self._read_at = float("-inf")
 
-    async def capabilities(self, infra: Infra) -> AsrCapabilities | None:
+    async def capabilities(self, store: JobStore) -> AsrCapabilities | None:
         if time.monotonic() - self._read_at < REFRESH_S:
             return self._capabilities
         try:
-            data = await infra.get_blob(infra.data, ASR_CAPABILITIES_REF)
-            self._capabilities = msgspec.json.decode(data, type=AsrCapabilities)
-        except NotFoundError:
-            self._capabilities = None
+            self._capabilities = await store.asr_capabilities()
         except msgspec.DecodeError:
             log.warning("stored asr capabilities are unreadable; not checking languages")
             self._capabilities = None
         self._read_at = time.monotonic()
         return self._capabilities
 
-    async def refusal(self, infra: Infra, options: JobOptions) -> str | None:
+    async def refusal(self, store: JobStore, options: JobOptions) -> str | None:
         """Why the job cannot be done, or None; reads the store only for jobs that could be refused."""
         if options.language is None and options.task == "transcribe":
             return None
-        return refusal(options, await self.capabilities(infra))
+        return refusal(options, await self.capabilities(store))

@@ -36,10 +36,8 @@ from nats.aio.subscription import Subscription
 from nats.js.errors import NotFoundError
 from relisten_contracts import (
     STREAM_NAME,
-    ClipsReady,
     ErrorInfo,
     Event,
-    FirstPass,
     JobCreated,
     JobFailed,
     JobRetried,
@@ -51,7 +49,7 @@ from relisten_contracts import (
 )
 from relisten_runtime.infra import Infra
 from relisten_runtime.logs import job_context
-from relisten_runtime.store import StaleRevision
+from relisten_runtime.store import NatsJobStore, StaleRevision
 
 from relisten_ingest.adapters import JobViews, audio_name, original_name
 from relisten_ingest.domain import TERMINAL, stuck_views
@@ -215,26 +213,18 @@ class RetryRefused(Exception):
         self.message = message
 
 
-async def _stored(infra: Infra, name: str) -> bytes | None:
-    try:
-        return await infra.get_blob(infra.data, name)
-    except NotFoundError:
-        return None
-
-
 async def resume_event(infra: Infra, view: JobView, attempt: int) -> Event:
     """The event that re-drives ``view``'s job from its last stored artefact, as run ``attempt``:
     the stored plan -> ``clips.ready``; the stored first pass -> ``words.scored``; else the stored
     audio -> ``job.created``."""
-    plan = await _stored(infra, plan_object(view.id))
-    if plan is not None:
-        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-            ready = msgspec.json.decode(plan, type=ClipsReady)
+    store = NatsJobStore(lambda: infra)
+    with contextlib.suppress(msgspec.DecodeError):  # unreadable: resume from the step before
+        ready = await store.plan(plan_object(view.id))
+        if ready is not None:
             return msgspec.structs.replace(ready, attempt=attempt, occurred_at=0.0)
-    first = await _stored(infra, first_pass_object(view.id))
-    if first is not None:
-        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-            first_pass = msgspec.json.decode(first, type=FirstPass)
+    with contextlib.suppress(msgspec.DecodeError):
+        first_pass = await store.first_pass(first_pass_object(view.id))
+        if first_pass is not None:
             return words_scored(
                 view.id,
                 first_pass,

@@ -13,8 +13,9 @@ import contextlib
 import logging
 import time
 
-from relisten_runtime.addresses import scrub_credentials, without_credentials
+from relisten_runtime.addresses import without_credentials
 from relisten_runtime.infra import Infra
+from relisten_runtime.startup import until_nats_answers
 from relisten_runtime.worker import Worker
 
 from relisten_ingest.backlog import Backlog
@@ -77,44 +78,43 @@ class IngestRuntime:
             await self.started.wait()
 
     async def _start_worker(self) -> None:
-        delay = RETRY_FIRST_S
-        while True:
-            worker = Worker("ingest", self.settings)
-            register_projector(worker, self.metrics)
-            try:
-                await worker.start(wait_for_nats=False)  # this loop retries, and tells /readyz why
-            except asyncio.CancelledError:
-                # Shutting down while still connecting: close what the attempt opened.
-                with contextlib.suppress(Exception):
-                    await worker.stop()
-                raise
-            except Exception as exc:
-                self._last_error = scrub_credentials(f"{type(exc).__name__}: {exc}", self.settings.nats_url)
-                log.warning(
-                    "cannot start on NATS %s yet, retrying in %.1f s: %s",
-                    self._nats,
-                    delay,
-                    self._last_error,
-                )
-                with contextlib.suppress(Exception):
-                    await worker.stop()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-                continue
-            self.worker = worker
-            if self.settings.watchdog:
-                self.watchdog = Watchdog(
-                    worker.infra,
-                    deadline_base_s=self.settings.job_deadline_base_s,
-                    deadline_per_audio_s=self.settings.job_deadline_per_audio_s,
-                    sweep_interval_s=self.settings.job_sweep_interval_s,
-                    on_failed=lambda code: self.metrics.watchdog_failed.labels(code).inc(),
-                )
-                await self.watchdog.start()
-            self.started.set()
-            self._sweeping = asyncio.create_task(self._sweep_forever(), name="ingest-sweep")
-            log.info("ingest connected to NATS %s; job view projector running", self._nats)
-            return
+        # The loop retries (and tells /readyz why), so each attempt starts with wait_for_nats=False.
+        worker = await until_nats_answers(
+            self._start_once,
+            name="ingest",
+            nats_url=self.settings.nats_url,
+            first_s=RETRY_FIRST_S,
+            max_s=RETRY_MAX_S,
+            on_failure=self._failed_to_start,
+        )
+        self.worker = worker
+        if self.settings.watchdog:
+            self.watchdog = Watchdog(
+                worker.infra,
+                deadline_base_s=self.settings.job_deadline_base_s,
+                deadline_per_audio_s=self.settings.job_deadline_per_audio_s,
+                sweep_interval_s=self.settings.job_sweep_interval_s,
+                on_failed=lambda code: self.metrics.watchdog_failed.labels(code).inc(),
+            )
+            await self.watchdog.start()
+        self.started.set()
+        self._sweeping = asyncio.create_task(self._sweep_forever(), name="ingest-sweep")
+        log.info("ingest connected to NATS %s; job view projector running", self._nats)
+
+    async def _start_once(self) -> Worker:
+        worker = Worker("ingest", self.settings)
+        register_projector(worker, self.metrics)
+        try:
+            await worker.start(wait_for_nats=False)
+        except BaseException:
+            # Failed, or shutting down while still connecting: close what the attempt opened.
+            with contextlib.suppress(Exception):
+                await worker.stop()
+            raise
+        return worker
+
+    def _failed_to_start(self, reason: str) -> None:
+        self._last_error = reason
 
     async def sweep_expired(self, now: float | None = None) -> list[str]:
         """Delete the finished jobs older than ``retention_days`` at ``now`` (default: the clock);

@@ -46,6 +46,7 @@ from relisten_contracts import (
     Segment,
     TranscriptSegment,
     TranscriptWord,
+    Window,
     Word,
     join_words,
 )
@@ -104,22 +105,8 @@ class MergePolicy:
             raise ValueError(f"max_drift must be within [0, 1], got {self.max_drift}")
 
 
-@dataclass(frozen=True, slots=True)
-class MergeWindow:
-    """One re-listened window as the merger needs it (the clipper's plan, plus the clip index).
-
-    ``[word_first, word_last)`` is the range of first-pass words the window covers; ranges of
-    different windows must not overlap (the clipper guarantees it; ``merge`` tolerates overlaps by
-    giving shared words to the earlier window).
-    """
-
-    index: int
-    start_s: float
-    end_s: float
-    flagged: tuple[int, ...]
-    trigger_confidence: float
-    word_first: int
-    word_last: int
+MergeWindow = Window
+"""The former name of :class:`relisten_contracts.Window`, still imported by the live refinement."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,7 +567,7 @@ _NO_RESULT = ErrorInfo(code="no_result", message="no second-pass result for this
 
 def merge(
     first: FirstPass,
-    windows: Sequence[MergeWindow],
+    windows: Sequence[Window],
     results: Mapping[int, ClipResult],
     policy: MergePolicy,
 ) -> tuple[list[TranscriptWord], list[Correction]]:

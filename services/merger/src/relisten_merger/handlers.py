@@ -19,53 +19,33 @@ from relisten_contracts import (
     JobMerged,
     JobProgress,
     Transcript,
-    TranscriptStats,
     names,
+    stats_fields,
+    transcript_stats,
+    window_of_clip,
 )
 from relisten_runtime.steps import NOTHING, Publisher
 from relisten_runtime.store import JobStore
-from relisten_runtime.worker import PermanentFailure
 
-from relisten_merger.domain import MergePolicy, MergeWindow, build_segments, merge, transcript_text
+from relisten_merger.domain import MergePolicy, build_segments, merge, transcript_text
 
 log = logging.getLogger(__name__)
 
 PREVIEW_CHARS = 500
 
 
-def transcript_ref(job_id: str) -> str:
-    return names.transcript_object(job_id)
-
-
-def result_key(job_id: str, clip_index: int) -> str:
-    return names.clip_result_key(job_id, clip_index)
-
-
 def build_transcript(
     plan: ClipsReady, first: FirstPass, results: dict[int, ClipResult], policy: MergePolicy
 ) -> Transcript:
     """The final transcript of a job from its plan, first pass and second-pass answers (pure)."""
-    windows = [
-        MergeWindow(
-            index=clip.index,
-            start_s=clip.start_s,
-            end_s=clip.end_s,
-            flagged=tuple(clip.flagged_word_indices),
-            trigger_confidence=clip.trigger_confidence,
-            word_first=clip.word_first,
-            word_last=clip.word_last,
-        )
-        for clip in plan.clips
-    ]
+    windows = [window_of_clip(clip) for clip in plan.clips]
     words, corrections = merge(first, windows, results, policy)
-    stats = TranscriptStats(
-        first_pass_seconds=round(first.seconds, 3),
-        second_pass_seconds=round(sum(r.seconds for r in results.values()), 3),
-        audio_redecoded_seconds=round(sum(c.end_s - c.start_s for c in plan.clips), 3),
+    stats = transcript_stats(
+        first_pass_seconds=first.seconds,
+        second_pass_seconds=sum(r.seconds for r in results.values()),
+        audio_redecoded_seconds=sum(c.end_s - c.start_s for c in plan.clips),
         words_flagged=plan.words_flagged,
-        corrections_accepted=sum(c.status == "accepted" for c in corrections),
-        corrections_rejected=sum(c.status == "rejected" for c in corrections),
-        corrections_unresolved=sum(c.status == "unresolved" for c in corrections),
+        corrections=corrections,
     )
     return Transcript(
         job_id=plan.job_id,
@@ -93,28 +73,28 @@ class MergeHandler:
 
     async def on_clips_ready(self, event: ClipsReady) -> Sequence[Event]:
         if not event.clips:
-            return await self._merge(event, {}, await self.store.transcript(transcript_ref(event.job_id)))
+            return await self._merge(
+                event, {}, await self.store.transcript(names.transcript_object(event.job_id))
+            )
         return NOTHING
 
     async def on_clip_corrected(self, event: ClipCorrected) -> Sequence[Event]:
         # Once merged, later clip events of the job (the corrector finishes a batch of clips at once)
         # need no look at every clip result again: the stored transcript is announced again.
-        stored = await self.store.transcript(transcript_ref(event.job_id))
+        stored = await self.store.transcript(names.transcript_object(event.job_id))
         results: dict[int, ClipResult] = {}
         if stored is None:
             found = await self._results(event.job_id, event.clip_count)
             if found is None:
                 return NOTHING  # other clips are still being re-listened to; the last one merges
             results = found
-        plan = await self.store.plan(event.plan_ref)
-        if plan is None:
-            raise PermanentFailure("plan_missing", f"{event.plan_ref} is not stored")
+        plan = await self.store.required_plan(event.plan_ref)
         return await self._merge(plan, results, stored)
 
     async def _results(self, job_id: str, clip_count: int) -> dict[int, ClipResult] | None:
         results = {}
         for index in range(clip_count):
-            result = await self.store.clip_result(result_key(job_id, index))
+            result = await self.store.clip_result(names.clip_result_key(job_id, index))
             if result is None:
                 return None
             results[index] = result
@@ -130,13 +110,13 @@ class MergeHandler:
         stored again (replacing an object under a reader's feet can leave that reader waiting for
         chunks that are gone).
         """
-        ref = transcript_ref(plan.job_id)
+        ref = names.transcript_object(plan.job_id)
         transcript = stored
         if transcript is not None:
             log.debug("job %s was merged already; announcing its transcript again", plan.job_id)
         else:
             await self.publisher.publish(JobProgress(job_id=plan.job_id, stage="merging", progress=0.0))
-            first = await self._first_pass(plan.words_ref)
+            first = await self.store.required_first_pass(plan.words_ref)
             transcript = build_transcript(plan, first, results, self.policy)
             await self.store.put_transcript(ref, transcript)
             log.info(
@@ -146,7 +126,6 @@ class MergeHandler:
                 transcript.stats.corrections_rejected,
                 transcript.stats.corrections_unresolved,
             )
-        stats = transcript.stats
         return [
             JobMerged(
                 job_id=plan.job_id,
@@ -154,20 +133,8 @@ class MergeHandler:
                 language=transcript.language,
                 duration_s=transcript.duration_s,
                 text_preview=transcript.text[:PREVIEW_CHARS],
-                corrections_accepted=stats.corrections_accepted,
-                corrections_rejected=stats.corrections_rejected,
-                corrections_unresolved=stats.corrections_unresolved,
-                words_flagged=stats.words_flagged,
-                first_pass_seconds=stats.first_pass_seconds,
-                second_pass_seconds=stats.second_pass_seconds,
-                audio_redecoded_seconds=stats.audio_redecoded_seconds,
+                **stats_fields(transcript.stats),
                 options=plan.options,
                 warnings=list(transcript.warnings),
             )
         ]
-
-    async def _first_pass(self, ref: str) -> FirstPass:
-        first = await self.store.first_pass(ref)
-        if first is None:
-            raise PermanentFailure("words_missing", f"{ref} is not stored")
-        return first

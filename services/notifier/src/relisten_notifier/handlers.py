@@ -249,7 +249,7 @@ class NotifyHandler:
                 )
         if self._key is None and not self._warned_unsigned:
             self._warned_unsigned = True
-            log.warning("RELISTEN_WEBHOOK_SECRET is not set: job callbacks are sent unsigned")
+            log.warning("RELISTEN_NOTIFIER_WEBHOOK_SECRET is not set: job callbacks are sent unsigned")
         body = callback_body(event, public_url=self.settings.public_url, now=self.clock())
         # Signed with this attempt's timestamp: a receiver checks it is recent.
         headers = webhook_headers(webhook_id(event), int(self.clock()), body, self._key)
