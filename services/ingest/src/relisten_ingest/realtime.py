@@ -53,6 +53,7 @@ from relisten_contracts.live import (
     encode_live,
 )
 from relisten_runtime.infra import Infra
+from relisten_runtime.store import NatsJobStore
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from relisten_ingest.access import bearer_token, key_matches
@@ -335,7 +336,10 @@ class RealtimeSession:
             return
         if config.language is not None and config.language != self.config.language:
             # the same check as an upload's: a language no configured model transcribes is refused
-            refused = await self.runtime.languages.refusal(self.infra, JobOptions(language=config.language))
+            infra = self.infra
+            refused = await self.runtime.languages.refusal(
+                NatsJobStore(lambda: infra), JobOptions(language=config.language)
+            )
             if refused is not None:
                 await self.send_error(
                     "unsupported_language",
