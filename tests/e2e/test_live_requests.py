@@ -40,6 +40,7 @@ IRON_TEXT = (
     "harshly feel has got a little too much of steel anon"
 )
 TIMEOUT_S = 300.0
+BACKEND = FasterWhisperBackend(CorrectorSettings())
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def iron_pcm() -> bytes:
 async def nc(nats_url: str) -> AsyncIterator[NATS]:
     client = await nats.connect(nats_url)
     asr = LiveFirstPassResponder(FasterWhisperEngine(AsrSettings()))
-    corrector = LiveRefineResponder(FasterWhisperBackend(CorrectorSettings()))
+    corrector = LiveRefineResponder(BACKEND, pack=True)  # as the corrector service runs it
     await asr.subscribe(client)
     await corrector.subscribe(client)
     try:
@@ -95,6 +96,17 @@ async def test_first_pass_and_refinement_of_a_turn(nc: NATS, iron_pcm: bytes) ->
     # words the second pass did not replace are the first pass's own
     firsts = {(w.word, w.start) for w in first.words}
     assert all((w.word, w.start) in firsts for w in refined.words if w.source == "first")
+
+
+async def test_refinement_window_by_window_with_the_text_before(nc: NATS, iron_pcm: bytes) -> None:
+    reply = await first_pass(nc, iron_pcm)
+    assert reply.first_pass is not None
+    request = LiveRefineRequest(
+        session_id="s", turn_id="t", audio=iron_pcm, first_pass=reply.first_pass, previous_text="Anon, anon."
+    )
+    refined = await LiveRefineResponder(BACKEND, pack=False).answer(request)
+    assert refined.error is None and refined.corrections and refined.words_flagged > 0
+    assert word_error_rate(IRON_TEXT, " ".join(w.word for w in refined.words)) < 0.3
 
 
 async def test_a_turn_decoded_with_the_audio_before_it(nc: NATS, iron_pcm: bytes) -> None:

@@ -71,6 +71,10 @@ class LiveRefineRequest(msgspec.Struct, frozen=True, kw_only=True):
     confidence_threshold: float = 0.6
     expires_at: float = 0.0
     """As in :class:`LiveFirstPassRequest`."""
+    previous_text: str = ""
+    """The session's text before this turn (its tail): the second pass is prompted with the words
+    before each window, as a file's is, and for a window early in the turn those are the previous
+    turns' words."""
 
 
 class LiveRefineReply(msgspec.Struct, frozen=True, kw_only=True):

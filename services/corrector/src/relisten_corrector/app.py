@@ -30,12 +30,12 @@ def build_worker(settings: CorrectorSettings | None = None) -> Worker:
     settings = settings or CorrectorSettings()
     worker = CorrectorWorker(settings)
     backend = build_backend(settings)
-    worker.live = LiveRefineResponder(backend)
     load = getattr(backend, "load", None)
     if load is not None:
         load()  # join and load the bundled model at start-up, not on the first job
     worker.on_stop(backend.aclose)
     in_process = isinstance(backend, FasterWhisperBackend)
+    worker.live = LiveRefineResponder(backend, pack=in_process and settings.pack_clips)
     handler = CorrectionHandler(
         worker,
         nats_store_of(worker),

@@ -101,6 +101,8 @@ KEY_SUBPROTOCOL: Final = "openai-insecure-api-key."
 MIN_COMMIT_S: Final = 0.1
 MAX_REQUEST_AUDIO_S: Final = 24.0
 """Context and turn together: 768 kB of pcm16, within NATS's default 1 MiB payload limit."""
+PREVIOUS_TURNS: Final = 3
+"""Turns whose text goes with a refinement request as the text before it."""
 FIRST_PARTIAL_S: Final = 1.0
 """A turn's first partial pass waits for this much audio (the prefix padding included)."""
 CUT_SEARCH_S: Final = 2.0
@@ -550,6 +552,7 @@ class RealtimeSession:
             first_pass=first,
             prompt=self.config.prompt,
             expires_at=time.time() + self.settings.live_request_timeout_s,
+            previous_text=" ".join(plain_text(t.words) for t in self.finished[-PREVIOUS_TURNS:]),
         )
         try:
             msg = await self.infra.nc.request(
