@@ -518,7 +518,7 @@ class LanguageRouter:
                 # an English-only model reports "en" whatever it was told
                 current = chosen.language or first.language
                 if heard != current and options.language is None:
-                    log.warning("first pass mostly unsure in %s; re-routing to %s", chosen.language, heard)
+                    log.warning("first pass looked wrong (%s); re-routing to %s", suspicion, heard)
                     rerouted = route(options, heard, f"re-identified, p={p:.2f}", caps)
                     chosen = Route(
                         multilingual=rerouted.multilingual,
