@@ -41,6 +41,7 @@ from relisten_ingest.realtime_turns import (
     session_first_pass,
     session_transcript,
     settled_count,
+    sure_count,
 )
 
 RATE = 16000
@@ -184,6 +185,22 @@ def test_words_heard_well_before_the_end_go_out_after_one_pass() -> None:
         "is",
         "the",
     ]  # never past the hypothesis
+
+
+def test_sure_words_go_out_after_one_pass_but_never_the_last_one() -> None:
+    assert sure_count([0.95, 0.9, 0.99], 0.8) == 2  # the last word heard may be cut off
+    assert sure_count([0.95, 0.5, 0.99, 0.99], 0.8) == 1  # stops at the first unsure word
+    assert sure_count([0.99], 0.8) == 0
+    assert sure_count([], 0.8) == 0
+    turn = DeltaTracker()
+    assert turn.partial(["The", "captain", "sai"], settled=sure_count([0.9, 0.85, 0.4], 0.8)) == [
+        "The",
+        "captain",
+    ]
+    # a later pass that hears the cut word whole sends it once agreed or sure, after the sent ones
+    assert turn.partial(
+        ["The", "captain", "said", "that"], settled=sure_count([0.9, 0.9, 0.9, 0.3], 0.8)
+    ) == ["said"]
 
 
 @given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=8), min_size=1, max_size=6))

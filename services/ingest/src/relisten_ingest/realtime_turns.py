@@ -5,7 +5,9 @@ Deltas only ever append (OpenAI's clients concatenate them), so a word once sent
 While the speaker talks the turn is decoded again every so often from its start; a word is sent once
 two decodes in a row agree on it and on every word before it (local agreement: the ends of a
 hypothesis flicker, its settled beginning does not), or once a decode heard it with enough audio
-after it (``RELISTEN_LIVE_SETTLE_S``): the first words of a turn then go out after one decode, not two. When a later decode revises a word already
+after it (``RELISTEN_LIVE_SETTLE_S``), or once a decode heard it and every word before it with a high
+probability and heard a word after it (``RELISTEN_LIVE_SURE_PROBABILITY``): the first words of a turn
+then go out after one decode, not two. When a later decode revises a word already
 sent, the delta stream keeps the sent one and carries on after it; the turn's ``completed`` event
 carries the turn's final text, which is what a client should keep.
 """
@@ -54,6 +56,17 @@ def settled_count(ends: Sequence[float], audio_s: float, settle_s: float) -> int
     count = 0
     for end in ends:
         if end > audio_s - settle_s:
+            break
+        count += 1
+    return count
+
+
+def sure_count(probabilities: Sequence[float], threshold: float) -> int:
+    """How many leading words have at least ``threshold`` probability, never the last one (a word the
+    audio ends in may be cut off, and a decode's last word is its least settled)."""
+    count = 0
+    for probability in probabilities[:-1]:
+        if probability < threshold:
             break
         count += 1
     return count
