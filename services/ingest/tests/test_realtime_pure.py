@@ -38,6 +38,7 @@ from relisten_ingest.realtime_turns import (
     agreed_prefix,
     join_delta,
     logprobs,
+    resume_at,
     session_first_pass,
     session_transcript,
     settled_count,
@@ -213,7 +214,23 @@ def test_deltas_concatenate_to_the_sent_words(hypotheses: list[list[str]]) -> No
     new = turn.final(hypotheses[-1])
     text += join_delta(new, len(turn.sent) - len(new))
     assert text == " ".join(turn.sent)
-    assert len(turn.sent) >= len(hypotheses[-1])
+    final = [w for w in hypotheses[-1] if w.strip()]
+    tail = final[turn.resumed_at :]
+    assert turn.sent[len(turn.sent) - len(tail) :] == tail  # the deltas end as the final pass does
+
+
+def test_a_revised_hypothesis_goes_on_after_the_sent_words() -> None:
+    assert resume_at([], ["a", "b"]) == 0
+    assert resume_at(["reply", "sheet", "a"], ["reply", "sheet", "of", "a", "truth"]) == 4  # inserted
+    assert resume_at(["my", "lady", "heard"], ["and", "my", "heard", "him"]) == 3  # positional match
+    assert resume_at(["what", "else", "did"], ["what", "else", "did", "thee"]) == 3  # unchanged
+    assert resume_at(["tell", "me", "what"], ["me", "what", "happened"]) == 2  # the first word dropped
+    assert resume_at(["x", "y"], ["p", "q", "r", "y"]) == 2  # "y" by chance, without "x": positional
+    turn = DeltaTracker()
+    assert turn.partial(["reply", "sheet", "a"], settled=3) == ["reply", "sheet", "a"]
+    assert turn.partial(["reply", "sheet", "of", "a", "truth", "I"], settled=5) == ["truth"]
+    assert turn.resumed_at == 4
+    assert turn.final(["reply", "sheet", "of", "a", "truth", "I", "heard"]) == ["I", "heard"]
 
 
 def test_logprobs_are_per_word() -> None:

@@ -41,7 +41,16 @@ import msgspec
 import nats.errors
 import numpy as np
 from fastapi import APIRouter, WebSocket
-from relisten_contracts import ErrorInfo, FirstPass, JobCreated, JobMerged, JobOptions, encode, names
+from relisten_contracts import (
+    ErrorInfo,
+    FirstPass,
+    JobCreated,
+    JobMerged,
+    JobOptions,
+    encode,
+    names,
+    stats_fields,
+)
 from relisten_contracts.live import (
     LIVE_FIRST_PASS_SUBJECT,
     LIVE_REFINE_SUBJECT,
@@ -500,7 +509,7 @@ class RealtimeSession:
             "delta": join_delta(new, len(turn.deltas.sent) - len(new)),
         }
         if self.config.logprobs:
-            start = len(turn.deltas.sent) - len(new)
+            start = turn.deltas.resumed_at
             fields["logprobs"] = logprobs(first.words[start : start + len(new)])
         await self.send("conversation.item.input_audio_transcription.delta", **fields)
 
@@ -778,13 +787,7 @@ class RealtimeSession:
                 language=transcript.language,
                 duration_s=duration,
                 text_preview=transcript.text[:PREVIEW_CHARS],
-                corrections_accepted=stats.corrections_accepted,
-                corrections_rejected=stats.corrections_rejected,
-                corrections_unresolved=stats.corrections_unresolved,
-                words_flagged=stats.words_flagged,
-                first_pass_seconds=stats.first_pass_seconds,
-                second_pass_seconds=stats.second_pass_seconds,
-                audio_redecoded_seconds=stats.audio_redecoded_seconds,
+                **stats_fields(stats),
                 options=options,
                 warnings=transcript.warnings,
             )

@@ -27,9 +27,9 @@ from relisten_contracts import (
     Segment,
     Transcript,
     TranscriptSegment,
-    TranscriptStats,
     TranscriptWord,
     Word,
+    transcript_stats,
 )
 
 _STRIP = string.punctuation + "“”‘’«»…–—"
@@ -81,28 +81,59 @@ def join_delta(words: Sequence[str], already_sent: int) -> str:
     return text
 
 
+RESUME_SEARCH = 2
+"""How far (in words) from its position the last sent word is looked for in a new hypothesis."""
+
+
+def resume_at(sent: Sequence[str], current: Sequence[str]) -> int:
+    """Where ``current`` goes on after the words already ``sent``: just after the sent words' last
+    one as ``current`` has it. A hypothesis that inserts or drops a word before that point (a partial
+    sent "sheet a", the next one hears "sheet of a truth") would otherwise resend or skip words;
+    the last sent word (with the one before it, when there is one) is looked for within
+    :data:`RESUME_SEARCH` words of its position, nearest first. Not found: its position."""
+    at = len(sent)
+    if not sent:
+        return 0
+    last = _key(sent[-1])
+    before = _key(sent[-2]) if len(sent) > 1 else None
+    for shift in sorted(range(-RESUME_SEARCH, RESUME_SEARCH + 1), key=abs):
+        index = at - 1 + shift
+        if not 0 <= index < len(current) or _key(current[index]) != last:
+            continue
+        lead = current[max(0, index - 1 - RESUME_SEARCH) : index]
+        if shift and before is not None and before not in (_key(w) for w in lead):
+            continue  # a common word met by chance: the word sent before it is not there
+        return index + 1
+    return at
+
+
 @dataclass
 class DeltaTracker:
     """What one turn has sent as deltas, and the last hypothesis it was compared with."""
 
     sent: list[str] = field(default_factory=list)
     previous: list[str] = field(default_factory=list)
+    resumed_at: int = 0
+    """Index in the last hypothesis of the first word the last call returned (its logprobs)."""
 
     def partial(self, words: Sequence[str], settled: int = 0) -> list[str]:
         """The words of a partial hypothesis that are newly stable (to send now): those the previous
         hypothesis agrees on, or the first ``settled`` (words the decoder heard well before the end of
-        the audio it was given: enough came after them that they rarely change)."""
+        the audio it was given, or heard surely: they rarely change), after the words already sent
+        (:func:`resume_at`)."""
         current = [w.strip() for w in words if w.strip()]
         stable = max(agreed_prefix(self.previous, current), min(settled, len(current)))
         self.previous = current
-        new = current[len(self.sent) : stable]
+        self.resumed_at = resume_at(self.sent, current)
+        new = current[self.resumed_at : stable]
         self.sent.extend(new)
         return new
 
     def final(self, words: Sequence[str]) -> list[str]:
-        """The words of the turn's final first pass not sent yet (all that follow the sent count)."""
+        """The words of the turn's final first pass not sent yet (all after the sent ones)."""
         current = [w.strip() for w in words if w.strip()]
-        new = current[len(self.sent) :]
+        self.resumed_at = resume_at(self.sent, current)
+        new = current[self.resumed_at :]
         self.sent.extend(new)
         return new
 
@@ -245,14 +276,12 @@ def session_transcript(job_id: str, turns: Sequence[FinishedTurn], duration_s: f
         words.extend(turn_words)
         corrections.extend(shifted_corrections(turn.corrections, turn.offset_s))
     first = session_first_pass(turns, duration_s, "")
-    stats = TranscriptStats(
-        first_pass_seconds=round(first.seconds, 3),
-        second_pass_seconds=round(sum(t.second_pass_seconds for t in turns), 3),
-        audio_redecoded_seconds=round(sum(t.audio_redecoded_seconds for t in turns), 3),
+    stats = transcript_stats(
+        first_pass_seconds=first.seconds,
+        second_pass_seconds=sum(t.second_pass_seconds for t in turns),
+        audio_redecoded_seconds=sum(t.audio_redecoded_seconds for t in turns),
         words_flagged=sum(t.words_flagged for t in turns),
-        corrections_accepted=sum(c.status == "accepted" for c in corrections),
-        corrections_rejected=sum(c.status == "rejected" for c in corrections),
-        corrections_unresolved=sum(c.status == "unresolved" for c in corrections),
+        corrections=corrections,
     )
     return Transcript(
         job_id=job_id,
