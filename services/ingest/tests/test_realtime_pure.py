@@ -36,6 +36,7 @@ from relisten_ingest.realtime_turns import (
     DeltaTracker,
     FinishedTurn,
     agreed_prefix,
+    before_repeat,
     join_delta,
     logprobs,
     resume_at,
@@ -219,6 +220,26 @@ def test_deltas_concatenate_to_the_sent_words(hypotheses: list[list[str]]) -> No
     assert turn.sent[len(turn.sent) - len(tail) :] == tail  # the deltas end as the final pass does
 
 
+def test_a_partial_is_cut_where_it_says_a_sentence_again() -> None:
+    loop = [
+        "The",
+        "Egyptian",
+        "background",
+        "of",
+        "the",
+        "bondage.",
+        "The",
+        "Egyptian",
+        "background",
+        "of",
+        "the",
+        "bondage.",
+    ]
+    assert before_repeat(loop) == 6
+    assert before_repeat(["a", "b", "a", "c", "a", "b"]) == 6  # two words again are not a loop
+    assert before_repeat(["x", "y"]) == 2 and before_repeat([]) == 0
+
+
 def test_a_revised_hypothesis_goes_on_after_the_sent_words() -> None:
     assert resume_at([], ["a", "b"]) == 0
     assert resume_at(["reply", "sheet", "a"], ["reply", "sheet", "of", "a", "truth"]) == 4  # inserted
@@ -226,6 +247,7 @@ def test_a_revised_hypothesis_goes_on_after_the_sent_words() -> None:
     assert resume_at(["what", "else", "did"], ["what", "else", "did", "thee"]) == 3  # unchanged
     assert resume_at(["tell", "me", "what"], ["me", "what", "happened"]) == 2  # the first word dropped
     assert resume_at(["x", "y"], ["p", "q", "r", "y"]) == 2  # "y" by chance, without "x": positional
+    assert resume_at(["pay", "genius."], ["Patience", "is", "genius", "That's"]) == 3  # a long word is found
     turn = DeltaTracker()
     assert turn.partial(["reply", "sheet", "a"], settled=3) == ["reply", "sheet", "a"]
     assert turn.partial(["reply", "sheet", "of", "a", "truth", "I"], settled=5) == ["truth"]

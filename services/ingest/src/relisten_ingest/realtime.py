@@ -3,8 +3,9 @@ transcription protocol, refined turn by turn; the session ends as an ordinary jo
 
 One session is one WebSocket in one ingest process; the decoding is not here. While a turn is being
 spoken, its audio so far goes to ``relisten-live.first_pass`` (any asr replica) every
-``RELISTEN_LIVE_PARTIAL_INTERVAL_S`` of new audio, and the words two answers in a row agree on are sent
-as ``conversation.item.input_audio_transcription.delta``. When the turn ends (server VAD, a manual
+``RELISTEN_LIVE_PARTIAL_INTERVAL_S`` of new audio (a cheap decode: only deltas are made of it), and
+the words two answers in a row agree on, or one answer heard surely, are sent as
+``conversation.item.input_audio_transcription.delta``. When the turn ends (server VAD, a manual
 commit, or the length cap) it gets a final first pass, then ``relisten-live.refine`` (any corrector
 replica) re-listens to its doubtful stretches; ``...completed`` carries the refined text and
 ``relisten.turn.refined`` the words, sources and corrections. Finished turns are handled one at a
@@ -87,6 +88,7 @@ from relisten_ingest.realtime_protocol import (
 from relisten_ingest.realtime_turns import (
     DeltaTracker,
     FinishedTurn,
+    before_repeat,
     first_pass_words,
     join_delta,
     logprobs,
@@ -494,6 +496,7 @@ class RealtimeSession:
         if reply is None or reply.first_pass is None or turn.end is not None or turn.cancelled:
             return  # a late or failed partial is simply dropped: the turn's final pass covers it
         words = reply.first_pass.words
+        words = words[: before_repeat([w.word for w in words])]
         settled = settled_count(
             [w.end for w in words], len(audio) / 2 / SAMPLE_RATE, self.settings.live_settle_s
         )

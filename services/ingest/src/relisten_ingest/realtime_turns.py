@@ -61,6 +61,23 @@ def settled_count(ends: Sequence[float], audio_s: float, settle_s: float) -> int
     return count
 
 
+LOOP_WORDS = 3
+
+
+def before_repeat(words: Sequence[str], size: int = LOOP_WORDS) -> int:
+    """How many leading words come before the first repeat of a run of ``size`` words (compared
+    without case and punctuation): a partial pass is greedy and unscreened, and at the end of its
+    audio Whisper may say a sentence again; the repeat and what follows it are not sent."""
+    keys = [_key(w) for w in words]
+    seen: set[tuple[str, ...]] = set()
+    for at in range(len(keys) - size + 1):
+        run = tuple(keys[at : at + size])
+        if run in seen:
+            return at
+        seen.add(run)
+    return len(keys)
+
+
 def sure_count(probabilities: Sequence[float], threshold: float) -> int:
     """How many leading words have at least ``threshold`` probability, never the last one (a word the
     audio ends in may be cut off, and a decode's last word is its least settled)."""
@@ -83,14 +100,18 @@ def join_delta(words: Sequence[str], already_sent: int) -> str:
 
 RESUME_SEARCH = 2
 """How far (in words) from its position the last sent word is looked for in a new hypothesis."""
+SHORT_WORD = 3
+"""A last sent word this short only counts as found away from its position with the word sent before
+it just ahead (short words recur by chance; longer ones are found even when the word before them was
+revised: "pay genius" then "patience is genius")."""
 
 
 def resume_at(sent: Sequence[str], current: Sequence[str]) -> int:
     """Where ``current`` goes on after the words already ``sent``: just after the sent words' last
     one as ``current`` has it. A hypothesis that inserts or drops a word before that point (a partial
     sent "sheet a", the next one hears "sheet of a truth") would otherwise resend or skip words;
-    the last sent word (with the one before it, when there is one) is looked for within
-    :data:`RESUME_SEARCH` words of its position, nearest first. Not found: its position."""
+    the last sent word is looked for within :data:`RESUME_SEARCH` words of its position, nearest
+    first (a short one with the word sent before it, see :data:`SHORT_WORD`). Not found: its position."""
     at = len(sent)
     if not sent:
         return 0
@@ -101,8 +122,8 @@ def resume_at(sent: Sequence[str], current: Sequence[str]) -> int:
         if not 0 <= index < len(current) or _key(current[index]) != last:
             continue
         lead = current[max(0, index - 1 - RESUME_SEARCH) : index]
-        if shift and before is not None and before not in (_key(w) for w in lead):
-            continue  # a common word met by chance: the word sent before it is not there
+        if shift and len(last) <= SHORT_WORD and before is not None and before not in (_key(w) for w in lead):
+            continue  # a short word ("a", "the") met by chance: the word sent before it is not there
         return index + 1
     return at
 

@@ -184,11 +184,12 @@ class IngestSettings(CommonSettings):
         ),
     )
     live_partial_interval_s: float = Field(
-        0.6,
+        0.3,
         gt=0,
         description=(
-            "While a turn is spoken, its first pass is asked for again after this much new audio "
-            "(deltas are the words two passes in a row agree on). At most one is in flight per session."
+            "While a turn is spoken, its (cheap) partial pass is asked for again after this much new "
+            "audio. At most one is in flight per session: audio that comes meanwhile goes with the next. "
+            "On make bench-live, 0.3 against 0.6 took the first delta's median from 1.10 s to 0.84 s."
         ),
     )
     live_first_partial_s: float = Field(
