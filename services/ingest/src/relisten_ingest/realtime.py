@@ -49,6 +49,7 @@ from relisten_contracts import (
     JobMerged,
     JobOptions,
     encode,
+    first_pass_words,
     names,
     stats_fields,
 )
@@ -89,7 +90,6 @@ from relisten_ingest.realtime_turns import (
     DeltaTracker,
     FinishedTurn,
     before_repeat,
-    first_pass_words,
     join_delta,
     logprobs,
     plain_text,

@@ -177,19 +177,6 @@ def plain_text(words: Sequence[Word] | Sequence[TranscriptWord]) -> str:
     return " ".join(t for t in (w.word.strip() for w in words) if t)
 
 
-def first_pass_words(first: FirstPass) -> list[TranscriptWord]:
-    return [
-        TranscriptWord(
-            word=w.word,
-            start=w.start,
-            end=w.end,
-            probability=w.probability,
-            raw_probability=w.raw_probability,
-        )
-        for w in first.words
-    ]
-
-
 @dataclass(frozen=True)
 class FinishedTurn:
     """One turn as the session's job keeps it; times relative to the turn's start."""
