@@ -102,3 +102,25 @@ def test_unknown_bundled_model_fails_at_construction() -> None:
 def test_other_models_are_named_after_their_last_path_part() -> None:
     assert build_engine(AsrSettings(first_pass_model="small.en")).name == "faster-whisper:small.en"
     assert build_engine(AsrSettings(first_pass_model="/models/whisper-x/")).name == "faster-whisper:whisper-x"
+
+
+async def test_a_partial_pass_hears_the_start_of_a_turn(speech: np.ndarray) -> None:
+    """The cheap pass live partials use: words of the audio given, within it, and the same opening
+    words the full first pass hears; nothing for silence or an empty buffer."""
+    engine = FasterWhisperEngine(AsrSettings())
+    await asyncio.to_thread(engine.load)
+    start = speech[: 4 * 16000]
+    partial = await engine.transcribe_partial(start, language="en", prompt=None)
+    assert partial.language == "en" and partial.duration_s == pytest.approx(4.0)
+    assert len(partial.words) >= 4
+    for word in partial.words:
+        assert 0.0 <= word.start <= word.end <= 4.0
+    assert partial.segments and partial.segments[-1].last_word == len(partial.words)
+    whole = await engine.transcribe(speech, language="en", prompt=None)
+    opening = normalise(" ".join(w.word for w in whole.words[:3]))
+    assert normalise(" ".join(w.word for w in partial.words)).startswith(opening)
+    assert (
+        await engine.transcribe_partial(np.zeros(0, dtype=np.float32), language="en", prompt=None)
+    ).words == []
+    quiet = await engine.transcribe_partial(np.zeros(16000, dtype=np.float32), language="en", prompt=None)
+    assert len(quiet.words) <= 2  # a second of silence: no loop (the token cap bounds it)

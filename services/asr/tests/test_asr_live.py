@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 from nats.aio.msg import Msg
-from relisten_asr.engines import FasterWhisperEngine
+from relisten_asr.engines import FasterWhisperEngine, ProgressCallback, Task
 from relisten_asr.language import LanguageRouter
 from relisten_asr.live import LiveFirstPassResponder, turn_only
 from relisten_asr.settings import AsrSettings
@@ -124,3 +125,36 @@ async def test_final_passes_go_before_waiting_partial_ones() -> None:
     # a message that does not decode is answered at once, not queued
     assert responder._take(Msg(_client=None, data=b"\xc1")) is None  # type: ignore[arg-type]
     assert responder._waiting.empty()
+
+
+async def test_partials_take_the_cheap_pass_and_finals_the_files() -> None:
+    calls: list[str] = []
+
+    class Counted(FasterWhisperEngine):
+        async def transcribe(
+            self,
+            audio: np.ndarray,
+            *,
+            language: str | None,
+            prompt: str | None,
+            on_progress: ProgressCallback | None = None,
+            task: Task = "transcribe",
+            mixed: bool = False,
+        ) -> FirstPass:
+            calls.append("full")
+            return await super().transcribe(audio, language=language, prompt=prompt)
+
+        async def transcribe_partial(
+            self, audio: np.ndarray, *, language: str | None, prompt: str | None
+        ) -> FirstPass:
+            calls.append("partial")
+            return await super().transcribe_partial(audio, language=language, prompt=prompt)
+
+    responder = LiveFirstPassResponder(Counted(AsrSettings()))
+    silence = bytes(3200)
+    for final in (False, True):
+        reply = await responder.answer(
+            LiveFirstPassRequest(session_id="s", turn_id="t", audio=silence, final=final, language="en")
+        )
+        assert reply.error is None and reply.first_pass is not None
+    assert calls == ["partial", "full"]

@@ -14,9 +14,10 @@ from faster_whisper import decode_audio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from relisten_asr.engines import FasterWhisperEngine, Task
-from relisten_asr.recovery import RecoveryPolicy, frame_levels, unheard_speech
+from relisten_asr.recovery import RecoveryPolicy, unheard_speech
 from relisten_asr.settings import AsrSettings
 from relisten_contracts import Word
+from relisten_runtime.audio import frame_levels
 
 RATE = 16000
 FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures"

@@ -36,11 +36,14 @@ from relisten_ingest.realtime_turns import (
     DeltaTracker,
     FinishedTurn,
     agreed_prefix,
+    before_repeat,
     join_delta,
     logprobs,
+    resume_at,
     session_first_pass,
     session_transcript,
     settled_count,
+    sure_count,
 )
 
 RATE = 16000
@@ -186,6 +189,22 @@ def test_words_heard_well_before_the_end_go_out_after_one_pass() -> None:
     ]  # never past the hypothesis
 
 
+def test_sure_words_go_out_after_one_pass_but_never_the_last_one() -> None:
+    assert sure_count([0.95, 0.9, 0.99], 0.8) == 2  # the last word heard may be cut off
+    assert sure_count([0.95, 0.5, 0.99, 0.99], 0.8) == 1  # stops at the first unsure word
+    assert sure_count([0.99], 0.8) == 0
+    assert sure_count([], 0.8) == 0
+    turn = DeltaTracker()
+    assert turn.partial(["The", "captain", "sai"], settled=sure_count([0.9, 0.85, 0.4], 0.8)) == [
+        "The",
+        "captain",
+    ]
+    # a later pass that hears the cut word whole sends it once agreed or sure, after the sent ones
+    assert turn.partial(
+        ["The", "captain", "said", "that"], settled=sure_count([0.9, 0.9, 0.9, 0.3], 0.8)
+    ) == ["said"]
+
+
 @given(st.lists(st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=8), min_size=1, max_size=6))
 def test_deltas_concatenate_to_the_sent_words(hypotheses: list[list[str]]) -> None:
     turn = DeltaTracker()
@@ -196,7 +215,44 @@ def test_deltas_concatenate_to_the_sent_words(hypotheses: list[list[str]]) -> No
     new = turn.final(hypotheses[-1])
     text += join_delta(new, len(turn.sent) - len(new))
     assert text == " ".join(turn.sent)
-    assert len(turn.sent) >= len(hypotheses[-1])
+    final = [w for w in hypotheses[-1] if w.strip()]
+    tail = final[turn.resumed_at :]
+    assert turn.sent[len(turn.sent) - len(tail) :] == tail  # the deltas end as the final pass does
+
+
+def test_a_partial_is_cut_where_it_says_a_sentence_again() -> None:
+    loop = [
+        "The",
+        "Egyptian",
+        "background",
+        "of",
+        "the",
+        "bondage.",
+        "The",
+        "Egyptian",
+        "background",
+        "of",
+        "the",
+        "bondage.",
+    ]
+    assert before_repeat(loop) == 6
+    assert before_repeat(["a", "b", "a", "c", "a", "b"]) == 6  # two words again are not a loop
+    assert before_repeat(["x", "y"]) == 2 and before_repeat([]) == 0
+
+
+def test_a_revised_hypothesis_goes_on_after_the_sent_words() -> None:
+    assert resume_at([], ["a", "b"]) == 0
+    assert resume_at(["reply", "sheet", "a"], ["reply", "sheet", "of", "a", "truth"]) == 4  # inserted
+    assert resume_at(["my", "lady", "heard"], ["and", "my", "heard", "him"]) == 3  # positional match
+    assert resume_at(["what", "else", "did"], ["what", "else", "did", "thee"]) == 3  # unchanged
+    assert resume_at(["tell", "me", "what"], ["me", "what", "happened"]) == 2  # the first word dropped
+    assert resume_at(["x", "y"], ["p", "q", "r", "y"]) == 2  # "y" by chance, without "x": positional
+    assert resume_at(["pay", "genius."], ["Patience", "is", "genius", "That's"]) == 3  # a long word is found
+    turn = DeltaTracker()
+    assert turn.partial(["reply", "sheet", "a"], settled=3) == ["reply", "sheet", "a"]
+    assert turn.partial(["reply", "sheet", "of", "a", "truth", "I"], settled=5) == ["truth"]
+    assert turn.resumed_at == 4
+    assert turn.final(["reply", "sheet", "of", "a", "truth", "I", "heard"]) == ["I", "heard"]
 
 
 def test_logprobs_are_per_word() -> None:

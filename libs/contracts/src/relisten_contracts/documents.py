@@ -171,6 +171,21 @@ class TranscriptStats(msgspec.Struct, frozen=True, kw_only=True):
     corrections_unresolved: int = 0
 
 
+def first_pass_words(first: FirstPass) -> list[TranscriptWord]:
+    """A first pass's words as transcript words, unchanged (source ``first``): the words of a live
+    turn that was not refined, as ingest keeps them and the corrector answers them."""
+    return [
+        TranscriptWord(
+            word=w.word,
+            start=w.start,
+            end=w.end,
+            probability=w.probability,
+            raw_probability=w.raw_probability,
+        )
+        for w in first.words
+    ]
+
+
 def transcript_stats(
     *,
     first_pass_seconds: float,

@@ -60,3 +60,17 @@ def pcm16_from_float(audio: np.ndarray) -> bytes:
 def wav_from_float(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
     """A 16 kHz mono 16-bit WAV file of ``audio``."""
     return wav_bytes(pcm16_from_float(audio), sample_rate)
+
+
+def frame_levels(audio: np.ndarray, sample_rate: int, frame_s: float) -> np.ndarray:
+    """Loudness of consecutive frames of float samples in dB below full scale (RMS; digital silence
+    at -120 dB; a last partial frame is left out). The one loudness measure of the services: the asr's
+    recovery and hallucination screening, and the live VAD."""
+    size = max(1, round(frame_s * sample_rate))
+    count = len(audio) // size
+    if count == 0:
+        return np.zeros(0, dtype=np.float64)
+    frames = np.asarray(audio[: count * size], dtype=np.float32).reshape(count, size)
+    # einsum sums each frame's squares without a copy of the audio (an hour is 230 MB as float32)
+    rms = np.sqrt(np.einsum("ij,ij->i", frames, frames).astype(np.float64) / size)
+    return np.asarray(20.0 * np.log10(np.maximum(rms, 1e-6)), dtype=np.float64)

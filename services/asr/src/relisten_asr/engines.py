@@ -32,8 +32,10 @@ from relisten_speech.whisper import (
     InProcessWhisper,
     batched_pipeline,
     check_bundled_name,
+    encoder_frames,
     mono_samples,
     supported_language,
+    trimmed_pipeline,
 )
 
 from relisten_asr.hallucination import HallucinationPolicy, Loudness, recovered_is_speech, screen
@@ -61,6 +63,15 @@ NEUTRAL_AVG_LOGPROB = 0.0
 NEUTRAL_COMPRESSION_RATIO = 1.0
 NEUTRAL_NO_SPEECH_PROB = 0.0
 """Segment signals used when a server leaves them out: values that flag nothing."""
+
+PARTIAL_PADDING_S = 5.0
+"""Silence after a partial pass's audio in the encoder input. Whisper was trained on 30 s windows; with
+1 s of padding tiny.en looped on a 1-2 s turn start ("1 1 1 1 ..."), with 3-5 s it did not (5 s is
+also what the corrector's trimmed second pass keeps)."""
+PARTIAL_TOKENS_PER_S = 10
+PARTIAL_MIN_TOKENS = 24
+"""A partial pass writes at most ``PARTIAL_MIN_TOKENS + PARTIAL_TOKENS_PER_S`` tokens per second of
+audio (speech is 3-5 tokens a second): a loop stops there instead of costing a second of decoding."""
 
 ProgressCallback = Callable[[float], None]
 Task = Literal["transcribe", "translate"]
@@ -259,6 +270,62 @@ class FasterWhisperEngine(InProcessWhisper):
             seconds=seconds,
         )
         return screen(result, audio, SAMPLE_RATE) if self._settings.screen_hallucinations else result
+
+    async def transcribe_partial(
+        self, audio: np.ndarray, *, language: str | None, prompt: str | None
+    ) -> FirstPass:
+        """A cheap first pass of the audio of a turn being spoken (live partials): greedy, one chunk,
+        the encoder given the audio plus :data:`PARTIAL_PADDING_S` instead of 30 s, no VAD, no
+        recovery and no hallucination screening. Measured on 0.5-4 s of speech with tiny.en on 2 cores:
+        0.1-0.2 s against 0.6-0.8 s for :meth:`transcribe`. Only deltas are made of it; a turn's
+        final pass is :meth:`transcribe`."""
+        samples = mono_samples(audio)
+        async with self._queue:
+            return await asyncio.to_thread(self._partial_blocking, samples, language, prompt)
+
+    def _partial_blocking(self, audio: np.ndarray, language: str | None, prompt: str | None) -> FirstPass:
+        model = self.load()
+        duration = len(audio) / SAMPLE_RATE
+        language = supported_language(model, language)
+        if duration == 0:
+            return FirstPass(
+                language=language or "en",
+                duration_s=0.0,
+                words=[],
+                segments=[],
+                engine=self.name,
+                seconds=0.0,
+            )
+        spans = _at_most((0.0, duration), MAX_CHUNK_S)
+        longest = spans[0][1] - spans[0][0]
+        with self._decode_lock:
+            started = time.perf_counter()
+            pipeline = trimmed_pipeline(
+                model, encoder_frames(math.ceil(longest * SAMPLE_RATE), PARTIAL_PADDING_S)
+            )
+            segments, info = pipeline.transcribe(
+                audio,
+                language=language,
+                beam_size=1,
+                temperature=0.0,
+                word_timestamps=True,
+                initial_prompt=prompt or None,
+                vad_filter=False,
+                clip_timestamps=[{"start": start, "end": end} for start, end in spans],
+                max_new_tokens=PARTIAL_MIN_TOKENS + math.ceil(PARTIAL_TOKENS_PER_S * longest),
+                batch_size=1,
+            )
+            pieces: list[Any] = [(0.0, 0.0, duration, segment) for segment in segments]
+            seconds = time.perf_counter() - started
+        words, collected = _assemble(pieces, duration)
+        return FirstPass(
+            language=str(info.language),
+            duration_s=duration,
+            words=words,
+            segments=collected,
+            engine=self.name,
+            seconds=seconds,
+        )
 
     def _recover(
         self,

@@ -29,8 +29,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 from relisten_contracts import FirstPass, JobWarning, Segment, Word
-
-from relisten_asr.recovery import frame_levels
+from relisten_runtime.audio import frame_levels
 
 __all__ = [
     "STOCK_PHRASES",

@@ -5,8 +5,10 @@ Stateless: every request holds the turn's audio from its start, so any asr repli
 session. A replica answers its live requests one at a time, a turn's final pass before waiting partial
 ones (the turn's completion waits on it; a late partial only delays a delta), and skips a request
 whose asker has stopped waiting. The model is the job pipeline's (one decode at a time per replica, queued with the jobs'
-decodes); the first pass is the same as a file's, calibrated the same way, so a live turn's words
-carry the probabilities the second pass is chosen by.
+decodes). A turn's final pass is the same as a file's, calibrated the same way, so a live turn's words
+carry the probabilities the second pass is chosen by; a partial pass (``final`` False), which only
+makes deltas, is the in-process model's cheap one (:meth:`FasterWhisperEngine.transcribe_partial`:
+greedy, the encoder given the audio plus a few seconds instead of 30 s, no recovery or screening).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from relisten_contracts.live import (
 from relisten_runtime.audio import pcm16_to_float
 from relisten_speech.errors import SpeechError
 
-from relisten_asr.engines import FirstPassEngine
+from relisten_asr.engines import FasterWhisperEngine, FirstPassEngine
 from relisten_asr.language import LanguageRouter
 
 log = logging.getLogger(__name__)
@@ -117,9 +119,14 @@ class LiveFirstPassResponder:
             )
         audio = pcm16_to_float(request.audio)
         try:
-            result: FirstPass = await engine.transcribe(
-                audio, language=request.language, prompt=request.prompt
-            )
+            result: FirstPass
+            if not request.final and isinstance(engine, FasterWhisperEngine):
+                # a partial only makes deltas: the cheap pass (the final one stays the file's)
+                result = await engine.transcribe_partial(
+                    audio, language=request.language, prompt=request.prompt
+                )
+            else:
+                result = await engine.transcribe(audio, language=request.language, prompt=request.prompt)
         except SpeechError as exc:
             return LiveFirstPassReply(error=ErrorInfo(code=exc.code, message=exc.message))
         except Exception as exc:

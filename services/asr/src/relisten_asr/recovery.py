@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from relisten_contracts import Word
+from relisten_runtime.audio import frame_levels
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,18 +30,6 @@ class RecoveryPolicy:
     margin_s: float = 0.2
     """Audio kept around the loud part of a gap when it is decoded again."""
     frame_s: float = 0.03
-
-
-def frame_levels(audio: np.ndarray, sample_rate: int, frame_s: float) -> np.ndarray:
-    """Loudness of consecutive frames in dB (RMS; digital silence at -120 dB)."""
-    size = max(1, round(frame_s * sample_rate))
-    count = len(audio) // size
-    if count == 0:
-        return np.zeros(0, dtype=np.float64)
-    frames = np.asarray(audio[: count * size], dtype=np.float32).reshape(count, size)
-    # einsum sums each frame's squares without a copy of the audio (an hour is 230 MB as float32)
-    rms = np.sqrt(np.einsum("ij,ij->i", frames, frames).astype(np.float64) / size)
-    return np.asarray(20.0 * np.log10(np.maximum(rms, 1e-6)), dtype=np.float64)
 
 
 def unheard_speech(

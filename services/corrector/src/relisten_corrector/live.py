@@ -24,7 +24,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from relisten_clipper.domain import ClipPolicy, Window, context_prompt, find_windows, to_sample_range
-from relisten_contracts import ClipResult, ErrorInfo, TranscriptWord
+from relisten_contracts import ClipResult, ErrorInfo, TranscriptWord, first_pass_words
 from relisten_contracts.live import (
     LIVE_CORRECTOR_QUEUE,
     LIVE_REFINE_SUBJECT,
@@ -44,16 +44,7 @@ log = logging.getLogger(__name__)
 
 
 def _unchanged(request: LiveRefineRequest) -> list[TranscriptWord]:
-    return [
-        TranscriptWord(
-            word=w.word,
-            start=w.start,
-            end=w.end,
-            probability=w.probability,
-            raw_probability=w.raw_probability,
-        )
-        for w in request.first_pass.words
-    ]
+    return first_pass_words(request.first_pass)
 
 
 @dataclass

@@ -3,8 +3,9 @@ transcription protocol, refined turn by turn; the session ends as an ordinary jo
 
 One session is one WebSocket in one ingest process; the decoding is not here. While a turn is being
 spoken, its audio so far goes to ``relisten-live.first_pass`` (any asr replica) every
-``RELISTEN_LIVE_PARTIAL_INTERVAL_S`` of new audio, and the words two answers in a row agree on are sent
-as ``conversation.item.input_audio_transcription.delta``. When the turn ends (server VAD, a manual
+``RELISTEN_LIVE_PARTIAL_INTERVAL_S`` of new audio (a cheap decode: only deltas are made of it), and
+the words two answers in a row agree on, or one answer heard surely, are sent as
+``conversation.item.input_audio_transcription.delta``. When the turn ends (server VAD, a manual
 commit, or the length cap) it gets a final first pass, then ``relisten-live.refine`` (any corrector
 replica) re-listens to its doubtful stretches; ``...completed`` carries the refined text and
 ``relisten.turn.refined`` the words, sources and corrections. Finished turns are handled one at a
@@ -41,7 +42,17 @@ import msgspec
 import nats.errors
 import numpy as np
 from fastapi import APIRouter, WebSocket
-from relisten_contracts import ErrorInfo, FirstPass, JobCreated, JobMerged, JobOptions, encode, names
+from relisten_contracts import (
+    ErrorInfo,
+    FirstPass,
+    JobCreated,
+    JobMerged,
+    JobOptions,
+    encode,
+    first_pass_words,
+    names,
+    stats_fields,
+)
 from relisten_contracts.live import (
     LIVE_FIRST_PASS_SUBJECT,
     LIVE_REFINE_SUBJECT,
@@ -78,7 +89,7 @@ from relisten_ingest.realtime_protocol import (
 from relisten_ingest.realtime_turns import (
     DeltaTracker,
     FinishedTurn,
-    first_pass_words,
+    before_repeat,
     join_delta,
     logprobs,
     plain_text,
@@ -87,6 +98,7 @@ from relisten_ingest.realtime_turns import (
     settled_count,
     shifted_corrections,
     shifted_words,
+    sure_count,
 )
 from relisten_ingest.runtime import IngestRuntime, NotReady
 
@@ -103,8 +115,6 @@ MAX_REQUEST_AUDIO_S: Final = 24.0
 """Context and turn together: 768 kB of pcm16, within NATS's default 1 MiB payload limit."""
 PREVIOUS_TURNS: Final = 3
 """Turns whose text goes with a refinement request as the text before it."""
-FIRST_PARTIAL_S: Final = 1.0
-"""A turn's first partial pass waits for this much audio (the prefix padding included)."""
 CUT_SEARCH_S: Final = 2.0
 """A turn at its length limit is cut at the quietest point of its last two seconds."""
 DRAIN_S_PER_TURN: Final = 2.0
@@ -462,8 +472,9 @@ class RealtimeSession:
         if self.partial_task is not None and not self.partial_task.done():
             return  # coalesced: the next one will carry all the audio that came meanwhile
         length = self.samples - turn.start
-        if length < FIRST_PARTIAL_S * SAMPLE_RATE:
-            return  # a decode of less costs as much (Whisper pads to 30 s) and hears next to nothing
+        padding = self.vad.settings.prefix_padding_ms / 1000 if self.vad is not None else 0.0
+        if length < (padding + self.settings.live_first_partial_s) * SAMPLE_RATE:
+            return  # too little speech yet to hear a word in
         if length - turn.partial_at < self.settings.live_partial_interval_s * SAMPLE_RATE:
             return
         turn.partial_at = length
@@ -477,15 +488,20 @@ class RealtimeSession:
 
     async def _partial(self, turn: Turn, audio: bytes) -> None:
         reply, _ = await self._first_pass(
-            turn, audio, final=False, context=self.context_before(turn, len(audio))
+            turn,
+            audio,
+            final=False,
+            context=self.context_before(turn, len(audio), self.settings.live_partial_context_s),
         )
         if reply is None or reply.first_pass is None or turn.end is not None or turn.cancelled:
             return  # a late or failed partial is simply dropped: the turn's final pass covers it
         words = reply.first_pass.words
+        words = words[: before_repeat([w.word for w in words])]
         settled = settled_count(
             [w.end for w in words], len(audio) / 2 / SAMPLE_RATE, self.settings.live_settle_s
         )
-        new = turn.deltas.partial([w.word for w in words], settled)
+        sure = sure_count([w.probability for w in words], self.settings.live_sure_probability)
+        new = turn.deltas.partial([w.word for w in words], max(settled, sure))
         if new:
             await self._send_delta(turn, new, reply.first_pass)
 
@@ -496,17 +512,19 @@ class RealtimeSession:
             "delta": join_delta(new, len(turn.deltas.sent) - len(new)),
         }
         if self.config.logprobs:
-            start = len(turn.deltas.sent) - len(new)
+            start = turn.deltas.resumed_at
             fields["logprobs"] = logprobs(first.words[start : start + len(new)])
         await self.send("conversation.item.input_audio_transcription.delta", **fields)
 
     # --- NATS requests ---------------------------------------------------------------------------------
 
-    def context_before(self, turn: Turn, turn_bytes: int) -> bytes:
+    def context_before(self, turn: Turn, turn_bytes: int, wanted_s: float | None = None) -> bytes:
         """The session audio just before ``turn`` that its first passes are decoded with: up to
-        ``RELISTEN_LIVE_CONTEXT_S``, and no more than keeps a request within ``MAX_REQUEST_AUDIO_S``."""
+        ``wanted_s`` (``RELISTEN_LIVE_CONTEXT_S`` by default), and no more than keeps a request within
+        ``MAX_REQUEST_AUDIO_S``."""
         room = MAX_REQUEST_AUDIO_S - turn_bytes / 2 / SAMPLE_RATE
-        seconds = max(0.0, min(self.settings.live_context_s, room))
+        wanted = self.settings.live_context_s if wanted_s is None else wanted_s
+        seconds = max(0.0, min(wanted, room))
         start = max(0, turn.start - int(seconds * SAMPLE_RATE))
         return self.audio_of(start, turn.start)
 
@@ -772,13 +790,7 @@ class RealtimeSession:
                 language=transcript.language,
                 duration_s=duration,
                 text_preview=transcript.text[:PREVIEW_CHARS],
-                corrections_accepted=stats.corrections_accepted,
-                corrections_rejected=stats.corrections_rejected,
-                corrections_unresolved=stats.corrections_unresolved,
-                words_flagged=stats.words_flagged,
-                first_pass_seconds=stats.first_pass_seconds,
-                second_pass_seconds=stats.second_pass_seconds,
-                audio_redecoded_seconds=stats.audio_redecoded_seconds,
+                **stats_fields(stats),
                 options=options,
                 warnings=transcript.warnings,
             )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 import numpy as np
+from relisten_runtime.audio import frame_levels
 
 SAMPLE_RATE: Final = 16000
 FRAME_S: Final = 0.02
@@ -107,8 +108,7 @@ def level_dbfs(frame: np.ndarray) -> float:
     """RMS level of int16 samples in dB below full scale (-120 for digital silence)."""
     if len(frame) == 0:
         return -120.0
-    rms = float(np.sqrt(np.mean(np.square(frame.astype(np.float64))))) / 32768.0
-    return 20 * math.log10(rms) if rms > 1e-6 else -120.0
+    return float(frame_levels(frame.astype(np.float32) / 32768.0, SAMPLE_RATE, len(frame) / SAMPLE_RATE)[0])
 
 
 def threshold_dbfs(threshold: float) -> float:
@@ -179,8 +179,9 @@ class EnergyVad:
         start_frames = max(1, round(self.settings.min_speech_ms / 1000 / FRAME_S))
         stop_frames = max(1, round(self.settings.silence_duration_ms / 1000 / FRAME_S))
         padding = int(self.settings.prefix_padding_ms / 1000 * SAMPLE_RATE)
-        for at in range(0, whole, FRAME):
-            speech = self._is_speech(level_dbfs(joined[at : at + FRAME]))
+        levels = frame_levels(joined[:whole].astype(np.float32) / 32768.0, SAMPLE_RATE, FRAME / SAMPLE_RATE)
+        for level in levels:
+            speech = self._is_speech(float(level))
             self.position += FRAME
             if not self.in_speech:
                 self._speech_run = self._speech_run + 1 if speech else 0

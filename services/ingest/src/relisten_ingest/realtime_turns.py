@@ -5,7 +5,9 @@ Deltas only ever append (OpenAI's clients concatenate them), so a word once sent
 While the speaker talks the turn is decoded again every so often from its start; a word is sent once
 two decodes in a row agree on it and on every word before it (local agreement: the ends of a
 hypothesis flicker, its settled beginning does not), or once a decode heard it with enough audio
-after it (``RELISTEN_LIVE_SETTLE_S``): the first words of a turn then go out after one decode, not two. When a later decode revises a word already
+after it (``RELISTEN_LIVE_SETTLE_S``), or once a decode heard it and every word before it with a high
+probability and heard a word after it (``RELISTEN_LIVE_SURE_PROBABILITY``): the first words of a turn
+then go out after one decode, not two. When a later decode revises a word already
 sent, the delta stream keeps the sent one and carries on after it; the turn's ``completed`` event
 carries the turn's final text, which is what a client should keep.
 """
@@ -25,9 +27,9 @@ from relisten_contracts import (
     Segment,
     Transcript,
     TranscriptSegment,
-    TranscriptStats,
     TranscriptWord,
     Word,
+    transcript_stats,
 )
 
 _STRIP = string.punctuation + "“”‘’«»…–—"
@@ -59,6 +61,34 @@ def settled_count(ends: Sequence[float], audio_s: float, settle_s: float) -> int
     return count
 
 
+LOOP_WORDS = 3
+
+
+def before_repeat(words: Sequence[str], size: int = LOOP_WORDS) -> int:
+    """How many leading words come before the first repeat of a run of ``size`` words (compared
+    without case and punctuation): a partial pass is greedy and unscreened, and at the end of its
+    audio Whisper may say a sentence again; the repeat and what follows it are not sent."""
+    keys = [_key(w) for w in words]
+    seen: set[tuple[str, ...]] = set()
+    for at in range(len(keys) - size + 1):
+        run = tuple(keys[at : at + size])
+        if run in seen:
+            return at
+        seen.add(run)
+    return len(keys)
+
+
+def sure_count(probabilities: Sequence[float], threshold: float) -> int:
+    """How many leading words have at least ``threshold`` probability, never the last one (a word the
+    audio ends in may be cut off, and a decode's last word is its least settled)."""
+    count = 0
+    for probability in probabilities[:-1]:
+        if probability < threshold:
+            break
+        count += 1
+    return count
+
+
 def join_delta(words: Sequence[str], already_sent: int) -> str:
     """The delta text for ``words`` following ``already_sent`` words of the same turn: single
     spaces between words, a leading one unless it is the turn's first text."""
@@ -68,28 +98,63 @@ def join_delta(words: Sequence[str], already_sent: int) -> str:
     return text
 
 
+RESUME_SEARCH = 2
+"""How far (in words) from its position the last sent word is looked for in a new hypothesis."""
+SHORT_WORD = 3
+"""A last sent word this short only counts as found away from its position with the word sent before
+it just ahead (short words recur by chance; longer ones are found even when the word before them was
+revised: "pay genius" then "patience is genius")."""
+
+
+def resume_at(sent: Sequence[str], current: Sequence[str]) -> int:
+    """Where ``current`` goes on after the words already ``sent``: just after the sent words' last
+    one as ``current`` has it. A hypothesis that inserts or drops a word before that point (a partial
+    sent "sheet a", the next one hears "sheet of a truth") would otherwise resend or skip words;
+    the last sent word is looked for within :data:`RESUME_SEARCH` words of its position, nearest
+    first (a short one with the word sent before it, see :data:`SHORT_WORD`). Not found: its position."""
+    at = len(sent)
+    if not sent:
+        return 0
+    last = _key(sent[-1])
+    before = _key(sent[-2]) if len(sent) > 1 else None
+    for shift in sorted(range(-RESUME_SEARCH, RESUME_SEARCH + 1), key=abs):
+        index = at - 1 + shift
+        if not 0 <= index < len(current) or _key(current[index]) != last:
+            continue
+        lead = current[max(0, index - 1 - RESUME_SEARCH) : index]
+        if shift and len(last) <= SHORT_WORD and before is not None and before not in (_key(w) for w in lead):
+            continue  # a short word ("a", "the") met by chance: the word sent before it is not there
+        return index + 1
+    return at
+
+
 @dataclass
 class DeltaTracker:
     """What one turn has sent as deltas, and the last hypothesis it was compared with."""
 
     sent: list[str] = field(default_factory=list)
     previous: list[str] = field(default_factory=list)
+    resumed_at: int = 0
+    """Index in the last hypothesis of the first word the last call returned (its logprobs)."""
 
     def partial(self, words: Sequence[str], settled: int = 0) -> list[str]:
         """The words of a partial hypothesis that are newly stable (to send now): those the previous
         hypothesis agrees on, or the first ``settled`` (words the decoder heard well before the end of
-        the audio it was given: enough came after them that they rarely change)."""
+        the audio it was given, or heard surely: they rarely change), after the words already sent
+        (:func:`resume_at`)."""
         current = [w.strip() for w in words if w.strip()]
         stable = max(agreed_prefix(self.previous, current), min(settled, len(current)))
         self.previous = current
-        new = current[len(self.sent) : stable]
+        self.resumed_at = resume_at(self.sent, current)
+        new = current[self.resumed_at : stable]
         self.sent.extend(new)
         return new
 
     def final(self, words: Sequence[str]) -> list[str]:
-        """The words of the turn's final first pass not sent yet (all that follow the sent count)."""
+        """The words of the turn's final first pass not sent yet (all after the sent ones)."""
         current = [w.strip() for w in words if w.strip()]
-        new = current[len(self.sent) :]
+        self.resumed_at = resume_at(self.sent, current)
+        new = current[self.resumed_at :]
         self.sent.extend(new)
         return new
 
@@ -110,19 +175,6 @@ def logprobs(words: Sequence[Word] | Sequence[TranscriptWord]) -> list[dict[str,
 
 def plain_text(words: Sequence[Word] | Sequence[TranscriptWord]) -> str:
     return " ".join(t for t in (w.word.strip() for w in words) if t)
-
-
-def first_pass_words(first: FirstPass) -> list[TranscriptWord]:
-    return [
-        TranscriptWord(
-            word=w.word,
-            start=w.start,
-            end=w.end,
-            probability=w.probability,
-            raw_probability=w.raw_probability,
-        )
-        for w in first.words
-    ]
 
 
 @dataclass(frozen=True)
@@ -232,14 +284,12 @@ def session_transcript(job_id: str, turns: Sequence[FinishedTurn], duration_s: f
         words.extend(turn_words)
         corrections.extend(shifted_corrections(turn.corrections, turn.offset_s))
     first = session_first_pass(turns, duration_s, "")
-    stats = TranscriptStats(
-        first_pass_seconds=round(first.seconds, 3),
-        second_pass_seconds=round(sum(t.second_pass_seconds for t in turns), 3),
-        audio_redecoded_seconds=round(sum(t.audio_redecoded_seconds for t in turns), 3),
+    stats = transcript_stats(
+        first_pass_seconds=first.seconds,
+        second_pass_seconds=sum(t.second_pass_seconds for t in turns),
+        audio_redecoded_seconds=sum(t.audio_redecoded_seconds for t in turns),
         words_flagged=sum(t.words_flagged for t in turns),
-        corrections_accepted=sum(c.status == "accepted" for c in corrections),
-        corrections_rejected=sum(c.status == "rejected" for c in corrections),
-        corrections_unresolved=sum(c.status == "unresolved" for c in corrections),
+        corrections=corrections,
     )
     return Transcript(
         job_id=job_id,

@@ -184,11 +184,42 @@ class IngestSettings(CommonSettings):
         ),
     )
     live_partial_interval_s: float = Field(
-        0.6,
+        0.3,
         gt=0,
         description=(
-            "While a turn is spoken, its first pass is asked for again after this much new audio "
-            "(deltas are the words two passes in a row agree on). At most one is in flight per session."
+            "While a turn is spoken, its (cheap) partial pass is asked for again after this much new "
+            "audio. At most one is in flight per session: audio that comes meanwhile goes with the next. "
+            "On make bench-live, 0.3 against 0.6 took the first delta's median from 1.10 s to 0.84 s."
+        ),
+    )
+    live_first_partial_s: float = Field(
+        0.5,
+        gt=0,
+        le=5.0,
+        description=(
+            "A turn's first partial pass is asked for after this much speech (counted from where the VAD "
+            "heard it start, after the prefix padding; from the turn's start without server VAD). A partial "
+            "pass is cheap (greedy, the encoder sized to the audio), so an early one costs little."
+        ),
+    )
+    live_partial_context_s: float = Field(
+        2.0,
+        ge=0,
+        le=20.0,
+        description=(
+            "Seconds of the session's audio before a turn that its partial passes are decoded with (the "
+            "final pass gets RELISTEN_LIVE_CONTEXT_S): a partial only makes deltas, and every second of "
+            "context makes its encoder pass longer."
+        ),
+    )
+    live_sure_probability: float = Field(
+        0.8,
+        ge=0,
+        le=1.0,
+        description=(
+            "A word of a partial pass is also sent at once when it and every word before it have at least "
+            "this probability and a word follows it in the same pass (the last word heard may be cut off). "
+            "1: only agreement or RELISTEN_LIVE_SETTLE_S sends words."
         ),
     )
     live_context_s: float = Field(
