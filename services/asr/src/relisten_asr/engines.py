@@ -232,14 +232,7 @@ class FasterWhisperEngine(InProcessWhisper):
         duration = len(audio) / SAMPLE_RATE
         language = supported_language(model, language)
         if duration == 0:
-            return FirstPass(
-                language=language or "en",
-                duration_s=0.0,
-                words=[],
-                segments=[],
-                engine=self.name,
-                seconds=0.0,
-            )
+            return self._nothing_heard(language)
         with self._decode_lock:
             started = time.perf_counter()
             if mixed and model.model.is_multilingual:
@@ -271,6 +264,12 @@ class FasterWhisperEngine(InProcessWhisper):
         )
         return screen(result, audio, SAMPLE_RATE) if self._settings.screen_hallucinations else result
 
+    def _nothing_heard(self, language: str | None) -> FirstPass:
+        """The first pass of empty audio."""
+        return FirstPass(
+            language=language or "en", duration_s=0.0, words=[], segments=[], engine=self.name, seconds=0.0
+        )
+
     async def transcribe_partial(
         self, audio: np.ndarray, *, language: str | None, prompt: str | None
     ) -> FirstPass:
@@ -288,14 +287,7 @@ class FasterWhisperEngine(InProcessWhisper):
         duration = len(audio) / SAMPLE_RATE
         language = supported_language(model, language)
         if duration == 0:
-            return FirstPass(
-                language=language or "en",
-                duration_s=0.0,
-                words=[],
-                segments=[],
-                engine=self.name,
-                seconds=0.0,
-            )
+            return self._nothing_heard(language)
         spans = _at_most((0.0, duration), MAX_CHUNK_S)
         longest = spans[0][1] - spans[0][0]
         with self._decode_lock:

@@ -36,7 +36,7 @@ import uuid
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 import nats.errors
@@ -103,6 +103,8 @@ from relisten_ingest.realtime_turns import (
 from relisten_ingest.runtime import IngestRuntime, NotReady
 
 log = logging.getLogger(__name__)
+
+Reply = TypeVar("Reply", LiveFirstPassReply, LiveRefineReply)
 
 router = APIRouter()
 
@@ -541,24 +543,14 @@ class RealtimeSession:
             final=final,
             expires_at=time.time() + self.settings.live_request_timeout_s,
         )
-        try:
-            msg = await self.infra.nc.request(
-                LIVE_FIRST_PASS_SUBJECT, encode_live(request), timeout=self.settings.live_request_timeout_s
-            )
-        except nats.errors.NoRespondersError:
-            return None, ErrorInfo(code="asr_unavailable", message="no asr replica answers live requests")
-        except nats.errors.TimeoutError:
-            return None, ErrorInfo(
-                code="asr_timeout",
-                message=f"no first pass within {self.settings.live_request_timeout_s:g} s",
-            )
-        except nats.errors.Error as exc:
-            return None, ErrorInfo(code="asr_unavailable", message=f"{type(exc).__name__}: {exc}")
-        try:
-            reply = decode_live(msg.data, LiveFirstPassReply)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            return None, ErrorInfo(code="bad_reply", message=str(exc))
-        return reply, reply.error
+        return await self._ask(
+            LIVE_FIRST_PASS_SUBJECT,
+            request,
+            LiveFirstPassReply,
+            replica="asr",
+            timeout_code="asr_timeout",
+            waited_for="first pass",
+        )
 
     async def _refine(
         self, turn: Turn, audio: bytes, first: FirstPass
@@ -572,23 +564,40 @@ class RealtimeSession:
             expires_at=time.time() + self.settings.live_request_timeout_s,
             previous_text=" ".join(plain_text(t.words) for t in self.finished[-PREVIOUS_TURNS:]),
         )
+        return await self._ask(
+            LIVE_REFINE_SUBJECT,
+            request,
+            LiveRefineReply,
+            replica="corrector",
+            timeout_code="refine_timeout",
+            waited_for="refinement",
+        )
+
+    async def _ask(
+        self,
+        subject: str,
+        request: msgspec.Struct,
+        reply_type: type[Reply],
+        *,
+        replica: str,
+        timeout_code: str,
+        waited_for: str,
+    ) -> tuple[Reply | None, ErrorInfo | None]:
+        """One live request to any ``replica`` (core NATS request/reply): its reply and the reply's own
+        error, or None and why nothing usable came back."""
+        timeout = self.settings.live_request_timeout_s
         try:
-            msg = await self.infra.nc.request(
-                LIVE_REFINE_SUBJECT, encode_live(request), timeout=self.settings.live_request_timeout_s
-            )
+            msg = await self.infra.nc.request(subject, encode_live(request), timeout=timeout)
         except nats.errors.NoRespondersError:
             return None, ErrorInfo(
-                code="corrector_unavailable", message="no corrector replica answers live requests"
+                code=f"{replica}_unavailable", message=f"no {replica} replica answers live requests"
             )
         except nats.errors.TimeoutError:
-            return None, ErrorInfo(
-                code="refine_timeout",
-                message=f"no refinement within {self.settings.live_request_timeout_s:g} s",
-            )
+            return None, ErrorInfo(code=timeout_code, message=f"no {waited_for} within {timeout:g} s")
         except nats.errors.Error as exc:
-            return None, ErrorInfo(code="corrector_unavailable", message=f"{type(exc).__name__}: {exc}")
+            return None, ErrorInfo(code=f"{replica}_unavailable", message=f"{type(exc).__name__}: {exc}")
         try:
-            reply = decode_live(msg.data, LiveRefineReply)
+            reply = decode_live(msg.data, reply_type)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return None, ErrorInfo(code="bad_reply", message=str(exc))
         return reply, reply.error
