@@ -73,3 +73,13 @@ def test_budget_invariants(data: tuple[list[Window], float], fraction: float) ->
             k.trigger_confidence > dropped.trigger_confidence and k.duration_s >= dropped.duration_s
             for k in kept
         )
+
+
+def test_a_budget_in_seconds_replaces_the_fraction() -> None:
+    """A live turn spends the session's budget: a few seconds of turn, the session's seconds to spend."""
+    words = [Word(word=" w", start=1.0, end=1.5, probability=0.2)]
+    policy = ClipPolicy(half_window_s=0.0, cluster_gap_s=0.5, context_pad_s=1.0)
+    assert find_windows(words, [], 3.0, policy) == []  # a fifth of 3 s holds no window
+    shared = find_windows(words, [], 3.0, policy, budget_s=10.0)
+    assert len(shared) == 1 and shared[0].duration_s <= 3.0
+    assert find_windows(words, [], 3.0, policy, budget_s=0.0) == []

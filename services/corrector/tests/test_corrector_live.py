@@ -3,6 +3,7 @@ session's earlier turns', at most ``context_chars`` and in whole words."""
 
 from __future__ import annotations
 
+import msgspec
 from relisten_clipper.domain import ClipPolicy, Window
 from relisten_contracts import FirstPass, Word
 from relisten_contracts.live import LiveRefineRequest
@@ -35,3 +36,13 @@ def test_the_session_text_fills_in_before_the_turn() -> None:
     tight = ClipPolicy(context_chars=16)
     assert LiveRefineResponder._context(request, _window(0), tight) == "Quilter is"
     assert LiveRefineResponder._context(_request(["a"], ""), _window(0), policy) == ""
+
+
+def test_a_turn_spends_what_the_session_has_left() -> None:
+    policy = ClipPolicy(max_redecode_fraction=0.2)
+    alone = _request(["a"], "")
+    assert LiveRefineResponder._budget_s(policy, alone) is None  # the turn's own fifth
+    shared = msgspec.structs.replace(alone, session_audio_s=60.0, session_redecoded_s=4.0)
+    assert LiveRefineResponder._budget_s(policy, shared) == 8.0
+    spent = msgspec.structs.replace(alone, session_audio_s=60.0, session_redecoded_s=15.0)
+    assert LiveRefineResponder._budget_s(policy, spent) == 0.0

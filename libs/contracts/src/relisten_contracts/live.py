@@ -75,6 +75,12 @@ class LiveRefineRequest(msgspec.Struct, frozen=True, kw_only=True):
     """The session's text before this turn (its tail): the second pass is prompted with the words
     before each window, as a file's is, and for a window early in the turn those are the previous
     turns' words."""
+    session_audio_s: float = 0.0
+    """Seconds of session audio up to the end of this turn, and ``session_redecoded_s`` the seconds
+    its earlier turns had re-listened to: the re-decode budget is the session's (the clip policy's
+    fraction of all the audio so far, less what was spent), as a file's is the whole job's, so a
+    short turn can spend what quiet turns before it left. 0: the turn's own fraction."""
+    session_redecoded_s: float = 0.0
 
 
 class LiveRefineReply(msgspec.Struct, frozen=True, kw_only=True):

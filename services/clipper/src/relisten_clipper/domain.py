@@ -405,11 +405,19 @@ def within_budget(windows: Sequence[Window], duration_s: float, fraction: float)
 
 
 def find_windows(
-    words: Sequence[Word], segments: Sequence[Segment], duration_s: float, policy: ClipPolicy
+    words: Sequence[Word],
+    segments: Sequence[Segment],
+    duration_s: float,
+    policy: ClipPolicy,
+    *,
+    budget_s: float | None = None,
 ) -> list[Window]:
-    """``flag_words``, ``cluster_flags``, ``plan_windows`` and ``within_budget`` in one call."""
+    """``flag_words``, ``cluster_flags``, ``plan_windows`` and ``within_budget`` in one call; the
+    windows may take ``budget_s`` seconds when given, else the policy's fraction of ``duration_s``."""
     flagged = flag_words(words, segments, policy)
     windows = plan_windows(words, cluster_flags(words, flagged, policy.cluster_gap_s), duration_s, policy)
+    if budget_s is not None:
+        return within_budget(windows, budget_s, 1.0)
     return within_budget(windows, duration_s, policy.max_redecode_fraction)
 
 

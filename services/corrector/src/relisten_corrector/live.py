@@ -70,7 +70,9 @@ class LiveRefineResponder:
                 error=ErrorInfo(code="bad_audio", message="odd number of pcm16 bytes"),
             )
         policy = dataclasses.replace(self.clip_policy, threshold=request.confidence_threshold)
-        windows = find_windows(first.words, first.segments, first.duration_s, policy)
+        windows = find_windows(
+            first.words, first.segments, first.duration_s, policy, budget_s=self._budget_s(policy, request)
+        )
         if not windows:
             return LiveRefineReply(words=_unchanged(request), backend=self.backend.name)
         audio = pcm16_to_float(request.audio)
@@ -107,6 +109,14 @@ class LiveRefineResponder:
             audio_redecoded_seconds=redecoded,
             backend=self.backend.name,
         )
+
+    @staticmethod
+    def _budget_s(policy: ClipPolicy, request: LiveRefineRequest) -> float | None:
+        """Seconds the turn's windows may take: what the session has left of its budget when the
+        request says what it has spent (None: the policy's fraction of the turn)."""
+        if request.session_audio_s <= 0:
+            return None
+        return max(policy.max_redecode_fraction * request.session_audio_s - request.session_redecoded_s, 0.0)
 
     def _batching(self) -> BatchingBackend | None:
         if not self.pack or not callable(getattr(self.backend, "transcribe_many", None)):

@@ -34,6 +34,7 @@ import tempfile
 import time
 import uuid
 import wave
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -90,6 +91,7 @@ from relisten_ingest.realtime_turns import (
     DeltaTracker,
     FinishedTurn,
     before_repeat,
+    first_delta_due,
     join_delta,
     logprobs,
     plain_text,
@@ -149,6 +151,47 @@ def presented_key(websocket: WebSocket) -> str | None:
     if query:
         return query
     return _key_from_subprotocols(list(websocket.scope.get("subprotocols", [])))
+
+
+def context_start(
+    turn_start: int, turn_samples: int, wanted_s: float, turn_starts: Sequence[int] = ()
+) -> int:
+    """Where the session audio a turn is decoded with begins (a sample): up to ``wanted_s`` before
+    the turn, and no more than keeps a request within ``MAX_REQUEST_AUDIO_S``. Given the earlier
+    turns' starts, the context begins at the earliest one within that reach (a turn starts in a pause:
+    Whisper then hears whole words from the first, not the tail of a cut one); none within reach,
+    at the bound."""
+    room = MAX_REQUEST_AUDIO_S - turn_samples / SAMPLE_RATE
+    seconds = max(0.0, min(wanted_s, room))
+    bound = max(0, turn_start - int(seconds * SAMPLE_RATE))
+    within = [start for start in turn_starts if bound <= start < turn_start]
+    return min(within) if within else bound
+
+
+def context_prompt(
+    session_prompt: str | None, earlier: Sequence[tuple[int, str]], before: int, chars: int
+) -> str | None:
+    """The prompt of a turn's final first pass: the session's own prompt, then the last ``chars``
+    characters (whole words) of the text of the turns that start before ``before`` (the context
+    audio's start), as Whisper conditions a window on the text before it. ``earlier``: (start sample,
+    final text) of finished turns, in order."""
+    if chars <= 0:
+        return session_prompt
+    text = " ".join(t for start, t in earlier if start < before and t).strip()
+    if len(text) > chars:
+        text = text[-chars:]
+        text = text[text.find(" ") + 1 :] if " " in text else ""
+    joined = " ".join(part for part in (session_prompt or "", text) if part).strip()
+    return joined or None
+
+
+def session_budget(turn_end: int | None, redecoded_s: float, shared: bool) -> tuple[float, float]:
+    """A refinement request's ``session_audio_s`` and ``session_redecoded_s``, which share the
+    session's re-decode budget: the session's audio up to the end of the turn and what earlier turns
+    re-listened to (zeros when not ``shared``: the turn's own fraction)."""
+    if not shared or turn_end is None:
+        return 0.0, 0.0
+    return turn_end / SAMPLE_RATE, redecoded_s
 
 
 def user_item(item_id: str, transcript: str | None) -> dict[str, Any]:
@@ -467,6 +510,11 @@ class RealtimeSession:
 
     # --- partial passes ------------------------------------------------------------------------------
 
+    @property
+    def _padding_s(self) -> float:
+        """Audio a turn begins with before its speech (the server VAD's prefix padding)."""
+        return self.vad.settings.prefix_padding_ms / 1000 if self.vad is not None else 0.0
+
     def _maybe_partial(self) -> None:
         turn = self.turn
         if turn is None or self.degraded or self.final_pending:
@@ -474,8 +522,7 @@ class RealtimeSession:
         if self.partial_task is not None and not self.partial_task.done():
             return  # coalesced: the next one will carry all the audio that came meanwhile
         length = self.samples - turn.start
-        padding = self.vad.settings.prefix_padding_ms / 1000 if self.vad is not None else 0.0
-        if length < (padding + self.settings.live_first_partial_s) * SAMPLE_RATE:
+        if length < (self._padding_s + self.settings.live_first_partial_s) * SAMPLE_RATE:
             return  # too little speech yet to hear a word in
         if length - turn.partial_at < self.settings.live_partial_interval_s * SAMPLE_RATE:
             return
@@ -503,7 +550,12 @@ class RealtimeSession:
             [w.end for w in words], len(audio) / 2 / SAMPLE_RATE, self.settings.live_settle_s
         )
         sure = sure_count([w.probability for w in words], self.settings.live_sure_probability)
-        new = turn.deltas.partial([w.word for w in words], max(settled, sure))
+        due = first_delta_due(
+            len(turn.deltas.sent),
+            len(audio) / 2 / SAMPLE_RATE - self._padding_s,
+            self.settings.live_first_delta_s,
+        )
+        new = turn.deltas.partial([w.word for w in words], max(settled, sure, len(words) - 1 if due else 0))
         if new:
             await self._send_delta(turn, new, reply.first_pass)
 
@@ -521,17 +573,21 @@ class RealtimeSession:
     # --- NATS requests ---------------------------------------------------------------------------------
 
     def context_before(self, turn: Turn, turn_bytes: int, wanted_s: float | None = None) -> bytes:
-        """The session audio just before ``turn`` that its first passes are decoded with: up to
-        ``wanted_s`` (``RELISTEN_LIVE_CONTEXT_S`` by default), and no more than keeps a request within
-        ``MAX_REQUEST_AUDIO_S``."""
-        room = MAX_REQUEST_AUDIO_S - turn_bytes / 2 / SAMPLE_RATE
+        """The session audio just before ``turn`` that its first passes are decoded with (see
+        :func:`context_start`; ``RELISTEN_LIVE_CONTEXT_S`` by default)."""
+        return self.audio_of(self._context_start(turn, turn_bytes, wanted_s), turn.start)
+
+    def _context_start(self, turn: Turn, turn_bytes: int, wanted_s: float | None = None) -> int:
         wanted = self.settings.live_context_s if wanted_s is None else wanted_s
-        seconds = max(0.0, min(wanted, room))
-        start = max(0, turn.start - int(seconds * SAMPLE_RATE))
-        return self.audio_of(start, turn.start)
+        starts = (
+            [round(t.offset_s * SAMPLE_RATE) for t in self.finished]
+            if self.settings.live_context_at_turn_start
+            else []
+        )
+        return context_start(turn.start, turn_bytes // 2, wanted, starts)
 
     async def _first_pass(
-        self, turn: Turn, audio: bytes, *, final: bool, context: bytes = b""
+        self, turn: Turn, audio: bytes, *, final: bool, context: bytes = b"", prompt: str | None = None
     ) -> tuple[LiveFirstPassReply | None, ErrorInfo | None]:
         request = LiveFirstPassRequest(
             session_id=self.session_id,
@@ -539,7 +595,7 @@ class RealtimeSession:
             audio=context + audio,
             context_s=len(context) / 2 / SAMPLE_RATE,
             language=self.config.language,
-            prompt=self.config.prompt,
+            prompt=prompt if prompt is not None else self.config.prompt,
             final=final,
             expires_at=time.time() + self.settings.live_request_timeout_s,
         )
@@ -555,6 +611,9 @@ class RealtimeSession:
     async def _refine(
         self, turn: Turn, audio: bytes, first: FirstPass
     ) -> tuple[LiveRefineReply | None, ErrorInfo | None]:
+        session_audio_s, session_redecoded_s = session_budget(
+            turn.end, sum(t.audio_redecoded_seconds for t in self.finished), self.settings.live_session_budget
+        )
         request = LiveRefineRequest(
             session_id=self.session_id,
             turn_id=turn.item_id,
@@ -563,6 +622,8 @@ class RealtimeSession:
             prompt=self.config.prompt,
             expires_at=time.time() + self.settings.live_request_timeout_s,
             previous_text=" ".join(plain_text(t.words) for t in self.finished[-PREVIOUS_TURNS:]),
+            session_audio_s=session_audio_s,
+            session_redecoded_s=session_redecoded_s,
         )
         return await self._ask(
             LIVE_REFINE_SUBJECT,
@@ -655,8 +716,16 @@ class RealtimeSession:
         assert turn.end is not None
         audio = self.audio_of(turn.start, turn.end)
         offset = turn.start / SAMPLE_RATE
+        since = self._context_start(turn, len(audio))
+        earlier = [(round(t.offset_s * SAMPLE_RATE), plain_text(t.words)) for t in self.finished]
         reply, error = await self._first_pass(
-            turn, audio, final=True, context=self.context_before(turn, len(audio))
+            turn,
+            audio,
+            final=True,
+            context=self.audio_of(since, turn.start),
+            prompt=context_prompt(
+                self.config.prompt, earlier, since, self.settings.live_context_prompt_chars
+            ),
         )
         if reply is None or reply.first_pass is None:
             await self._fail(turn, error or ErrorInfo(code="first_pass_failed", message="no first pass"))

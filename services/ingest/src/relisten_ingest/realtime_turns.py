@@ -89,6 +89,12 @@ def sure_count(probabilities: Sequence[float], threshold: float) -> int:
     return count
 
 
+def first_delta_due(sent: int, speech_s: float, after_s: float) -> bool:
+    """Whether a turn that has sent ``sent`` words after ``speech_s`` of speech should send a partial's
+    leading words now whatever their probability (``RELISTEN_LIVE_FIRST_DELTA_S``; 0: never)."""
+    return after_s > 0 and sent == 0 and speech_s >= after_s
+
+
 def join_delta(words: Sequence[str], already_sent: int) -> str:
     """The delta text for ``words`` following ``already_sent`` words of the same turn: single
     spaces between words, a leading one unless it is the turn's first text."""

@@ -222,6 +222,16 @@ class IngestSettings(CommonSettings):
             "1: only agreement or RELISTEN_LIVE_SETTLE_S sends words."
         ),
     )
+    live_first_delta_s: float = Field(
+        0.0,
+        ge=0,
+        le=10.0,
+        description=(
+            "Once a turn's speech has lasted this long and nothing of it was sent, a partial pass's words "
+            "but its last are sent whatever their probability, so the first words of a turn never wait on "
+            "agreement (the completed text still comes from the final pass). 0: off."
+        ),
+    )
     live_context_s: float = Field(
         10.0,
         ge=0,
@@ -230,6 +240,24 @@ class IngestSettings(CommonSettings):
             "Seconds of the session's audio before a turn that its first passes are decoded with (and "
             "whose words are then dropped): measured on three validation recordings cut into turns by the "
             "VAD, tiny.en's WER was 15.6 % without and 12.6 % with 10 s (12.3 % decoding each recording whole)."
+        ),
+    )
+    live_context_at_turn_start: bool = Field(
+        False,
+        description=(
+            "Begin a turn's context audio (RELISTEN_LIVE_CONTEXT_S) at the start of the earliest earlier "
+            "turn within reach rather than exactly that many seconds back, so Whisper does not first hear "
+            "the tail of a cut word."
+        ),
+    )
+    live_context_prompt_chars: int = Field(
+        0,
+        ge=0,
+        le=800,
+        description=(
+            "Characters (whole words) of the session's finished text before a turn's context audio that its "
+            "final first pass is prompted with, as Whisper conditions a window on the text before it "
+            "(after the session's own transcription.prompt). 0: only the session's prompt."
         ),
     )
     live_settle_s: float = Field(
@@ -270,6 +298,15 @@ class IngestSettings(CommonSettings):
         description=(
             "Re-listen to the doubtful stretches of each finished turn (second pass) before "
             "completing it; off: turns complete with first-pass text."
+        ),
+    )
+    live_session_budget: bool = Field(
+        True,
+        description=(
+            "A turn's refinement may spend what the session has left of its re-decode budget (the "
+            "corrector's RELISTEN_CLIPPER_MAX_REDECODE_FRACTION of all the audio so far, less what earlier "
+            "turns re-listened to), as a file's windows share the whole job's; off: each turn only its own "
+            "fraction, which leaves a turn of a few seconds no room for a single window."
         ),
     )
     live_session_idle_s: float = Field(
