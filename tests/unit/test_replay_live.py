@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
+from relisten_ingest.realtime_audio import VadSettings
 
 from relisten.replay_live import SAMPLE_RATE, turns_of
-from relisten_ingest.realtime_audio import VadSettings
 
 
 def _tone(seconds: float) -> np.ndarray:
@@ -32,5 +34,5 @@ def test_long_speech_is_cut_at_the_turn_limit_and_the_tail_kept() -> None:
     turns = turns_of(audio, VadSettings(), max_turn_s=5.0)
     assert len(turns) == 3
     assert all(end - start <= 5 * SAMPLE_RATE for start, end in turns)
-    assert all(a[1] == b[0] for a, b in zip(turns, turns[1:], strict=False))  # no audio lost between
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(turns))  # no audio lost between
     assert turns[-1][1] == len(audio)
