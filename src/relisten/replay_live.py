@@ -39,7 +39,6 @@ from relisten_corrector.settings import CorrectorSettings
 from relisten_ingest.realtime import (
     CUT_SEARCH_S,
     PREVIOUS_TURNS,
-    context_prompt,
     context_start,
     session_budget,
 )
@@ -103,12 +102,9 @@ async def session_words(
     words: list[TimedWord] = []
     texts: list[str] = []
     redecoded_s = 0.0
-    earlier: list[tuple[int, str]] = []
     for start, end in turns:
         audio = pcm[start * 2 : end * 2]
-        starts = [at for at, _ in earlier] if settings.live_context_at_turn_start else []
-        since = context_start(start, end - start, settings.live_context_s, starts)
-        context = pcm[since * 2 : start * 2]
+        context = pcm[context_start(start, end - start, settings.live_context_s) * 2 : start * 2]
         reply = await asr.answer(
             LiveFirstPassRequest(
                 session_id="replay",
@@ -116,7 +112,6 @@ async def session_words(
                 audio=context + audio,
                 context_s=len(context) / 2 / SAMPLE_RATE,
                 language="en",
-                prompt=context_prompt(None, earlier, since, settings.live_context_prompt_chars),
                 final=True,
             )
         )
@@ -143,7 +138,6 @@ async def session_words(
                 final = refined.words
                 redecoded_s += refined.audio_redecoded_seconds
         texts.append(plain_text(final))
-        earlier.append((start, texts[-1]))
         words.extend(_timed(final, start / SAMPLE_RATE))
     return words, len(turns)
 

@@ -443,28 +443,6 @@ def test_a_turn_is_decoded_with_the_audio_before_it_within_the_request_limit() -
     assert context_start(20 * rate, 20 * rate, 10.0) == 20 * rate - int((MAX_REQUEST_AUDIO_S - 20) * rate)
 
 
-def test_the_context_can_begin_where_an_earlier_turn_began() -> None:
-    from relisten_ingest.realtime import context_start
-
-    rate = 16_000
-    # the earliest turn start within 10 s of the turn, not an arbitrary point inside a word
-    assert context_start(20 * rate, 3 * rate, 10.0, [2 * rate, 12 * rate, 16 * rate]) == 12 * rate
-    # none within reach: the plain bound
-    assert context_start(20 * rate, 3 * rate, 10.0, [2 * rate]) == 10 * rate
-
-
-def test_the_final_pass_is_prompted_with_the_text_before_its_context() -> None:
-    from relisten_ingest.realtime import context_prompt
-
-    earlier = [(0, "what hath happened unto me"), (50_000, "he asked himself"), (90_000, "something warm")]
-    assert context_prompt(None, earlier, 90_000, 200) == "what hath happened unto me he asked himself"
-    assert context_prompt("Zarathustra", earlier, 50_000, 200) == "Zarathustra what hath happened unto me"
-    # whole words within the limit, the latest kept
-    assert context_prompt(None, earlier, 90_000, 20) == "unto me he asked himself"[-20:].split(" ", 1)[1]
-    assert context_prompt(None, earlier, 90_000, 0) is None
-    assert context_prompt("glossary", [], 0, 200) == "glossary"
-
-
 def test_the_first_delta_is_due_after_enough_speech_and_only_once() -> None:
     from relisten_ingest.realtime_turns import first_delta_due
 

@@ -34,7 +34,6 @@ import tempfile
 import time
 import uuid
 import wave
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -153,36 +152,12 @@ def presented_key(websocket: WebSocket) -> str | None:
     return _key_from_subprotocols(list(websocket.scope.get("subprotocols", [])))
 
 
-def context_start(
-    turn_start: int, turn_samples: int, wanted_s: float, turn_starts: Sequence[int] = ()
-) -> int:
+def context_start(turn_start: int, turn_samples: int, wanted_s: float) -> int:
     """Where the session audio a turn is decoded with begins (a sample): up to ``wanted_s`` before
-    the turn, and no more than keeps a request within ``MAX_REQUEST_AUDIO_S``. Given the earlier
-    turns' starts, the context begins at the earliest one within that reach (a turn starts in a pause:
-    Whisper then hears whole words from the first, not the tail of a cut one); none within reach,
-    at the bound."""
+    the turn, and no more than keeps a request within ``MAX_REQUEST_AUDIO_S``."""
     room = MAX_REQUEST_AUDIO_S - turn_samples / SAMPLE_RATE
     seconds = max(0.0, min(wanted_s, room))
-    bound = max(0, turn_start - int(seconds * SAMPLE_RATE))
-    within = [start for start in turn_starts if bound <= start < turn_start]
-    return min(within) if within else bound
-
-
-def context_prompt(
-    session_prompt: str | None, earlier: Sequence[tuple[int, str]], before: int, chars: int
-) -> str | None:
-    """The prompt of a turn's final first pass: the session's own prompt, then the last ``chars``
-    characters (whole words) of the text of the turns that start before ``before`` (the context
-    audio's start), as Whisper conditions a window on the text before it. ``earlier``: (start sample,
-    final text) of finished turns, in order."""
-    if chars <= 0:
-        return session_prompt
-    text = " ".join(t for start, t in earlier if start < before and t).strip()
-    if len(text) > chars:
-        text = text[-chars:]
-        text = text[text.find(" ") + 1 :] if " " in text else ""
-    joined = " ".join(part for part in (session_prompt or "", text) if part).strip()
-    return joined or None
+    return max(0, turn_start - int(seconds * SAMPLE_RATE))
 
 
 def session_budget(turn_end: int | None, redecoded_s: float, shared: bool) -> tuple[float, float]:
@@ -575,19 +550,11 @@ class RealtimeSession:
     def context_before(self, turn: Turn, turn_bytes: int, wanted_s: float | None = None) -> bytes:
         """The session audio just before ``turn`` that its first passes are decoded with (see
         :func:`context_start`; ``RELISTEN_LIVE_CONTEXT_S`` by default)."""
-        return self.audio_of(self._context_start(turn, turn_bytes, wanted_s), turn.start)
-
-    def _context_start(self, turn: Turn, turn_bytes: int, wanted_s: float | None = None) -> int:
         wanted = self.settings.live_context_s if wanted_s is None else wanted_s
-        starts = (
-            [round(t.offset_s * SAMPLE_RATE) for t in self.finished]
-            if self.settings.live_context_at_turn_start
-            else []
-        )
-        return context_start(turn.start, turn_bytes // 2, wanted, starts)
+        return self.audio_of(context_start(turn.start, turn_bytes // 2, wanted), turn.start)
 
     async def _first_pass(
-        self, turn: Turn, audio: bytes, *, final: bool, context: bytes = b"", prompt: str | None = None
+        self, turn: Turn, audio: bytes, *, final: bool, context: bytes = b""
     ) -> tuple[LiveFirstPassReply | None, ErrorInfo | None]:
         request = LiveFirstPassRequest(
             session_id=self.session_id,
@@ -595,7 +562,7 @@ class RealtimeSession:
             audio=context + audio,
             context_s=len(context) / 2 / SAMPLE_RATE,
             language=self.config.language,
-            prompt=prompt if prompt is not None else self.config.prompt,
+            prompt=self.config.prompt,
             final=final,
             expires_at=time.time() + self.settings.live_request_timeout_s,
         )
@@ -716,16 +683,8 @@ class RealtimeSession:
         assert turn.end is not None
         audio = self.audio_of(turn.start, turn.end)
         offset = turn.start / SAMPLE_RATE
-        since = self._context_start(turn, len(audio))
-        earlier = [(round(t.offset_s * SAMPLE_RATE), plain_text(t.words)) for t in self.finished]
         reply, error = await self._first_pass(
-            turn,
-            audio,
-            final=True,
-            context=self.audio_of(since, turn.start),
-            prompt=context_prompt(
-                self.config.prompt, earlier, since, self.settings.live_context_prompt_chars
-            ),
+            turn, audio, final=True, context=self.context_before(turn, len(audio))
         )
         if reply is None or reply.first_pass is None:
             await self._fail(turn, error or ErrorInfo(code="first_pass_failed", message="no first pass"))

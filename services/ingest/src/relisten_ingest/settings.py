@@ -242,24 +242,6 @@ class IngestSettings(CommonSettings):
             "VAD, tiny.en's WER was 15.6 % without and 12.6 % with 10 s (12.3 % decoding each recording whole)."
         ),
     )
-    live_context_at_turn_start: bool = Field(
-        False,
-        description=(
-            "Begin a turn's context audio (RELISTEN_LIVE_CONTEXT_S) at the start of the earliest earlier "
-            "turn within reach rather than exactly that many seconds back, so Whisper does not first hear "
-            "the tail of a cut word."
-        ),
-    )
-    live_context_prompt_chars: int = Field(
-        0,
-        ge=0,
-        le=800,
-        description=(
-            "Characters (whole words) of the session's finished text before a turn's context audio that its "
-            "final first pass is prompted with, as Whisper conditions a window on the text before it "
-            "(after the session's own transcription.prompt). 0: only the session's prompt."
-        ),
-    )
     live_settle_s: float = Field(
         0.3,
         ge=0,
