@@ -89,6 +89,10 @@ class SessionFigures:
     degraded_events: int = 0
     errors: list[str] = field(default_factory=list)
     job_id: str | None = None
+    per_turn: list[dict[str, float | None]] = field(default_factory=list)
+    """Per turn (in order): where the server said its audio started and its speech stopped (``start_s``,
+    ``end_s``; None for an end at the length cap) and its ``first_delta_s`` and ``completed_s``, to tell
+    which turns the latencies belong to (``--json``)."""
 
 
 def cut(recording: Recording, seconds: float) -> Recording:
@@ -120,12 +124,21 @@ def figures(name: str, result: StreamResult) -> SessionFigures:
     prefix_s, silence_s = vad_margins(session.session)
     out = SessionFigures(name, result.audio_s, len(session.turns), job_id=session.job_id)
     for turn in session.ordered:
+        row: dict[str, float | None] = {
+            "start_s": None if turn.audio_start_ms is None else turn.audio_start_ms / 1000,
+            "end_s": None if turn.audio_end_ms is None else turn.audio_end_ms / 1000,
+            "first_delta_s": None,
+            "completed_s": None,
+        }
+        out.per_turn.append(row)
         if turn.first_delta_at is not None and turn.audio_start_ms is not None:
             speech_starts = turn.audio_start_ms / 1000 + prefix_s
             out.first_delta_s.append(turn.first_delta_at - result.sent_at(speech_starts))
+            row["first_delta_s"] = out.first_delta_s[-1]
         if turn.completed_at is not None and turn.audio_end_ms is not None:
             decided = turn.audio_end_ms / 1000
             out.completed_s.append(turn.completed_at - result.sent_at(decided - silence_s))
+            row["completed_s"] = out.completed_s[-1]
             out.completed_after_vad_s.append(turn.completed_at - result.sent_at(decided))
         out.failed_turns += turn.failed is not None
     out.deltas_text = session.deltas_transcript()

@@ -223,13 +223,16 @@ class IngestSettings(CommonSettings):
         ),
     )
     live_first_delta_s: float = Field(
-        0.0,
+        0.5,
         ge=0,
         le=10.0,
         description=(
             "Once a turn's speech has lasted this long and nothing of it was sent, a partial pass's words "
-            "but its last are sent whatever their probability, so the first words of a turn never wait on "
-            "agreement (the completed text still comes from the final pass). 0: off."
+            "but its last are sent whatever their probability, so the first words of a turn do not wait on "
+            "agreement (the completed text still comes from the final pass). On make bench-live, same "
+            "load, 0.5 against off took the first delta's median from 0.98 s to 0.80 s (p90 1.48 s and "
+            "1.45 s: the slow turns wait on the previous turn's final pass) and the deltas-only WER from "
+            "21.8 % to 22.4 %. 0: off."
         ),
     )
     live_context_s: float = Field(
