@@ -30,6 +30,7 @@ from relisten_runtime.steps import NOTHING, Publisher
 from relisten_runtime.store import JobStore
 
 from relisten_corrector.backends import SecondPassAnswer, SecondPassBackend
+from relisten_corrector.batcher import CrossJobBatcher
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,9 @@ class CorrectionHandler:
     async def __call__(self, event: ClipsReady) -> Sequence[Event]:
         if not event.clips:
             return NOTHING
-        await self.publisher.publish(JobProgress(job_id=event.job_id, stage="correcting", progress=0.0))
         batching = self._batching_backend()
         if batching is None:
+            await self._progress(event)
             gate = asyncio.Semaphore(self.concurrency)
 
             async def correct(clip: ClipSpec) -> None:
@@ -112,7 +113,19 @@ class CorrectionHandler:
 
             await asyncio.gather(*(correct(clip) for clip in event.clips))
             return NOTHING
+        if isinstance(batching, CrossJobBatcher):
+            # Announced at once, so that a call finding the model free waits a little for this job.
+            async with batching.requester() as requester:
+                await self._correct_in_batches(event, requester)
+        else:
+            await self._correct_in_batches(event, batching)
+        return NOTHING
 
+    async def _progress(self, event: ClipsReady) -> None:
+        await self.publisher.publish(JobProgress(job_id=event.job_id, stage="correcting", progress=0.0))
+
+    async def _correct_in_batches(self, event: ClipsReady, batching: BatchingBackend) -> None:
+        await self._progress(event)
         missing: list[ClipSpec] = []
         for clip in event.clips:
             stored = await self.store.clip_result(names.clip_result_key(event.job_id, clip.index))
@@ -124,7 +137,6 @@ class CorrectionHandler:
             for clip, result in zip(batch, await self._run_batch(batching, event, batch), strict=True):
                 await self.store.put_clip_result(names.clip_result_key(event.job_id, clip.index), result)
                 await self._announce(event, clip, result)
-        return NOTHING
 
     def _batching_backend(self) -> BatchingBackend | None:
         if self.batch_audio_s is None or not callable(getattr(self.backend, "transcribe_many", None)):
