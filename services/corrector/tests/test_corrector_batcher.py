@@ -220,3 +220,23 @@ def test_bad_bounds_are_refused() -> None:
         CrossJobBatcher(Model(), linger_s=-1.0, max_chunks=8)
     with pytest.raises(ValueError):
         CrossJobBatcher(Model(), linger_s=0.1, max_chunks=0)
+
+
+async def test_each_asker_is_given_its_share_of_the_call_s_model_time_by_chunks() -> None:
+    model = Model()
+    batcher = CrossJobBatcher(model, linger_s=FOREVER_S, max_chunks=8)
+    model.hold.clear()
+    busy = asyncio.create_task(batcher.transcribe_many([clip(1)], prompt=None, language=None))
+    await asyncio.wait_for(model.started.wait(), WAIT_S)
+    async with batcher.requester() as small, batcher.requester() as large:
+        asked = [
+            asyncio.create_task(small.transcribe_many([clip(2, 1)], prompt=None, language=None)),
+            asyncio.create_task(large.transcribe_many([clip(3, 3)], prompt=None, language=None)),
+        ]
+        await asyncio.sleep(0)
+        model.hold.set()
+        await asyncio.wait_for(asyncio.gather(busy, *asked), WAIT_S)
+    assert model.calls[1:] == [[[2], [3]]]
+    assert small.model_seconds is not None and large.model_seconds is not None
+    # Not the time spent waiting behind the first call: a quarter and three quarters of their own.
+    assert large.model_seconds == pytest.approx(3 * small.model_seconds)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -66,7 +67,8 @@ class _Waiting:
     prompt: str | None
     language: str | None
     chunks: int
-    answer: asyncio.Future[list[SecondPassAnswer]] = field(repr=False)
+    answer: asyncio.Future[tuple[list[SecondPassAnswer], float]] = field(repr=False)
+    """The answers, and this request's share of its call's model time (by chunks)."""
 
     @property
     def key(self) -> tuple[str | None, str | None]:
@@ -102,6 +104,14 @@ class CrossJobBatcher:
         self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
     ) -> list[SecondPassAnswer]:
         """The clips' answers, decoded in a call shared with whoever else is waiting."""
+        answers, _ = await self.ask(clips, prompt=prompt, language=language)
+        return answers
+
+    async def ask(
+        self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
+    ) -> tuple[list[SecondPassAnswer], float]:
+        """The clips' answers and their share of the shared call's model seconds (the call's time
+        split by chunks: the time spent waiting for the model, or decoding others' clips, is not theirs)."""
         loop = asyncio.get_running_loop()
         waiting = _Waiting(
             clips=clips,
@@ -189,6 +199,7 @@ class CrossJobBatcher:
     async def _decode(self, call: list[_Waiting]) -> None:
         first = call[0]
         self.calls += 1
+        started = time.perf_counter()
         try:
             answers = await self.backend.transcribe_together(
                 [waiting.clips for waiting in call], prompt=first.prompt, language=first.language
@@ -204,11 +215,13 @@ class CrossJobBatcher:
         if len(call) > 1:
             log.info("%d requests (%d chunks) re-decoded in one call", len(call), sum(w.chunks for w in call))
         self.requests_decoded += len(call)
+        seconds = time.perf_counter() - started
+        chunks = sum(waiting.chunks for waiting in call) or 1
         for waiting, answer in zip(call, answers, strict=True):
-            _settle(waiting, answer)
+            _settle(waiting, (answer, seconds * waiting.chunks / chunks))
 
 
-def _settle(waiting: _Waiting, outcome: list[SecondPassAnswer] | Exception) -> None:
+def _settle(waiting: _Waiting, outcome: tuple[list[SecondPassAnswer], float] | Exception) -> None:
     if waiting.answer.done():  # its asker was cancelled
         return
     if isinstance(outcome, Exception):
@@ -225,6 +238,8 @@ class Requester:
         self._batcher = batcher
         self._announced = True
         self.name = batcher.name
+        self.model_seconds: float | None = None
+        """This job's share of the model time of its last question's call."""
 
     def _done_announcing(self) -> None:
         if self._announced:
@@ -241,7 +256,9 @@ class Requester:
     ) -> list[SecondPassAnswer]:
         # Asking: a call no longer waits for this job (it is in the queue it would wait on).
         self._done_announcing()
-        return await self._batcher.transcribe_many(clips, prompt=prompt, language=language)
+        self.model_seconds = None
+        answers, self.model_seconds = await self._batcher.ask(clips, prompt=prompt, language=language)
+        return answers
 
     async def aclose(self) -> None:
         """The batcher and its model belong to the corrector, not to one job."""

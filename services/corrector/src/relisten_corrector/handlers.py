@@ -30,7 +30,7 @@ from relisten_runtime.steps import NOTHING, Publisher
 from relisten_runtime.store import JobStore
 
 from relisten_corrector.backends import SecondPassAnswer, SecondPassBackend
-from relisten_corrector.batcher import CrossJobBatcher
+from relisten_corrector.batcher import CrossJobBatcher, Requester
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,9 @@ class CorrectionHandler:
                 for clip, length in zip(clips, lengths, strict=True)
             ]
         seconds = time.perf_counter() - started
+        if isinstance(backend, Requester) and backend.model_seconds is not None:
+            # Decoded in a call shared with other jobs: this job's share, not the wait or the others'.
+            seconds = backend.model_seconds
         total = sum(lengths) or 1.0
         log.info(
             "job %s: %d clips, %.1f s of audio, re-decoded in one batch in %.1f s",
