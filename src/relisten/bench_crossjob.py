@@ -66,7 +66,7 @@ class ModelPart:
     together_s: list[float] = field(default_factory=list)
     same_words: bool = True
     words_differing: float = 0.0
-    """Word error rate between the shared call's words and each job's own call's (last round)."""
+    """Word error rate between the shared call's words and each job's own call's (the most of any round)."""
     repacked_s: list[float] = field(default_factory=list)
     """All jobs' clips packed together into fewer chunks (one requester of all the clips)."""
     words_differing_repacked: float = 0.0
@@ -154,8 +154,8 @@ def measure_model(recordings: Sequence[Recording], rounds: int) -> ModelPart:
             part.together_s.append(seconds_together)
             part.repacked_s.append(seconds_repacked)
             part.same_words = part.same_words and alone == shared
-            part.words_differing = _differing(alone, shared)
-            part.words_differing_repacked = _differing(alone, mixed)
+            part.words_differing = max(part.words_differing, _differing(alone, shared))
+            part.words_differing_repacked = max(part.words_differing_repacked, _differing(alone, mixed))
 
     asyncio.run(run())
     part.load_after = load_average()
@@ -237,13 +237,91 @@ def measure_stack(
             part.one_at_a_time_second_pass_s += _second_pass_seconds(stack, job_id)[0]
         part.load_after = load_average()
         log = (work / "corrector#1.log").read_text(errors="replace")
-        part.shared_calls = [
-            int(n) for n in re.findall(r"(\d+) requests \(\d+ chunks\) re-decoded in one call", log)
-        ]
+        part.shared_calls = _shared_calls(log)
         return part
     finally:
         stack.stop()
         server.stop()
+
+
+# --- a backlog at the corrector -----------------------------------------------------------------------
+
+
+@dataclass
+class BacklogPart:
+    variant: str
+    env: dict[str, str]
+    drain_wall_s: float = 0.0
+    """From the corrector's start to the last job's completion, its model load excluded."""
+    model_load_s: float = 0.0
+    corrector_cpu_s: float = 0.0
+    second_pass_s: float = 0.0
+    completed: int = 0
+    wer: float = 0.0
+    shared_calls: list[int] = field(default_factory=list)
+    load_before: str = ""
+    load_after: str = ""
+
+
+async def _clips_ready_count(nats_url: str) -> int:
+    import nats
+    from relisten_contracts import STREAM_NAME, Subject
+
+    nc = await nats.connect(nats_url)
+    try:
+        info = await nc.jetstream().stream_info(STREAM_NAME, subjects_filter=Subject.CLIPS_READY)
+        return int((info.state.subjects or {}).get(Subject.CLIPS_READY, 0))
+    finally:
+        await nc.close()
+
+
+def measure_backlog(
+    recordings: Sequence[Recording], label: str, env: dict[str, str], work: Path
+) -> BacklogPart:
+    """The jobs' clips all waiting for the corrector (as after a restart, or behind a scaled-out first
+    pass), then the corrector started: how long it takes to drain them. Here jobs surely meet."""
+    from relisten_runtime.embedded import EmbeddedNats, free_port
+
+    from relisten.stack import Stack
+
+    server = EmbeddedNats(work / "nats", port=free_port()).start(log_file=work / "nats.log")
+    stack = Stack(server.url, work, extra_env=env)
+    part = BacklogPart(label, env, load_before=load_average())
+    try:
+        stack.start(("ingest", "asr#1", "clipper#1", "merger#1", "notifier#1"))
+        with ThreadPoolExecutor(max_workers=len(recordings)) as pool:
+            ids = [str(answer["id"]) for answer in pool.map(stack.submit, recordings)]
+        deadline = time.monotonic() + 1800
+        while asyncio.run(_clips_ready_count(server.url)) < len(recordings):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the first passes did not all finish")
+            time.sleep(0.5)
+        started = time.perf_counter()
+        stack.start(("corrector#1",))
+        views = [stack.wait_for(job_id, timeout_s=1800) for job_id in ids]
+        wall = time.perf_counter() - started
+        log = (work / "corrector#1.log").read_text(errors="replace")
+        loaded = re.search(r"loaded faster-whisper:\S+ in ([0-9.]+) s", log)
+        part.model_load_s = float(loaded.group(1)) if loaded else 0.0
+        part.drain_wall_s = wall - part.model_load_s
+        part.corrector_cpu_s = stack.services["corrector#1"].cpu_seconds() or 0.0
+        part.completed = sum(view["status"] == "completed" for view in views)
+        texts = []
+        for job_id in ids:
+            seconds, text = _second_pass_seconds(stack, job_id)
+            part.second_pass_s += seconds
+            texts.append(text)
+        part.wer = corpus_wer([r.reference for r in recordings], texts)
+        part.shared_calls = _shared_calls(log)
+        part.load_after = load_average()
+        return part
+    finally:
+        stack.stop()
+        server.stop()
+
+
+def _shared_calls(log: str) -> list[int]:
+    return [int(n) for n in re.findall(r"(\d+) requests \(\d+ chunks\) re-decoded in one call", log)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -253,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--asr-replicas", type=int, default=0, help="default: as many as --jobs")
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--skip-stack", action="store_true")
+    parser.add_argument("--skip-backlog", action="store_true")
     parser.add_argument("--variant", action="append", choices=list(VARIANTS), help="default: all")
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs of every variant, in turn forwards and backwards"
@@ -308,6 +387,27 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
         payload["stack"] = [asdict(part) for part in parts]
+    if not args.skip_backlog:
+        backlog = []
+        labels = args.variant or list(VARIANTS)
+        order = [
+            label for turn in range(args.repeat) for label in (labels if turn % 2 == 0 else labels[::-1])
+        ]
+        for label in order:
+            env = dict(VARIANTS[label])
+            if env["RELISTEN_CORRECTOR_CONCURRENT_JOBS"] != "1":
+                env["RELISTEN_CORRECTOR_CONCURRENT_JOBS"] = str(len(recordings))
+            with tempfile.TemporaryDirectory(prefix="relisten-crossjob-") as scratch:
+                drained = measure_backlog(recordings, label, env, Path(scratch))
+            backlog.append(drained)
+            print(
+                f"backlog, {label}: {drained.completed}/{len(recordings)} drained in {drained.drain_wall_s:.1f} s "
+                f"(model load {drained.model_load_s:.1f} s apart), corrector CPU {drained.corrector_cpu_s:.1f} s "
+                f"(load included), jobs' second pass {drained.second_pass_s:.1f} s, WER {100 * drained.wer:.2f} %; "
+                f"calls shared by jobs {drained.shared_calls}; load {drained.load_before!r} -> {drained.load_after!r}",
+                flush=True,
+            )
+        payload["backlog"] = [asdict(part) for part in backlog]
     if args.json:
         args.json.write_text(json.dumps(payload, indent=2))
 
