@@ -184,7 +184,7 @@ class FasterWhisperBackend(InProcessWhisper):
                 elif clip.size > max_chunk:
                     # Longer than one chunk (the clipper keeps windows shorter): decode it on its own.
                     answers[owner][index] = self._transcribe_blocking(clip, prompt, language)
-        places = [place for owned in packable if owned for place in owned]
+        places = [place for owned in packable for place in owned]
         if places:
             gap = int(PACK_GAP_S * SAMPLE_RATE)
             packed, _ = combine(
