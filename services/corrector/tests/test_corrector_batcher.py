@@ -36,6 +36,7 @@ class Model:
         self.hold.set()
         self.started = asyncio.Event()
         self.poison = -1
+        self.delay_s = 0.0
 
     def chunk_count(self, clips: Sequence[np.ndarray]) -> int:
         return sum(len(c) for c in clips)
@@ -53,6 +54,7 @@ class Model:
         self.keys.append((prompt, language))
         self.started.set()
         await self.hold.wait()
+        await asyncio.sleep(self.delay_s)
         if any(self.poison in request for request in tags):
             raise RuntimeError("this clip breaks the model")
         return [[SecondPassAnswer(text=str(tag), words=[]) for tag in request] for request in tags]
@@ -224,19 +226,23 @@ def test_bad_bounds_are_refused() -> None:
 
 async def test_each_asker_is_given_its_share_of_the_call_s_model_time_by_chunks() -> None:
     model = Model()
+    model.delay_s = 0.05  # every call takes a little time to share
     batcher = CrossJobBatcher(model, linger_s=FOREVER_S, max_chunks=8)
     model.hold.clear()
     busy = asyncio.create_task(batcher.transcribe_many([clip(1)], prompt=None, language=None))
     await asyncio.wait_for(model.started.wait(), WAIT_S)
     async with batcher.requester() as small, batcher.requester() as large:
         asked = [
-            asyncio.create_task(small.transcribe_many([clip(2, 1)], prompt=None, language=None)),
-            asyncio.create_task(large.transcribe_many([clip(3, 3)], prompt=None, language=None)),
+            asyncio.create_task(small.transcribe_many_timed([clip(2, 1)], prompt=None, language=None)),
+            asyncio.create_task(large.transcribe_many_timed([clip(3, 3)], prompt=None, language=None)),
         ]
         await asyncio.sleep(0)
         model.hold.set()
-        await asyncio.wait_for(asyncio.gather(busy, *asked), WAIT_S)
+        await asyncio.wait_for(busy, WAIT_S)
+        (small_answers, small_s), (large_answers, large_s) = await asyncio.wait_for(
+            asyncio.gather(*asked), WAIT_S
+        )
+    assert texts(small_answers) == ["2"] and texts(large_answers) == ["3"]
     assert model.calls[1:] == [[[2], [3]]]
-    assert small.model_seconds is not None and large.model_seconds is not None
     # Not the time spent waiting behind the first call: a quarter and three quarters of their own.
-    assert large.model_seconds == pytest.approx(3 * small.model_seconds)
+    assert small_s > 0 and large_s == pytest.approx(3 * small_s)

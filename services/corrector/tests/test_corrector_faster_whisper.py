@@ -144,9 +144,11 @@ async def test_two_jobs_decoded_together_hear_what_each_hears_alone(
             await backend.transcribe_many(clips, prompt=None, language="en") for clips in (first, second)
         ]
         together = await backend.transcribe_together([first, second], prompt=None, language="en")
+        timed, model_seconds = await backend.transcribe_many_timed(first, prompt=None, language="en")
     finally:
         await backend.aclose()
     assert [len(answers) for answers in together] == [3, 2]
+    assert timed == alone[0] and model_seconds > 0
     heard = [[a.text for a in answers] for answers in together]
     assert heard == [[a.text for a in answers] for answers in alone]
     assert all(heard[0]) and all(heard[1])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -147,6 +148,17 @@ class FasterWhisperBackend(InProcessWhisper):
         different places, so no one clip's preceding text belongs in front of it.
         """
         return (await self.transcribe_together([clips], prompt=prompt, language=language))[0]
+
+    async def transcribe_many_timed(
+        self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
+    ) -> tuple[list[SecondPassAnswer], float]:
+        """:meth:`transcribe_many`, and the seconds the model worked on it: the time spent waiting for
+        the model (another job's decode, a live turn's) is not counted."""
+        checked = [mono_samples(clip) for clip in clips]
+        async with self._queue:
+            started = time.perf_counter()
+            answers = await asyncio.to_thread(self._transcribe_together_blocking, [checked], prompt, language)
+            return answers[0], time.perf_counter() - started
 
     async def transcribe_together(
         self, requests: Sequence[Sequence[np.ndarray]], *, prompt: str | None, language: str | None

@@ -238,8 +238,6 @@ class Requester:
         self._batcher = batcher
         self._announced = True
         self.name = batcher.name
-        self.model_seconds: float | None = None
-        """This job's share of the model time of its last question's call."""
 
     def _done_announcing(self) -> None:
         if self._announced:
@@ -254,11 +252,16 @@ class Requester:
     async def transcribe_many(
         self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
     ) -> list[SecondPassAnswer]:
+        answers, _ = await self.transcribe_many_timed(clips, prompt=prompt, language=language)
+        return answers
+
+    async def transcribe_many_timed(
+        self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
+    ) -> tuple[list[SecondPassAnswer], float]:
+        """The answers and this job's share of the shared call's model seconds."""
         # Asking: a call no longer waits for this job (it is in the queue it would wait on).
         self._done_announcing()
-        self.model_seconds = None
-        answers, self.model_seconds = await self._batcher.ask(clips, prompt=prompt, language=language)
-        return answers
+        return await self._batcher.ask(clips, prompt=prompt, language=language)
 
     async def aclose(self) -> None:
         """The batcher and its model belong to the corrector, not to one job."""

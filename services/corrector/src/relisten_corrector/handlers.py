@@ -30,7 +30,7 @@ from relisten_runtime.steps import NOTHING, Publisher
 from relisten_runtime.store import JobStore
 
 from relisten_corrector.backends import SecondPassAnswer, SecondPassBackend
-from relisten_corrector.batcher import CrossJobBatcher, Requester
+from relisten_corrector.batcher import CrossJobBatcher
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +190,16 @@ class CorrectionHandler:
         audios = [await self._load_clip(clip) for clip in clips]
         lengths = [len(audio) / SAMPLE_RATE for audio in audios]
         started = time.perf_counter()
+        prompt = second_pass_prompt(event.options.prompt, "")
+        language = event.language or event.options.language
+        model_seconds: float | None = None
         try:
-            answers = await backend.transcribe_many(
-                audios,
-                prompt=second_pass_prompt(event.options.prompt, ""),
-                language=event.language or event.options.language,
-            )
+            timed = getattr(backend, "transcribe_many_timed", None)
+            if callable(timed):
+                # The model's own time: not the wait for it (other jobs first) nor other jobs' share.
+                answers, model_seconds = await timed(audios, prompt=prompt, language=language)
+            else:
+                answers = await backend.transcribe_many(audios, prompt=prompt, language=language)
         except Exception as exc:
             log.warning("job %s: batched second pass of %d clips failed: %r", event.job_id, len(clips), exc)
             seconds = time.perf_counter() - started
@@ -213,10 +217,7 @@ class CorrectionHandler:
                 )
                 for clip, length in zip(clips, lengths, strict=True)
             ]
-        seconds = time.perf_counter() - started
-        if isinstance(backend, Requester) and backend.model_seconds is not None:
-            # Decoded in a call shared with other jobs: this job's share, not the wait or the others'.
-            seconds = backend.model_seconds
+        seconds = time.perf_counter() - started if model_seconds is None else model_seconds
         total = sum(lengths) or 1.0
         log.info(
             "job %s: %d clips, %.1f s of audio, re-decoded in one batch in %.1f s",
