@@ -11,12 +11,15 @@ sees another test's events):
 * a consumer declared ``FOREVER`` never gives up;
 * a retried job's run number travels into everything its handlers publish;
 * an event that is not the step's declared type is terminated, never handed to the handler;
-* an event the step does not declare is never published (the handler's attempt fails instead).
+* an event the step does not declare is never published (the handler's attempt fails instead);
+* a step bound with a concurrency holds that many events at once, each settled and handed back on
+  its own; without, one at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -417,3 +420,98 @@ async def test_an_undeclared_event_is_not_published(server: str, infra: Infra) -
         await worker.stop()
     assert failed.error.code == "testing_failed"
     assert "publishes JobCreated" in failed.error.message or "published JobCreated" in failed.error.message
+
+
+class Overlap:
+    """A handler that notes how many events it holds at once; each waits (boundedly) for a second
+    one to arrive, so that a worker able to hold two shows it."""
+
+    def __init__(self, wait_for_company_s: float) -> None:
+        self.wait_for_company_s = wait_for_company_s
+        self.holding = 0
+        self.peak = 0
+        self.handled: list[str] = []
+        self.company = asyncio.Event()
+        self.all_done = asyncio.Event()
+        self.expected = 2
+
+    async def __call__(self, event: JobProgress) -> Sequence[Event]:
+        self.holding += 1
+        self.peak = max(self.peak, self.holding)
+        if self.holding >= 2:
+            self.company.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.company.wait(), self.wait_for_company_s)
+            if event.job_id.endswith("fails"):
+                raise PermanentFailure("broken", "this one cannot succeed")
+            return ()
+        finally:
+            self.holding -= 1
+            self.handled.append(event.job_id)
+            if len(self.handled) >= self.expected:
+                self.all_done.set()
+
+
+async def test_a_step_bound_with_concurrency_holds_several_events_at_once(server: str, infra: Infra) -> None:
+    handler = Overlap(wait_for_company_s=WAIT_S)
+    worker = Worker("acktest", settings(server))
+    worker.step(step(), handler, concurrency=2)
+    await worker.start()
+    try:
+        await infra.publish(progress("job-one"))
+        await infra.publish(progress("job-two-fails"))
+        await asyncio.wait_for(handler.all_done.wait(), WAIT_S)
+        info = await settled(infra)
+    finally:
+        await worker.stop()
+    assert handler.peak == 2
+    assert sorted(handler.handled) == ["job-one", "job-two-fails"]
+    # Each event settled on its own: one acked, the other failed its job (then acked), none left over.
+    assert info.num_redelivered == 0
+    assert (await job_failed(infra)).job_id == "job-two-fails"
+
+
+async def test_a_step_bound_without_concurrency_holds_one_event_at_a_time(server: str, infra: Infra) -> None:
+    # Each event waits a little for company that cannot come: the second is fetched only after.
+    handler = Overlap(wait_for_company_s=0.5)
+    worker = await started(server, handler)
+    try:
+        await infra.publish(progress("job-one"))
+        await infra.publish(progress("job-two"))
+        await asyncio.wait_for(handler.all_done.wait(), WAIT_S)
+        await settled(infra)
+    finally:
+        await worker.stop()
+    assert handler.peak == 1
+    assert handler.handled == ["job-one", "job-two"]
+
+
+async def test_shutdown_hands_back_every_event_a_concurrent_step_holds(server: str, infra: Infra) -> None:
+    holding = 0
+    both = asyncio.Event()
+
+    async def stuck(event: JobProgress) -> Sequence[Event]:
+        nonlocal holding
+        holding += 1
+        if holding == 2:
+            both.set()
+        await asyncio.sleep(3600)
+        return ()
+
+    worker = Worker("acktest", settings(server, ack_wait_s=60.0, shutdown_grace_s=0.2))
+    worker.step(step(max_deliver=2), stuck, concurrency=3)
+    await worker.start()
+    await infra.publish(progress("job-a"))
+    await infra.publish(progress("job-b"))
+    await asyncio.wait_for(both.wait(), WAIT_S)
+    await worker.stop()
+    assert worker.handed_back_on_stop == 2
+    keys = await infra.runtime.keys()
+    assert sorted(k.rsplit(".", 1)[0] for k in keys) == ["handed-back.acktest"] * 2
+
+
+def test_a_concurrency_below_one_is_refused() -> None:
+    worker = Worker("acktest", CommonSettings())
+    with pytest.raises(ValueError, match="concurrency"):
+        worker.step(step(), Overlap(0.0), concurrency=0)

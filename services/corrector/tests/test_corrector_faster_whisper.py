@@ -20,8 +20,11 @@ from relisten_corrector.backends import (
 )
 from relisten_corrector.settings import CorrectorSettings
 
-from relisten.testing import IRON, normalise
+from relisten.testing import AUDIO_FIXTURES, IRON, normalise
 from relisten.testing import IRON_REFERENCE as REFERENCE
+
+DEV_CLEAN = AUDIO_FIXTURES / "ls-dev-clean-1272-128104-0000.wav"
+"""Another speaker's sentence (LibriSpeech dev-clean), for a second job."""
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +125,42 @@ async def test_packed_clips_decode_alike_with_a_trimmed_encoder_input(
     for answer in answers[8.0]:
         assert answer.words
         assert all(0.0 <= w.start <= w.end <= 4.0 for w in answer.words)
+
+
+@pytest.mark.parametrize("padding_s", [30.0, 8.0])
+async def test_two_jobs_decoded_together_hear_what_each_hears_alone(
+    model_cache: Path, speech: np.ndarray, padding_s: float
+) -> None:
+    other = np.asarray(decode_audio(str(DEV_CLEAN), sampling_rate=16000), dtype=np.float32)
+    # Two jobs' clips: pieces of two speakers' sentences, each job's packed into one chunk (16 s and
+    # 7 s): together, the second job's chunk is encoded with the first one's longer input.
+    first = [speech[: 16000 * 4], speech[16000 * 5 : 16000 * 9], speech[16000 * 9 :]]
+    second = [other[: 16000 * 3], other[16000 * 3 :]]
+    backend = FasterWhisperBackend(
+        CorrectorSettings(model_cache_dir=model_cache, encoder_padding_s=padding_s)
+    )
+    try:
+        alone = [
+            await backend.transcribe_many(clips, prompt=None, language="en") for clips in (first, second)
+        ]
+        together = await backend.transcribe_together([first, second], prompt=None, language="en")
+        timed, model_seconds = await backend.transcribe_many_timed(first, prompt=None, language="en")
+    finally:
+        await backend.aclose()
+    assert [len(answers) for answers in together] == [3, 2]
+    assert timed == alone[0] and model_seconds > 0
+    heard = [[a.text for a in answers] for answers in together]
+    assert heard == [[a.text for a in answers] for answers in alone]
+    assert all(heard[0]) and all(heard[1])
+    assert jiwer.wer(REFERENCE, normalise(" ".join(heard[0]))) < 0.3
+    for own, shared in zip(alone, together, strict=True):
+        for by_itself, with_others in zip(own, shared, strict=True):
+            assert by_itself.words is not None and with_others.words is not None
+            assert [w.word for w in with_others.words] == [w.word for w in by_itself.words]
+            for position, (w, v) in enumerate(zip(with_others.words, by_itself.words, strict=True)):
+                # Times relative to the clip, as alone, within a few 20 ms alignment steps (with 8 s of
+                # padding the second job's chunk is encoded with a longer input). Only a clip's first
+                # start may move more: the pipeline's aligner pulls in a first word after a long pause,
+                # and a chunk that is not the first of its call comes after the previous one's speech.
+                assert abs(w.end - v.end) <= 0.06
+                assert abs(w.start - v.start) <= (0.5 if position == 0 else 0.06)

@@ -1,8 +1,10 @@
 """The corrector's handler against the in-memory job store (no NATS): batched decoding of a job's clips, idempotency, one
-clip.corrected per clip, and the per-clip path for backends that cannot batch."""
+clip.corrected per clip, the per-clip path for backends that cannot batch, and concurrent jobs meeting in the
+cross-job batcher."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import wave
 from collections.abc import Sequence
@@ -20,6 +22,7 @@ from relisten_contracts import (
     names,
 )
 from relisten_corrector.backends import SecondPassAnswer
+from relisten_corrector.batcher import CrossJobBatcher
 from relisten_corrector.handlers import CorrectionHandler
 from relisten_runtime.steps import RecordingPublisher
 from relisten_runtime.store import MemoryJobStore
@@ -94,10 +97,10 @@ class PerClipBackend:
         return None
 
 
-def job(lengths: list[float]) -> tuple[ClipsReady, dict[str, bytes]]:
+def job(lengths: list[float], job_id: str = "job") -> tuple[ClipsReady, dict[str, bytes]]:
     clips, blobs, cursor = [], {}, 0.0
     for index, length in enumerate(lengths):
-        ref = f"job/clips/{index:04d}.wav"
+        ref = f"{job_id}/clips/{index:04d}.wav"
         blobs[ref] = wav(length)
         clips.append(
             ClipSpec(
@@ -114,10 +117,10 @@ def job(lengths: list[float]) -> tuple[ClipsReady, dict[str, bytes]]:
         )
         cursor += length + 10.0
     ready = ClipsReady(
-        job_id="job",
-        audio_ref="job/audio.wav",
-        words_ref="job/words.json",
-        plan_ref="job/plan.json",
+        job_id=job_id,
+        audio_ref=f"{job_id}/audio.wav",
+        words_ref=f"{job_id}/words.json",
+        plan_ref=f"{job_id}/plan.json",
         language="en",
         duration_s=cursor,
         first_pass_seconds=1.0,
@@ -218,3 +221,55 @@ async def test_a_plan_without_clips_is_not_the_corrector_s() -> None:
     store, publisher = await stored_clips({})
     assert await CorrectionHandler(publisher, store, PerClipBackend())(ready) == ()
     assert publisher.published == []
+
+
+class TogetherModel:
+    """Stands in for the in-process model behind the cross-job batcher: one call for several jobs."""
+
+    name = "fake:together"
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+
+    def chunk_count(self, clips: Sequence[np.ndarray]) -> int:
+        return 1
+
+    async def transcribe(
+        self, audio: np.ndarray, *, prompt: str | None, language: str | None
+    ) -> SecondPassAnswer:
+        raise AssertionError("packed clips only")
+
+    async def transcribe_together(
+        self, requests: Sequence[Sequence[np.ndarray]], *, prompt: str | None, language: str | None
+    ) -> list[list[SecondPassAnswer]]:
+        self.calls.append([len(clips) for clips in requests])
+        return [
+            [SecondPassAnswer(text=f"clip of {len(clip) / RATE:.1f}", words=[]) for clip in clips]
+            for clips in requests
+        ]
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_concurrent_jobs_meet_in_one_call_and_each_stores_its_own_answers() -> None:
+    first, first_blobs = job([3.0, 2.0], job_id="job-a")
+    second, second_blobs = job([1.0, 4.0, 5.0], job_id="job-b")
+    store, publisher = await stored_clips(first_blobs | second_blobs)
+    model = TogetherModel()
+    # A linger no test could sit through: the first job's call waits for the second, announced job.
+    batcher = CrossJobBatcher(model, linger_s=3600.0, max_chunks=8)
+    handler = CorrectionHandler(publisher, store, batcher, batch_audio_s=240.0)
+    await asyncio.wait_for(asyncio.gather(handler(first), handler(second)), 30.0)
+
+    assert model.calls == [[2, 3]]
+    for ready, lengths in ((first, [3.0, 2.0]), (second, [1.0, 4.0, 5.0])):
+        for clip, length in zip(ready.clips, lengths, strict=True):
+            stored = await store.clip_result(names.clip_result_key(ready.job_id, clip.index))
+            assert stored is not None and stored.ok and stored.text == f"clip of {length:.1f}"
+        announced = [e for e in corrected(publisher) if e.job_id == ready.job_id]
+        assert sorted(e.clip_index for e in announced) == list(range(len(lengths)))
+
+    # Redelivered, each job reuses its stored answers: no new call.
+    await asyncio.wait_for(asyncio.gather(handler(first), handler(second)), 30.0)
+    assert model.calls == [[2, 3]]

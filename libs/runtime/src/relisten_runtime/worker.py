@@ -2,7 +2,8 @@
 
 A service binds a typed handler to each of its steps (:mod:`relisten_contracts.flow`,
 :mod:`relisten_runtime.steps`); the worker pulls each step's events from its durable consumer (nats.py,
-one event at a time per step and replica, over the one NATS connection of :class:`Infra`), decodes them
+one event at a time per pull loop, over the one NATS connection of :class:`Infra`; a step runs one loop
+per replica unless bound with a higher ``concurrency``), decodes them
 into the step's declared type, publishes what the handler returns (deterministic message ids,
 :meth:`Infra.publish`) and decides every outcome:
 
@@ -134,6 +135,8 @@ class _Bound:
 
     step: Step
     consumer: ConsumerSpec
+    concurrency: int = 1
+    """Pull loops of this step in this replica, so that many events are in hand at once."""
 
     @property
     def spec(self) -> StepSpec[Event]:
@@ -178,13 +181,20 @@ class Worker:
             return FOREVER
         return spec.max_deliver + self.settings.shutdown_deliveries
 
-    def step(self, spec: StepSpec[E], handler: Handler[E]) -> None:
+    def step(self, spec: StepSpec[E], handler: Handler[E], *, concurrency: int = 1) -> None:
         """Bind ``handler`` to the step ``spec``: a durable pull consumer shared by every replica of
-        this service. Call before :meth:`start`."""
+        this service. Call before :meth:`start`.
+
+        ``concurrency`` pull loops run the step in this replica, each one event at a time, as that
+        many replicas would (each event keeps its own heartbeat, handling limit, acknowledgement and
+        hand-back): the handler must be safe to run on several events at once."""
         if any(bound.spec.durable == spec.durable for bound in self._bound):
             raise ValueError(f"{self.name}: durable {spec.durable!r} is bound twice")
+        if concurrency < 1:
+            raise ValueError(f"{self.name}: step {spec.durable!r} needs a concurrency of at least 1")
         max_deliver = self.settings.max_deliver if spec.max_deliver is None else spec.max_deliver
-        self._bound.append(_Bound(Step(spec, handler), ConsumerSpec(spec.subject, spec.durable, max_deliver)))
+        consumer = ConsumerSpec(spec.subject, spec.durable, max_deliver)
+        self._bound.append(_Bound(Step(spec, handler), consumer, concurrency))
 
     async def publish(self, event: Event) -> None:
         """The :class:`~relisten_runtime.steps.Publisher` port of this worker's handlers: publish now,
@@ -217,7 +227,8 @@ class Worker:
             log.warning("could not update consumer %s (keeping its configuration): %r", spec.durable, exc)
 
     async def _pull(self, bound: _Bound) -> None:
-        """One step's loop: pull one event, handle it to the end, pull the next."""
+        """One of a step's loops: pull one event, handle it to the end, pull the next. Each loop has its
+        own pull subscription, like a replica of its own."""
         infra = self.infra
         consumer = bound.consumer
         subscription = await infra.js.pull_subscribe_bind(durable=consumer.durable, stream=STREAM_NAME)
@@ -413,8 +424,9 @@ class Worker:
         for bound in self._bound:
             await self._ensure_consumer(self._infra.js, bound.consumer)
         self._loops = [
-            asyncio.create_task(self._pull(bound), name=f"{self.name}-{bound.consumer.durable}")
+            asyncio.create_task(self._pull(bound), name=f"{self.name}-{bound.consumer.durable}-{loop}")
             for bound in self._bound
+            for loop in range(bound.concurrency)
         ]
         for callback in self._on_start:
             await callback()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -38,6 +39,7 @@ from relisten_speech.whisper import (
     trimmed_pipeline,
 )
 
+from relisten_corrector.crossbatch import chunk_count, combine
 from relisten_corrector.packing import assign_words, chunk_at, pack_audio
 from relisten_corrector.settings import CorrectorSettings
 
@@ -145,26 +147,64 @@ class FasterWhisperBackend(InProcessWhisper):
         ``prompt`` is shared by every chunk (the job's glossary): a chunk holds several clips from
         different places, so no one clip's preceding text belongs in front of it.
         """
+        return (await self.transcribe_together([clips], prompt=prompt, language=language))[0]
+
+    async def transcribe_many_timed(
+        self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
+    ) -> tuple[list[SecondPassAnswer], float]:
+        """:meth:`transcribe_many`, and the seconds the model worked on it: the time spent waiting for
+        the model (another job's decode, a live turn's) is not counted."""
         checked = [mono_samples(clip) for clip in clips]
         async with self._queue:
-            return await asyncio.to_thread(self._transcribe_many_blocking, checked, prompt, language)
+            started = time.perf_counter()
+            answers = await asyncio.to_thread(self._transcribe_together_blocking, [checked], prompt, language)
+            return answers[0], time.perf_counter() - started
 
-    def _transcribe_many_blocking(
-        self, clips: list[np.ndarray], prompt: str | None, language: str | None
-    ) -> list[SecondPassAnswer]:
+    async def transcribe_together(
+        self, requests: Sequence[Sequence[np.ndarray]], *, prompt: str | None, language: str | None
+    ) -> list[list[SecondPassAnswer]]:
+        """Several requesters' clips (several jobs', or a job's and a live turn's) in one batched
+        decode: each requester's clips are packed on their own, as :meth:`transcribe_many` packs
+        them, and all the chunks decoded in one call (:mod:`relisten_corrector.crossbatch`). Each
+        requester gets its own answers, one per clip, in order."""
+        checked = [[mono_samples(clip) for clip in clips] for clips in requests]
+        async with self._queue:
+            return await asyncio.to_thread(self._transcribe_together_blocking, checked, prompt, language)
+
+    @staticmethod
+    def chunk_count(clips: Sequence[np.ndarray]) -> int:
+        """Encoder inputs these clips need when packed (a requester's size in a shared call)."""
+        return chunk_count(
+            [len(clip) for clip in clips], int(MAX_CHUNK_S * SAMPLE_RATE), int(PACK_GAP_S * SAMPLE_RATE)
+        )
+
+    def _transcribe_together_blocking(
+        self, requests: list[list[np.ndarray]], prompt: str | None, language: str | None
+    ) -> list[list[SecondPassAnswer]]:
         model = self.load()
         max_chunk = int(MAX_CHUNK_S * SAMPLE_RATE)
-        answers: list[SecondPassAnswer | None] = [None] * len(clips)
-        packable = [index for index, clip in enumerate(clips) if 0 < clip.size <= max_chunk]
-        for index, clip in enumerate(clips):
-            if clip.size == 0:
-                answers[index] = SecondPassAnswer(text="", words=[])
-            elif clip.size > max_chunk:
-                # Longer than one chunk (the clipper keeps windows shorter): decode it on its own.
-                answers[index] = self._transcribe_blocking(clip, prompt, language)
-        if packable:
-            packed = pack_audio(
-                [clips[index] for index in packable], max_chunk, int(PACK_GAP_S * SAMPLE_RATE)
+        answers: list[list[SecondPassAnswer | None]] = [[None] * len(clips) for clips in requests]
+        # (requester, clip) of every packable clip, per requester in clip order.
+        packable = [
+            [(owner, index) for index, clip in enumerate(clips) if 0 < clip.size <= max_chunk]
+            for owner, clips in enumerate(requests)
+        ]
+        for owner, clips in enumerate(requests):
+            for index, clip in enumerate(clips):
+                if clip.size == 0:
+                    answers[owner][index] = SecondPassAnswer(text="", words=[])
+                elif clip.size > max_chunk:
+                    # Longer than one chunk (the clipper keeps windows shorter): decode it on its own.
+                    answers[owner][index] = self._transcribe_blocking(clip, prompt, language)
+        places = [place for owned in packable for place in owned]
+        if places:
+            gap = int(PACK_GAP_S * SAMPLE_RATE)
+            packed, _ = combine(
+                [
+                    pack_audio([requests[owner][index] for owner, index in owned], max_chunk, gap)
+                    for owned in packable
+                    if owned
+                ]
             )
             longest = max(end - start for start, end in packed.chunks)
             frames = encoder_frames(longest, self._settings.encoder_padding_s)
@@ -190,7 +230,10 @@ class FasterWhisperBackend(InProcessWhisper):
                 ]
             spans = [(float(w.start), float(w.end)) for w, _ in heard]
             chunks = [chunk for _, chunk in heard]
-            for position, placed in enumerate(assign_words(spans, packed, SAMPLE_RATE, chunks)):
+            # The combined clips are numbered requester by requester, each in clip order: ``places``.
+            for (owner, index), placed in zip(
+                places, assign_words(spans, packed, SAMPLE_RATE, chunks), strict=True
+            ):
                 words = [
                     Word(
                         word=heard[i][0].word.strip(),
@@ -200,10 +243,10 @@ class FasterWhisperBackend(InProcessWhisper):
                     )
                     for i, start, end in placed
                 ]
-                answers[packable[position]] = SecondPassAnswer(
+                answers[owner][index] = SecondPassAnswer(
                     text=" ".join(word.word for word in words), words=words
                 )
-        return [answer or SecondPassAnswer(text="", words=[]) for answer in answers]
+        return [[answer or SecondPassAnswer(text="", words=[]) for answer in owned] for owned in answers]
 
 
 # --- vLLM chat (Qwen2-Audio) -------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from relisten_runtime.steps import NOTHING, Publisher
 from relisten_runtime.store import JobStore
 
 from relisten_corrector.backends import SecondPassAnswer, SecondPassBackend
+from relisten_corrector.batcher import CrossJobBatcher
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,9 @@ class CorrectionHandler:
     async def __call__(self, event: ClipsReady) -> Sequence[Event]:
         if not event.clips:
             return NOTHING
-        await self.publisher.publish(JobProgress(job_id=event.job_id, stage="correcting", progress=0.0))
         batching = self._batching_backend()
         if batching is None:
+            await self._progress(event)
             gate = asyncio.Semaphore(self.concurrency)
 
             async def correct(clip: ClipSpec) -> None:
@@ -112,7 +113,19 @@ class CorrectionHandler:
 
             await asyncio.gather(*(correct(clip) for clip in event.clips))
             return NOTHING
+        if isinstance(batching, CrossJobBatcher):
+            # Announced at once, so that a call finding the model free waits a little for this job.
+            async with batching.requester() as requester:
+                await self._correct_in_batches(event, requester)
+        else:
+            await self._correct_in_batches(event, batching)
+        return NOTHING
 
+    async def _progress(self, event: ClipsReady) -> None:
+        await self.publisher.publish(JobProgress(job_id=event.job_id, stage="correcting", progress=0.0))
+
+    async def _correct_in_batches(self, event: ClipsReady, batching: BatchingBackend) -> None:
+        await self._progress(event)
         missing: list[ClipSpec] = []
         for clip in event.clips:
             stored = await self.store.clip_result(names.clip_result_key(event.job_id, clip.index))
@@ -124,7 +137,6 @@ class CorrectionHandler:
             for clip, result in zip(batch, await self._run_batch(batching, event, batch), strict=True):
                 await self.store.put_clip_result(names.clip_result_key(event.job_id, clip.index), result)
                 await self._announce(event, clip, result)
-        return NOTHING
 
     def _batching_backend(self) -> BatchingBackend | None:
         if self.batch_audio_s is None or not callable(getattr(self.backend, "transcribe_many", None)):
@@ -178,12 +190,16 @@ class CorrectionHandler:
         audios = [await self._load_clip(clip) for clip in clips]
         lengths = [len(audio) / SAMPLE_RATE for audio in audios]
         started = time.perf_counter()
+        prompt = second_pass_prompt(event.options.prompt, "")
+        language = event.language or event.options.language
+        model_seconds: float | None = None
         try:
-            answers = await backend.transcribe_many(
-                audios,
-                prompt=second_pass_prompt(event.options.prompt, ""),
-                language=event.language or event.options.language,
-            )
+            timed = getattr(backend, "transcribe_many_timed", None)
+            if callable(timed):
+                # The model's own time: not the wait for it (other jobs first) nor other jobs' share.
+                answers, model_seconds = await timed(audios, prompt=prompt, language=language)
+            else:
+                answers = await backend.transcribe_many(audios, prompt=prompt, language=language)
         except Exception as exc:
             log.warning("job %s: batched second pass of %d clips failed: %r", event.job_id, len(clips), exc)
             seconds = time.perf_counter() - started
@@ -201,7 +217,7 @@ class CorrectionHandler:
                 )
                 for clip, length in zip(clips, lengths, strict=True)
             ]
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started if model_seconds is None else model_seconds
         total = sum(lengths) or 1.0
         log.info(
             "job %s: %d clips, %.1f s of audio, re-decoded in one batch in %.1f s",

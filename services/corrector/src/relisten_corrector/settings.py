@@ -58,6 +58,28 @@ class CorrectorSettings(SpeechModelSettings):
         description="Clips of one job are decoded in batches of about this much audio; each batch's "
         "results are stored (and announced) before the next starts.",
     )
+    concurrent_jobs: int = Field(
+        1,
+        ge=1,
+        description="Jobs (clips.ready events) this replica corrects at once; above 1, jobs whose clips "
+        "meet in the cross-job batcher are decoded together (RELISTEN_CORRECTOR_BATCH_LINGER_S).",
+    )
+    batch_linger_s: float = Field(
+        0.0,
+        ge=0.0,
+        le=5.0,
+        description="faster-whisper with packed clips: above 0, the clips of concurrent jobs (and live "
+        "turns) are decoded together, requests arriving while the model is busy going in one call; a call "
+        "that finds the model free waits up to this long for another job already taken but not yet asking "
+        "(a lone job never waits). 0: each job decodes its own calls (cross-job batching off; measured "
+        "on a 2-core CPU it did not pay, README: Benchmarks).",
+    )
+    batch_max_chunks: int = Field(
+        8,
+        ge=1,
+        description="Most chunks (<= 30 s encoder inputs) one cross-job call decodes; a larger single "
+        "job still goes whole, alone.",
+    )
     model: str | None = Field(
         None,
         description=f"Remote model name; defaults to {DEFAULT_VLLM_MODEL} for vllm and "
