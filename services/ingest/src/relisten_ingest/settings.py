@@ -288,10 +288,10 @@ class IngestSettings(CommonSettings):
     live_session_budget: bool = Field(
         True,
         description=(
-            "A turn's refinement may spend what the session has left of its re-decode budget (the "
-            "corrector's RELISTEN_CLIPPER_MAX_REDECODE_FRACTION of all the audio so far, less what earlier "
-            "turns re-listened to), as a file's windows share the whole job's; off: each turn only its own "
-            "fraction, which leaves a turn of a few seconds no room for a single window."
+            "A turn's refinement may spend what the session has left of its re-decode budget (the clip "
+            "policy's fraction, a fifth, of all the audio so far, less what earlier turns re-listened to), as "
+            "a file's windows share the whole job's; off: each turn only its own fraction, which leaves a "
+            "turn of a few seconds no room for a single window."
         ),
     )
     live_session_idle_s: float = Field(
