@@ -604,6 +604,15 @@ class Report:
             "compute_c_over_b": _ratio(hier.total("compute_s"), whole.total("compute_s")),
             "wall_c_over_b": _ratio(hier.total("wall_s"), whole.total("wall_s")),
         }
+        # Issue-level cost targets: tiny.en's first pass against base on everything, and what one
+        # re-decoded second costs against one second of base on everything.
+        ratios["first_pass_c_over_b"] = _ratio(hier.total("first_pass_s"), whole.total("compute_s"))
+        whole_audio = sum(r.duration_s for r in whole.recordings)
+        if hier.total("redecoded_s") > 0 and whole_audio > 0:
+            ratios["redecoded_second_over_b_second"] = _ratio(
+                hier.total("second_pass_s") / hier.total("redecoded_s"),
+                whole.total("compute_s") / whole_audio,
+            )
         if hier.model_cpu_s is not None and whole.cpu_s is not None:
             ratios["model_cpu_c_over_b"] = _ratio(hier.model_cpu_s, whole.cpu_s)
         if hier.cpu_s is not None and whole.cpu_s is not None:
