@@ -14,6 +14,9 @@ for the tuning and the validation part separately:
 * the per-recording router line: sending a fraction f of whole recordings to the second model and the
   rest to the first costs ``(1-f) C(a) + f C(b)`` and expects ``(1-f) WER(a) + f WER(b)`` (errors add
   up); the line is read at the pipeline's own compute;
+* each ``--variant`` replayed the same way; a variant that sets a first-pass decode setting
+  (``RELISTEN_ASR_BATCH_SIZE``, ``RELISTEN_ASR_VAD_THRESHOLD``, ...) decodes its own first passes (cached
+  like the others) and is also shown as that first pass alone (``a:LABEL``, compared with (a));
 * the oracle bound of the pipeline's windows: each window, in turn, takes whichever of the merged words,
   the first pass's words or the second pass's whole answer has the fewest errors against the reference
   (greedy over windows). No merger decision can beat it with these windows and answers.
@@ -89,11 +92,27 @@ DECODE_SETTINGS = (
     "recover_unheard_speech",
 )
 """The asr settings a decode depends on (the cache key holds these, not addresses or later switches)."""
+LATER_DECODE_SETTINGS = {"vad_threshold": 0.5, "vad_fallback_threshold": 0.0, "vad_fallback_ratio": 0.8}
+"""Decode settings added after the cache's first entries, each with the value that decodes as before
+it existed: they join the key only when set otherwise, so decodes cached before them stay valid."""
+
+
+def decodes_first_pass(settings: dict[str, str]) -> bool:
+    """Whether a variant's settings change the first pass's decode (then it is decoded, and cached,
+    under them; otherwise the variant replays the defaults' first passes)."""
+    return any(
+        key.lower().removeprefix("relisten_asr_") in DECODE_SETTINGS + tuple(LATER_DECODE_SETTINGS)
+        for key in settings
+        if key.upper().startswith("RELISTEN_ASR_")
+    )
 
 
 def _key(recording: Recording, system: str, settings: dict[str, Any]) -> str:
     digest = hashlib.sha1(recording.audio.tobytes())
     relevant = {k: v for k, v in settings.items() if k in DECODE_SETTINGS}
+    relevant |= {
+        k: settings[k] for k, default in LATER_DECODE_SETTINGS.items() if settings.get(k, default) != default
+    }
     digest.update(json.dumps({"system": system, **relevant}, sort_keys=True, default=str).encode())
     return f"{system}-{recording.name.replace('~', '_')}-{digest.hexdigest()[:12]}.json"
 
@@ -317,7 +336,9 @@ def report(
     if len(kinds) > 1:
         by_kind = Table(title=f"{title}: WER by channel")
         by_kind.add_column("channel")
-        shown = [k for k in ("a", "b", "c", "oracle", *variants) if k in systems]
+        shown = [
+            k for k in ("a", "b", "c", "oracle", *variants, *(f"a:{v}" for v in variants)) if k in systems
+        ]
         for key in shown:
             by_kind.add_column(key, justify="right")
         data["by_channel"] = {}
@@ -330,6 +351,7 @@ def report(
     pairs = [("c", "a"), ("c", "b"), ("b", "a"), ("oracle", "c")]
     pairs += [("c", k) for k in ("a-seq", "a-batched", "b-seq", "b-batched")]
     pairs += [(k, "c") for k in variants]
+    pairs += [(f"a:{k}", "a") for k in variants]
     for x, y in pairs:
         if x in systems and y in systems:
             interval: Interval = paired_bootstrap(systems[x].units(recordings), systems[y].units(recordings))
@@ -448,7 +470,22 @@ def main(argv: list[str] | None = None) -> int:
         dict(systems["c"].seconds),
     )
     for label, settings in variants:
-        varied = replay(label, recordings, firsts, {**common, **settings}, answers=answers)
+        own_firsts = firsts
+        if decodes_first_pass(settings):
+            with environment({**common, **settings}):
+                from relisten_asr.settings import AsrSettings
+
+                varied_asr = AsrSettings().model_dump(mode="json", exclude={"api_key"})
+                own_firsts = cached_decodes(
+                    recordings,
+                    f"asr-{args.first_model}",
+                    varied_asr,
+                    asr_decode(args.first_model),
+                    args.cache_dir,
+                    console,
+                )
+            add(f"a:{label}", f"(a) {args.first_model} alone, variant {label}", own_firsts)
+        varied = replay(label, recordings, own_firsts, {**common, **settings}, answers=answers)
         named = {r.name: r for r in varied.recordings}
         systems[label] = System(
             label,
@@ -456,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             {name: _timed(r.words) for name, r in named.items()},
             {
                 r.name: f.seconds + named[r.name].second_pass_s
-                for r, f in zip(recordings, firsts, strict=True)
+                for r, f in zip(recordings, own_firsts, strict=True)
             },
         )
     out: dict[str, Any] = {}

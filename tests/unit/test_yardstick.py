@@ -9,7 +9,7 @@ from relisten_contracts import ClipResult, FirstPass, TranscriptWord, Word
 from relisten.dataset import Recording, Utterance
 from relisten.replay import Replayed
 from relisten.scoring import unit_errors
-from relisten.yardstick import oracle_words, router_wer
+from relisten.yardstick import _key, decodes_first_pass, oracle_words, router_wer
 
 
 def test_router_line_interpolates_between_the_two_models_and_clamps_at_its_ends() -> None:
@@ -56,3 +56,24 @@ def test_oracle_takes_each_window_from_whichever_pass_was_right() -> None:
     best = oracle_words(recording, first, replayed)
     assert [w for _, _, w in best] == ["one", "two", "three", "four", "five", "six"]
     assert unit_errors(recording, best)[0].errors == 0
+
+
+def test_later_decode_settings_keep_the_cache_key_at_their_old_value() -> None:
+    recording = Recording("r", np.zeros(160, np.float32), "x")
+    before = {"batch_size": 8, "beam_size": 5}
+    assert _key(recording, "asr", before) == _key(
+        recording, "asr", {**before, "vad_threshold": 0.5, "vad_fallback_threshold": 0.0}
+    )
+    assert _key(recording, "asr", before) != _key(
+        recording, "asr", {**before, "vad_fallback_threshold": 0.25}
+    )
+    assert _key(recording, "asr", before) != _key(recording, "asr", {**before, "batch_size": 0})
+    assert _key(recording, "asr", before) == _key(recording, "asr", {**before, "calibrate_probability": True})
+
+
+def test_variants_that_change_the_first_pass_decode_their_own() -> None:
+    assert decodes_first_pass({"RELISTEN_ASR_VAD_FALLBACK_THRESHOLD": "0.25"})
+    assert decodes_first_pass({"RELISTEN_ASR_BATCH_SIZE": "0", "RELISTEN_MERGER_MAX_DRIFT": "0.3"})
+    assert not decodes_first_pass({"RELISTEN_MERGER_MAX_DRIFT": "0.3"})
+    # applied to the cached first passes by the replay itself
+    assert not decodes_first_pass({"RELISTEN_ASR_CALIBRATE_PROBABILITY": "true"})
