@@ -61,14 +61,15 @@ async def test_the_batched_first_pass_hears_telephone_speech_with_the_fallback(
     speech: np.ndarray, telephone: np.ndarray
 ) -> None:
     settings = AsrSettings(batch_size=4, beam_size=1, recover_unheard_speech=False)
-    default = FasterWhisperEngine(settings)
-    fallback = FasterWhisperEngine(settings.model_copy(update={"vad_fallback_threshold": 0.25}))
-    missed = await default.transcribe(telephone, language=None, prompt=None)
+    assert settings.vad_fallback_threshold > 0, "the fallback is on by default"
+    without = FasterWhisperEngine(settings.model_copy(update={"vad_fallback_threshold": 0.0}))
+    fallback = FasterWhisperEngine(settings)
+    missed = await without.transcribe(telephone, language=None, prompt=None)
     heard = await fallback.transcribe(telephone, language=None, prompt=None)
     print(f"telephone: WER {wer(missed):.2f} at 0.5 alone, {wer(heard):.2f} with the fallback")
     assert wer(missed) > 0.4
     assert wer(heard) < 0.25
     # Where the default VAD keeps the speech, the fallback changes nothing.
-    clean = await default.transcribe(speech, language=None, prompt=None)
+    clean = await without.transcribe(speech, language=None, prompt=None)
     clean_fallback = await fallback.transcribe(speech, language=None, prompt=None)
     assert [w.word for w in clean_fallback.words] == [w.word for w in clean.words]
