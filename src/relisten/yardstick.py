@@ -21,6 +21,11 @@ for the tuning and the validation part separately:
   the first pass's words or the second pass's whole answer has the fewest errors against the reference
   (greedy over windows). No merger decision can beat it with these windows and answers.
 
+With ``--time-first-pass`` every recording's first pass is decoded once more, uncached, with the defaults
+and with each variant that changes it, the settings taking turns recording by recording, and their
+model seconds are printed side by side per channel: on a shared machine, the cost of a first-pass lever
+is a ratio from one such run, not a difference between cached decodes timed in different minutes.
+
 Intervals are paired bootstrap 95 % intervals of WER differences (``relisten.scoring``), resampling
 reference utterances together with their degraded copies; one whose interval includes zero is "not a
 win". Decodes are cached per recording, model and settings under ``var/yardstick-cache`` (first passes
@@ -36,6 +41,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -209,6 +215,72 @@ def user_decode(model_spec: str, *, batched: bool) -> Callable[[Sequence[Recordi
         return out
 
     return run
+
+
+def time_first_passes(
+    recordings: Sequence[Recording], model_spec: str, settings: dict[str, dict[str, str]]
+) -> dict[str, dict[str, float]]:
+    """Each recording's first-pass model seconds under each of ``settings`` (label: ``RELISTEN_*`` values),
+    decoded in one process, recording by recording, the settings taking turns in alternating order, so
+    that a changing load falls on all of them alike. Not cached: these decodes exist to be timed."""
+    from relisten_asr.engines import FasterWhisperEngine
+    from relisten_asr.settings import AsrSettings
+
+    engines = {}
+    for label, values in settings.items():
+        with environment(values):
+            engines[label] = FasterWhisperEngine(AsrSettings(first_pass_model=resolve_model(model_spec)))
+    seconds: dict[str, dict[str, float]] = {label: {} for label in engines}
+
+    async def decode_all() -> None:
+        try:
+            for engine in engines.values():  # warm-up, not counted
+                await engine.transcribe(served_audio(recordings[0])[:160000], language=None, prompt=None)
+            for index, recording in enumerate(recordings):
+                audio = served_audio(recording)
+                order = list(engines) if index % 2 == 0 else list(reversed(engines))
+                for label in order:
+                    first = await engines[label].transcribe(audio, language=None, prompt=None)
+                    seconds[label][recording.name] = first.seconds
+        finally:
+            for engine in engines.values():
+                await engine.aclose()
+
+    asyncio.run(decode_all())
+    return seconds
+
+
+def print_first_pass_times(
+    seconds: dict[str, dict[str, float]], recordings: Sequence[Recording], console: Any
+) -> dict[str, Any]:
+    """The timed first passes per part and channel, as ratios to the first setting (the defaults)."""
+    from rich.table import Table
+
+    labels = list(seconds)
+    data: dict[str, Any] = {}
+    for part in ("tuning", "validation"):
+        chosen = [r for r in recordings if split_of(r) == part]
+        if not chosen:
+            continue
+        table = Table(title=f"{part}: first-pass model seconds, same run, ratio to {labels[0]}")
+        table.add_column("channel")
+        for label in labels:
+            table.add_column(label, justify="right")
+        kinds = sorted({r.name.partition("~")[2] for r in chosen})
+        for kind in [*kinds, None]:
+            group = [r for r in chosen if kind is None or r.name.partition("~")[2] == kind]
+            totals = {label: sum(seconds[label][r.name] for r in group) for label in labels}
+            name = "all" if kind is None else kind or "original"
+            data[f"{part}/{name}"] = totals
+            table.add_row(
+                name,
+                *(
+                    f"{totals[label]:.1f} s" + (f" x{totals[label] / totals[labels[0]]:.2f}" if i else "")
+                    for i, label in enumerate(labels)
+                ),
+            )
+        console.print(table)
+    return data
 
 
 # --- router line and oracle --------------------------------------------------------------------------
@@ -390,6 +462,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE,...")
     parser.add_argument("--output", type=Path, help="write the tables' data as JSON")
+    parser.add_argument(
+        "--time-first-pass",
+        action="store_true",
+        help="also decode every recording's first pass again, uncached, with the defaults and with each "
+        "variant that changes the first pass, taking turns, and print their model seconds side by side "
+        "(the cost of a first-pass lever, measured in one run)",
+    )
     return parser
 
 
@@ -506,6 +585,15 @@ def main(argv: list[str] | None = None) -> int:
             out[f"{part} (original audio only)"] = report(
                 systems, clean, outcome, f"{part}, original audio only", console, [v for v, _ in variants]
             )
+    if args.time_first_pass:
+        timed = {"defaults": common} | {
+            label: {**common, **settings} for label, settings in variants if decodes_first_pass(settings)
+        }
+        load = os.getloadavg()[0]
+        console.print(f"timing first passes: {', '.join(timed)} (load average {load:.1f}) ...")
+        times = time_first_passes(recordings, args.first_model, timed)
+        console.print(f"  load average at the end: {os.getloadavg()[0]:.1f}")
+        out["first_pass_seconds"] = print_first_pass_times(times, recordings, console)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
