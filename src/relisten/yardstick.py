@@ -14,9 +14,17 @@ for the tuning and the validation part separately:
 * the per-recording router line: sending a fraction f of whole recordings to the second model and the
   rest to the first costs ``(1-f) C(a) + f C(b)`` and expects ``(1-f) WER(a) + f WER(b)`` (errors add
   up); the line is read at the pipeline's own compute;
+* each ``--variant`` replayed the same way; a variant that sets a first-pass decode setting
+  (``RELISTEN_ASR_BATCH_SIZE``, ``RELISTEN_ASR_VAD_THRESHOLD``, ...) decodes its own first passes (cached
+  like the others) and is also shown as that first pass alone (``a:LABEL``, compared with (a));
 * the oracle bound of the pipeline's windows: each window, in turn, takes whichever of the merged words,
   the first pass's words or the second pass's whole answer has the fewest errors against the reference
   (greedy over windows). No merger decision can beat it with these windows and answers.
+
+With ``--time-first-pass`` every recording's first pass is decoded once more, uncached, with the defaults
+and with each variant that changes it, the settings taking turns recording by recording, and their
+model seconds are printed side by side per channel: on a shared machine, the cost of a first-pass lever
+is a ratio from one such run, not a difference between cached decodes timed in different minutes.
 
 Intervals are paired bootstrap 95 % intervals of WER differences (``relisten.scoring``), resampling
 reference utterances together with their degraded copies; one whose interval includes zero is "not a
@@ -33,6 +41,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -89,11 +98,27 @@ DECODE_SETTINGS = (
     "recover_unheard_speech",
 )
 """The asr settings a decode depends on (the cache key holds these, not addresses or later switches)."""
+LATER_DECODE_SETTINGS = {"vad_threshold": 0.5, "vad_fallback_threshold": 0.0, "vad_fallback_ratio": 0.8}
+"""Decode settings added after the cache's first entries, each with the value that decodes as before
+it existed: they join the key only when set otherwise, so decodes cached before them stay valid."""
+
+
+def decodes_first_pass(settings: dict[str, str]) -> bool:
+    """Whether a variant's settings change the first pass's decode (then it is decoded, and cached,
+    under them; otherwise the variant replays the defaults' first passes)."""
+    return any(
+        key.lower().removeprefix("relisten_asr_") in DECODE_SETTINGS + tuple(LATER_DECODE_SETTINGS)
+        for key in settings
+        if key.upper().startswith("RELISTEN_ASR_")
+    )
 
 
 def _key(recording: Recording, system: str, settings: dict[str, Any]) -> str:
     digest = hashlib.sha1(recording.audio.tobytes())
     relevant = {k: v for k, v in settings.items() if k in DECODE_SETTINGS}
+    relevant |= {
+        k: settings[k] for k, default in LATER_DECODE_SETTINGS.items() if settings.get(k, default) != default
+    }
     digest.update(json.dumps({"system": system, **relevant}, sort_keys=True, default=str).encode())
     return f"{system}-{recording.name.replace('~', '_')}-{digest.hexdigest()[:12]}.json"
 
@@ -190,6 +215,72 @@ def user_decode(model_spec: str, *, batched: bool) -> Callable[[Sequence[Recordi
         return out
 
     return run
+
+
+def time_first_passes(
+    recordings: Sequence[Recording], model_spec: str, settings: dict[str, dict[str, str]]
+) -> dict[str, dict[str, float]]:
+    """Each recording's first-pass model seconds under each of ``settings`` (label: ``RELISTEN_*`` values),
+    decoded in one process, recording by recording, the settings taking turns in alternating order, so
+    that a changing load falls on all of them alike. Not cached: these decodes exist to be timed."""
+    from relisten_asr.engines import FasterWhisperEngine
+    from relisten_asr.settings import AsrSettings
+
+    engines = {}
+    for label, values in settings.items():
+        with environment(values):
+            engines[label] = FasterWhisperEngine(AsrSettings(first_pass_model=resolve_model(model_spec)))
+    seconds: dict[str, dict[str, float]] = {label: {} for label in engines}
+
+    async def decode_all() -> None:
+        try:
+            for engine in engines.values():  # warm-up, not counted
+                await engine.transcribe(served_audio(recordings[0])[:160000], language=None, prompt=None)
+            for index, recording in enumerate(recordings):
+                audio = served_audio(recording)
+                order = list(engines) if index % 2 == 0 else list(reversed(engines))
+                for label in order:
+                    first = await engines[label].transcribe(audio, language=None, prompt=None)
+                    seconds[label][recording.name] = first.seconds
+        finally:
+            for engine in engines.values():
+                await engine.aclose()
+
+    asyncio.run(decode_all())
+    return seconds
+
+
+def print_first_pass_times(
+    seconds: dict[str, dict[str, float]], recordings: Sequence[Recording], console: Any
+) -> dict[str, Any]:
+    """The timed first passes per part and channel, as ratios to the first setting (the defaults)."""
+    from rich.table import Table
+
+    labels = list(seconds)
+    data: dict[str, Any] = {}
+    for part in ("tuning", "validation"):
+        chosen = [r for r in recordings if split_of(r) == part]
+        if not chosen:
+            continue
+        table = Table(title=f"{part}: first-pass model seconds, same run, ratio to {labels[0]}")
+        table.add_column("channel")
+        for label in labels:
+            table.add_column(label, justify="right")
+        kinds = sorted({r.name.partition("~")[2] for r in chosen})
+        for kind in [*kinds, None]:
+            group = [r for r in chosen if kind is None or r.name.partition("~")[2] == kind]
+            totals = {label: sum(seconds[label][r.name] for r in group) for label in labels}
+            name = "all" if kind is None else kind or "original"
+            data[f"{part}/{name}"] = totals
+            table.add_row(
+                name,
+                *(
+                    f"{totals[label]:.1f} s" + (f" x{totals[label] / totals[labels[0]]:.2f}" if i else "")
+                    for i, label in enumerate(labels)
+                ),
+            )
+        console.print(table)
+    return data
 
 
 # --- router line and oracle --------------------------------------------------------------------------
@@ -317,7 +408,9 @@ def report(
     if len(kinds) > 1:
         by_kind = Table(title=f"{title}: WER by channel")
         by_kind.add_column("channel")
-        shown = [k for k in ("a", "b", "c", "oracle", *variants) if k in systems]
+        shown = [
+            k for k in ("a", "b", "c", "oracle", *variants, *(f"a:{v}" for v in variants)) if k in systems
+        ]
         for key in shown:
             by_kind.add_column(key, justify="right")
         data["by_channel"] = {}
@@ -330,6 +423,7 @@ def report(
     pairs = [("c", "a"), ("c", "b"), ("b", "a"), ("oracle", "c")]
     pairs += [("c", k) for k in ("a-seq", "a-batched", "b-seq", "b-batched")]
     pairs += [(k, "c") for k in variants]
+    pairs += [(f"a:{k}", "a") for k in variants]
     for x, y in pairs:
         if x in systems and y in systems:
             interval: Interval = paired_bootstrap(systems[x].units(recordings), systems[y].units(recordings))
@@ -368,6 +462,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:KEY=VALUE,...")
     parser.add_argument("--output", type=Path, help="write the tables' data as JSON")
+    parser.add_argument(
+        "--time-first-pass",
+        action="store_true",
+        help="also decode every recording's first pass again, uncached, with the defaults and with each "
+        "variant that changes the first pass, taking turns, and print their model seconds side by side "
+        "(the cost of a first-pass lever, measured in one run)",
+    )
     return parser
 
 
@@ -448,7 +549,22 @@ def main(argv: list[str] | None = None) -> int:
         dict(systems["c"].seconds),
     )
     for label, settings in variants:
-        varied = replay(label, recordings, firsts, {**common, **settings}, answers=answers)
+        own_firsts = firsts
+        if decodes_first_pass(settings):
+            with environment({**common, **settings}):
+                from relisten_asr.settings import AsrSettings
+
+                varied_asr = AsrSettings().model_dump(mode="json", exclude={"api_key"})
+                own_firsts = cached_decodes(
+                    recordings,
+                    f"asr-{args.first_model}",
+                    varied_asr,
+                    asr_decode(args.first_model),
+                    args.cache_dir,
+                    console,
+                )
+            add(f"a:{label}", f"(a) {args.first_model} alone, variant {label}", own_firsts)
+        varied = replay(label, recordings, own_firsts, {**common, **settings}, answers=answers)
         named = {r.name: r for r in varied.recordings}
         systems[label] = System(
             label,
@@ -456,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
             {name: _timed(r.words) for name, r in named.items()},
             {
                 r.name: f.seconds + named[r.name].second_pass_s
-                for r, f in zip(recordings, firsts, strict=True)
+                for r, f in zip(recordings, own_firsts, strict=True)
             },
         )
     out: dict[str, Any] = {}
@@ -469,6 +585,15 @@ def main(argv: list[str] | None = None) -> int:
             out[f"{part} (original audio only)"] = report(
                 systems, clean, outcome, f"{part}, original audio only", console, [v for v, _ in variants]
             )
+    if args.time_first_pass:
+        timed = {"defaults": common} | {
+            label: {**common, **settings} for label, settings in variants if decodes_first_pass(settings)
+        }
+        load = os.getloadavg()[0]
+        console.print(f"timing first passes: {', '.join(timed)} (load average {load:.1f}) ...")
+        times = time_first_passes(recordings, args.first_model, timed)
+        console.print(f"  load average at the end: {os.getloadavg()[0]:.1f}")
+        out["first_pass_seconds"] = print_first_pass_times(times, recordings, console)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")

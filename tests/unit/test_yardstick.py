@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from relisten_clipper.domain import Window
 from relisten_contracts import ClipResult, FirstPass, TranscriptWord, Word
 
+from relisten import yardstick
 from relisten.dataset import Recording, Utterance
 from relisten.replay import Replayed
 from relisten.scoring import unit_errors
-from relisten.yardstick import oracle_words, router_wer
+from relisten.yardstick import _key, decodes_first_pass, oracle_words, print_first_pass_times, router_wer
 
 
 def test_router_line_interpolates_between_the_two_models_and_clamps_at_its_ends() -> None:
@@ -56,3 +58,41 @@ def test_oracle_takes_each_window_from_whichever_pass_was_right() -> None:
     best = oracle_words(recording, first, replayed)
     assert [w for _, _, w in best] == ["one", "two", "three", "four", "five", "six"]
     assert unit_errors(recording, best)[0].errors == 0
+
+
+def test_later_decode_settings_keep_the_cache_key_at_their_old_value() -> None:
+    recording = Recording("r", np.zeros(160, np.float32), "x")
+    before = {"batch_size": 8, "beam_size": 5}
+    assert _key(recording, "asr", before) == _key(
+        recording, "asr", {**before, "vad_threshold": 0.5, "vad_fallback_threshold": 0.0}
+    )
+    assert _key(recording, "asr", before) != _key(
+        recording, "asr", {**before, "vad_fallback_threshold": 0.25}
+    )
+    assert _key(recording, "asr", before) != _key(recording, "asr", {**before, "batch_size": 0})
+    assert _key(recording, "asr", before) == _key(recording, "asr", {**before, "calibrate_probability": True})
+
+
+def test_variants_that_change_the_first_pass_decode_their_own() -> None:
+    assert decodes_first_pass({"RELISTEN_ASR_VAD_FALLBACK_THRESHOLD": "0.25"})
+    assert decodes_first_pass({"RELISTEN_ASR_BATCH_SIZE": "0", "RELISTEN_MERGER_MAX_DRIFT": "0.3"})
+    assert not decodes_first_pass({"RELISTEN_MERGER_MAX_DRIFT": "0.3"})
+    # applied to the cached first passes by the replay itself
+    assert not decodes_first_pass({"RELISTEN_ASR_CALIBRATE_PROBABILITY": "true"})
+
+
+def test_first_pass_times_are_summed_per_part_and_channel_as_ratios_to_the_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rich.console import Console
+
+    made = [Recording(name, np.zeros(160, np.float32), "x") for name in ("a", "a~tel", "b", "b~tel")]
+    monkeypatch.setattr(yardstick, "split_of", lambda r: "tuning" if r.name.startswith("b") else "validation")
+    seconds = {
+        "defaults": {"a": 2.0, "a~tel": 4.0, "b": 1.0, "b~tel": 3.0},
+        "lever": {"a": 2.0, "a~tel": 2.0, "b": 1.5, "b~tel": 3.0},
+    }
+    data = print_first_pass_times(seconds, made, Console(quiet=True))
+    assert data["validation/all"] == {"defaults": 6.0, "lever": 4.0}
+    assert data["validation/tel"] == {"defaults": 4.0, "lever": 2.0}
+    assert data["tuning/original"] == {"defaults": 1.0, "lever": 1.5}

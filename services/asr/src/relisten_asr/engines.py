@@ -39,7 +39,7 @@ from relisten_speech.whisper import (
 )
 
 from relisten_asr.hallucination import HallucinationPolicy, Loudness, recovered_is_speech, screen
-from relisten_asr.recovery import unheard_speech
+from relisten_asr.recovery import unheard_speech, vad_misses_speech
 from relisten_asr.settings import AsrSettings
 
 __all__ = [
@@ -49,6 +49,8 @@ __all__ = [
     "OpenAITranscriptionEngine",
     "build_engine",
     "first_pass_from_verbose_json",
+    "speech_seconds",
+    "vad_parameters",
 ]
 
 log = logging.getLogger(__name__)
@@ -181,6 +183,30 @@ def _at_most(span: tuple[float, float], longest: float) -> list[tuple[float, flo
     count = max(1, math.ceil((end - start) / longest))
     step = (end - start) / count
     return [(start + i * step, start + (i + 1) * step) for i in range(count)]
+
+
+BATCHED_MIN_SILENCE_MS = 160
+"""Silence that ends a speech chunk in the batched pipeline: faster-whisper's own choice for it (its
+sequential default is 2000 ms), kept when the threshold is given."""
+
+
+def vad_parameters(threshold: float, *, batched: bool) -> dict[str, float]:
+    """Silero VAD options for faster-whisper with speech ``threshold``, otherwise as faster-whisper
+    sets them for that mode (its batched pipeline replaces all of its own defaults by a given dict)."""
+    options: dict[str, float] = {"threshold": threshold}
+    if batched:
+        options["min_silence_duration_ms"] = BATCHED_MIN_SILENCE_MS
+    return options
+
+
+def speech_seconds(audio: np.ndarray, threshold: float) -> float:
+    """Seconds of ``audio`` Silero VAD keeps at ``threshold``, chunked as the batched pipeline chunks."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    # 30 s: the pipeline's own cap on a speech chunk (its feature extractor's chunk length)
+    options = VadOptions(**vad_parameters(threshold, batched=True), max_speech_duration_s=30)
+    chunks = get_speech_timestamps(audio, options)
+    return float(sum(chunk["end"] - chunk["start"] for chunk in chunks)) / SAMPLE_RATE
 
 
 def _silence(segment: Any) -> bool:
@@ -407,12 +433,40 @@ class FasterWhisperEngine(InProcessWhisper):
         }
         if settings.batch_size > 0:
             # Batched decoding needs speech chunks to batch, so VAD is always on here.
-            return batched_pipeline(model).transcribe(
-                audio, batch_size=settings.batch_size, vad_filter=True, **common
-            )
+            pipeline = batched_pipeline(model)
+
+            def chunked_at(threshold: float) -> Any:
+                return pipeline.transcribe(
+                    audio,
+                    batch_size=settings.batch_size,
+                    vad_filter=True,
+                    vad_parameters=vad_parameters(threshold, batched=True),
+                    **common,
+                )
+
+            # The pipeline runs VAD and computes features when called; it decodes only when its
+            # segments are read, so changing the chunks here costs no decoding.
+            segments, info = chunked_at(settings.vad_threshold)
+            lower = settings.vad_fallback_threshold
+            if 0 < lower < settings.vad_threshold and vad_misses_speech(
+                float(info.duration_after_vad),
+                len(audio) / SAMPLE_RATE,
+                lambda: speech_seconds(audio, lower),
+                settings.vad_fallback_ratio,
+            ):
+                log.info(
+                    "first pass: VAD at %.2f kept %.1f s of %.1f s; chunks taken at %.2f",
+                    settings.vad_threshold,
+                    float(info.duration_after_vad),
+                    len(audio) / SAMPLE_RATE,
+                    lower,
+                )
+                segments, info = chunked_at(lower)
+            return segments, info
         return model.transcribe(
             audio,
             vad_filter=settings.vad_filter,
+            vad_parameters=vad_parameters(settings.vad_threshold, batched=False),
             condition_on_previous_text=settings.condition_on_previous_text,
             **common,
         )

@@ -6,12 +6,16 @@ development set joined into one 9.7 min recording, batched tiny.en and base both
 checked against the audio itself: a long gap that is as loud as the words around it most of the way is
 speech nobody transcribed, and is decoded again on its own.
 
+The voice activity detector can miss speech too, before Whisper hears anything: Silero VAD at its
+default threshold keeps little of band-limited (telephone) speech. :func:`vad_misses_speech` decides
+from how much speech it keeps at the default threshold and at a lower one.
+
 Pure functions over words and samples; no model here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,3 +75,16 @@ def unheard_speech(
         last = (window.start + int(loud[-1]) + 1) * frame
         spans.append((max(gap_start, first - policy.margin_s), min(gap_end, last + policy.margin_s)))
     return spans
+
+
+def vad_misses_speech(
+    kept_s: float, duration_s: float, kept_lower: Callable[[], float], ratio: float
+) -> bool:
+    """Whether voice activity detection that kept ``kept_s`` seconds of a ``duration_s`` recording missed
+    speech: it kept less than ``ratio`` of what it keeps at a lower threshold (``kept_lower()``, seconds).
+
+    ``kept_lower`` runs the detector again, so it is only called when the answer can be yes: whatever
+    the lower threshold keeps is at most the whole recording."""
+    if kept_s >= ratio * duration_s:
+        return False
+    return kept_s < ratio * kept_lower()
