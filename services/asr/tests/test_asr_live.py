@@ -1,9 +1,10 @@
-"""The live first pass: the cut of a decode with context down to the turn's own words, and the model
-a session's language picks (pure; no model is loaded)."""
+"""The live first pass: the cut of a decode with context down to the turn's own words, the model a
+session's language picks, the order requests are answered in, and the partial lane (real tiny.en)."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 from nats.aio.msg import Msg
@@ -13,6 +14,14 @@ from relisten_asr.live import LiveFirstPassResponder, turn_only
 from relisten_asr.settings import AsrSettings
 from relisten_contracts import FirstPass, Segment, Word
 from relisten_contracts.live import LiveFirstPassReply, LiveFirstPassRequest, encode_live
+
+SPEECH = str(
+    Path(__file__).resolve().parents[3]
+    / "tests"
+    / "fixtures"
+    / "audio"
+    / "ls-test-other-1688-142285-0000.flac"
+)
 
 
 def _word(text: str, start: float, end: float) -> Word:
@@ -158,3 +167,56 @@ async def test_partials_take_the_cheap_pass_and_finals_the_files() -> None:
         )
         assert reply.error is None and reply.first_pass is not None
     assert calls == ["partial", "full"]
+
+
+async def test_with_a_partial_lane_partials_are_answered_while_a_final_decodes() -> None:
+    order: list[str] = []
+    final_started = asyncio.Event()
+    release_final = asyncio.Event()
+    partial_answered = asyncio.Event()
+
+    class Recorded(LiveFirstPassResponder):
+        async def answer(self, request: LiveFirstPassRequest) -> LiveFirstPassReply:
+            order.append(request.turn_id)
+            if request.final:
+                final_started.set()
+                await release_final.wait()  # a long final pass
+            else:
+                partial_answered.set()
+            return LiveFirstPassReply()
+
+    def message(turn: str, final: bool) -> Msg:
+        request = LiveFirstPassRequest(session_id="s", turn_id=turn, audio=b"", final=final)
+        return Msg(_client=None, data=encode_live(request))  # type: ignore[arg-type]
+
+    responder = Recorded(FasterWhisperEngine(AsrSettings()), partials_apart=True)
+    responder._worker = asyncio.create_task(responder._work())
+    responder._partial_worker = asyncio.create_task(responder._work(responder._partials))
+    responder._take(message("f1", True))
+    await final_started.wait()
+    responder._take(message("p1", False))
+    await asyncio.wait_for(partial_answered.wait(), timeout=10)  # not behind the final
+    release_final.set()
+    await responder.aclose()
+    assert order == ["f1", "p1"]
+
+
+async def test_the_partial_lane_decodes_while_the_main_model_is_busy() -> None:
+    """Real tiny.en: with the main model held (a job's or a final pass's decode), a partial pass still
+    runs on its own copy; without the lane it would queue behind."""
+    from faster_whisper import decode_audio
+
+    audio = np.asarray(decode_audio(SPEECH, sampling_rate=16_000), dtype=np.float32)[: 3 * 16_000]
+    engine = FasterWhisperEngine(AsrSettings())
+    await asyncio.to_thread(engine.load)
+    async with engine._queue:  # the main model is busy for as long as this block runs
+        first = await asyncio.wait_for(
+            engine.transcribe_partial(audio, language="en", prompt=None), timeout=120
+        )
+    assert first.words, "the partial pass heard the speech"
+    alone = FasterWhisperEngine(AsrSettings(live_partial_lane=False))
+    async with alone._queue:
+        waiting = asyncio.ensure_future(alone.transcribe_partial(audio, language="en", prompt=None))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # no lane: it queues behind the main model
+    assert (await waiting).words

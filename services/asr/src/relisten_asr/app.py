@@ -10,7 +10,7 @@ from relisten_contracts.calibration import default_calibration
 from relisten_runtime.store import nats_store_of
 from relisten_runtime.worker import Worker
 
-from relisten_asr.engines import build_engine
+from relisten_asr.engines import FasterWhisperEngine, build_engine
 from relisten_asr.handlers import FirstPassHandler
 from relisten_asr.language import LanguageRouter
 from relisten_asr.live import LiveFirstPassResponder
@@ -50,7 +50,12 @@ def build_worker(settings: AsrSettings | None = None) -> Worker:
     engine = build_engine(settings)
     router = LanguageRouter(settings, engine)
     calibration = default_calibration() if settings.calibrate_probability else None
-    live = LiveFirstPassResponder(engine, calibration, router)
+    live = LiveFirstPassResponder(
+        engine,
+        calibration,
+        router,
+        partials_apart=settings.live_partial_lane and isinstance(engine, FasterWhisperEngine),
+    )
     worker = AsrWorker(settings, router, live)
     worker.on_stop(live.aclose)
     load = getattr(engine, "load", None)

@@ -225,6 +225,19 @@ class FasterWhisperEngine(InProcessWhisper):
         check_bundled_name(spec)
         super().__init__(spec, settings)
         self._settings = settings
+        self._partial_lane = (
+            InProcessWhisper(spec, settings.model_copy(update={"cpu_threads": 1}))
+            if settings.live_partial_lane
+            else None
+        )
+        """A second copy of the model, one thread, for live partial passes only: they then never
+        wait behind a turn's final pass or a job's decode (``RELISTEN_ASR_LIVE_PARTIAL_LANE``)."""
+
+    def load(self) -> Any:
+        model = super().load()
+        if self._partial_lane is not None:
+            self._partial_lane.load()
+        return model
 
     async def transcribe(
         self,
@@ -305,36 +318,37 @@ class FasterWhisperEngine(InProcessWhisper):
         0.1-0.2 s against 0.6-0.8 s for :meth:`transcribe`. Only deltas are made of it; a turn's
         final pass is :meth:`transcribe`."""
         samples = mono_samples(audio)
-        async with self._queue:
-            return await asyncio.to_thread(self._partial_blocking, samples, language, prompt)
+        lane = self._partial_lane or self
+        return await lane.with_model(lambda model: self._partial_pass(model, samples, language, prompt))
 
-    def _partial_blocking(self, audio: np.ndarray, language: str | None, prompt: str | None) -> FirstPass:
-        model = self.load()
+    def _partial_pass(
+        self, model: Any, audio: np.ndarray, language: str | None, prompt: str | None
+    ) -> FirstPass:
+        """The partial pass itself, with ``model`` held by the caller (the partial lane or the main one)."""
         duration = len(audio) / SAMPLE_RATE
         language = supported_language(model, language)
         if duration == 0:
             return self._nothing_heard(language)
         spans = _at_most((0.0, duration), MAX_CHUNK_S)
         longest = spans[0][1] - spans[0][0]
-        with self._decode_lock:
-            started = time.perf_counter()
-            pipeline = trimmed_pipeline(
-                model, encoder_frames(math.ceil(longest * SAMPLE_RATE), PARTIAL_PADDING_S)
-            )
-            segments, info = pipeline.transcribe(
-                audio,
-                language=language,
-                beam_size=1,
-                temperature=0.0,
-                word_timestamps=True,
-                initial_prompt=prompt or None,
-                vad_filter=False,
-                clip_timestamps=[{"start": start, "end": end} for start, end in spans],
-                max_new_tokens=PARTIAL_MIN_TOKENS + math.ceil(PARTIAL_TOKENS_PER_S * longest),
-                batch_size=1,
-            )
-            pieces: list[Any] = [(0.0, 0.0, duration, segment) for segment in segments]
-            seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        pipeline = trimmed_pipeline(
+            model, encoder_frames(math.ceil(longest * SAMPLE_RATE), PARTIAL_PADDING_S)
+        )
+        segments, info = pipeline.transcribe(
+            audio,
+            language=language,
+            beam_size=1,
+            temperature=0.0,
+            word_timestamps=True,
+            initial_prompt=prompt or None,
+            vad_filter=False,
+            clip_timestamps=[{"start": start, "end": end} for start, end in spans],
+            max_new_tokens=PARTIAL_MIN_TOKENS + math.ceil(PARTIAL_TOKENS_PER_S * longest),
+            batch_size=1,
+        )
+        pieces: list[Any] = [(0.0, 0.0, duration, segment) for segment in segments]
+        seconds = time.perf_counter() - started
         words, collected = _assemble(pieces, duration)
         return FirstPass(
             language=str(info.language),

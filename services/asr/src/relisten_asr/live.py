@@ -85,11 +85,18 @@ class LiveFirstPassResponder:
     but English) is decoded by the multilingual model, as a job in that language would be; a session
     that names none is decoded by the first-pass model (identifying the language of every turn would
     cost a decode each)."""
+    partials_apart: bool = False
+    """Partial passes have their own lane in the engine (``RELISTEN_ASR_LIVE_PARTIAL_LANE``): they are
+    then answered by their own task, beside the final passes, instead of queuing behind them."""
     _waiting: asyncio.PriorityQueue[tuple[int, int, Msg, LiveFirstPassRequest]] = field(
+        default_factory=asyncio.PriorityQueue, init=False, repr=False
+    )
+    _partials: asyncio.PriorityQueue[tuple[int, int, Msg, LiveFirstPassRequest]] = field(
         default_factory=asyncio.PriorityQueue, init=False, repr=False
     )
     _sequence: int = field(default=0, init=False, repr=False)
     _worker: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _partial_worker: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     _replies: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
     def _engine_for(self, language: str | None) -> FirstPassEngine | None:
@@ -162,7 +169,8 @@ class LiveFirstPassResponder:
         self._sequence += 1
         # A turn's final pass goes before partial ones: the turn's completion waits on it, while a
         # late partial only makes the next delta later.
-        self._waiting.put_nowait((FINAL if request.final else PARTIAL, self._sequence, msg, request))
+        queue = self._partials if self.partials_apart and not request.final else self._waiting
+        queue.put_nowait((FINAL if request.final else PARTIAL, self._sequence, msg, request))
         return request
 
     def _spawn_reply(self, msg: Msg, reply: LiveFirstPassReply) -> None:
@@ -170,10 +178,13 @@ class LiveFirstPassResponder:
         self._replies.add(task)
         task.add_done_callback(self._replies.discard)
 
-    async def _work(self) -> None:
+    async def _work(
+        self, queue: asyncio.PriorityQueue[tuple[int, int, Msg, LiveFirstPassRequest]] | None = None
+    ) -> None:
         """Answer queued requests one at a time (the model decodes one thing at a time anyway)."""
+        waiting = self._waiting if queue is None else queue
         while True:
-            _, _, msg, request = await self._waiting.get()
+            _, _, msg, request = await waiting.get()
             try:
                 await self._respond(msg, await self.answer(request))
             except Exception:
@@ -184,6 +195,8 @@ class LiveFirstPassResponder:
         first) for the one decoding task."""
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work(), name="live-first-pass")
+        if self.partials_apart and (self._partial_worker is None or self._partial_worker.done()):
+            self._partial_worker = asyncio.create_task(self._work(self._partials), name="live-partial-pass")
 
         async def handle(msg: Msg) -> None:
             self._take(msg)
@@ -192,8 +205,9 @@ class LiveFirstPassResponder:
 
     async def aclose(self) -> None:
         """Stop answering (requests still queued get no answer: their askers time out)."""
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        for worker in (self._worker, self._partial_worker):
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+        self._worker = self._partial_worker = None

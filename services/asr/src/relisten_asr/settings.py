@@ -76,6 +76,13 @@ class AsrSettings(SpeechModelSettings):
         "relisten.calibrate) and keep the model's own in raw_probability; the clipper then flags on it. "
         "Off: on the validation part it ranks wrong words better but did not lower the WER (docs/yardstick.md).",
     )
+    live_partial_lane: bool = Field(
+        True,
+        description="Decode live partial passes (the cheap ones that make realtime deltas) on a second copy "
+        "of the first-pass model with one thread, so they never wait behind a turn's final pass or a "
+        "job's decode (that wait was most of a turn's slow first deltas). Costs a second copy of the model "
+        "in memory; loaded at start-up.",
+    )
     recover_unheard_speech: bool = Field(
         True,
         description="Decode again, on its own, any long gap between words that is as loud as speech "

@@ -14,8 +14,8 @@ time, in order.
 Keeping up: a session that falls behind (a finished turn waited longer than
 ``RELISTEN_LIVE_MAX_DELAY_S``, or turns queue behind one another) says so (``relisten.session.degraded``)
 and completes turns with their first-pass text, without refinement, until it has caught up
-(``relisten.session.recovered``); partial passes pause while a final one is pending, and at most one is
-in flight. A request that times out or finds no replica fails its turn (``...failed``), never the session.
+(``relisten.session.recovered``); at most one partial pass per session is in flight (an asr replica
+decodes them on a lane of their own, beside the final passes, or after them). A request that times out or finds no replica fails its turn (``...failed``), never the session.
 
 When the socket closes, the audio and the transcript are stored under the job id announced in
 ``session.created`` (``session.relisten.job_id``), and ``job.created`` (``source: live``, which the asr
@@ -223,7 +223,6 @@ class RealtimeSession:
         self.input_closed = False
         self.finished: list[FinishedTurn] = []
         self.partial_task: asyncio.Task[None] | None = None
-        self.final_pending = False
         self.degraded = False
         self.engine = ""
         self.created_at = time.time()
@@ -323,7 +322,6 @@ class RealtimeSession:
             previous_item_id=turn.previous_item_id,
             item=user_item(turn.item_id, None),
         )
-        self.final_pending = True
         self.ending.put_nowait(turn)
 
     # --- client events ------------------------------------------------------------------------------
@@ -492,7 +490,7 @@ class RealtimeSession:
 
     def _maybe_partial(self) -> None:
         turn = self.turn
-        if turn is None or self.degraded or self.final_pending:
+        if turn is None or self.degraded:
             return
         if self.partial_task is not None and not self.partial_task.done():
             return  # coalesced: the next one will carry all the audio that came meanwhile
@@ -645,8 +643,6 @@ class RealtimeSession:
                 await self._fail(
                     turn, ErrorInfo(code="internal_error", message="the turn could not be finished")
                 )
-            finally:
-                self.final_pending = self.turns_waiting > 0
 
     async def _fail(self, turn: Turn, error: ErrorInfo) -> None:
         self.runtime.metrics.live_turns.labels("failed").inc()
@@ -693,8 +689,6 @@ class RealtimeSession:
             return
         first = reply.first_pass
         self.engine = first.engine
-        # Partial passes of the next turn may go again (they waited so as not to queue before this one).
-        self.final_pending = self.turns_waiting > 0
         new = turn.deltas.final([w.word for w in first.words])
         if new:
             await self._send_delta(turn, new, first)
