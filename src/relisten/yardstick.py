@@ -275,7 +275,8 @@ def print_first_pass_times(
             table.add_row(
                 name,
                 *(
-                    f"{totals[label]:.1f} s" + (f" x{totals[label] / totals[labels[0]]:.2f}" if i else "")
+                    f"{totals[label]:.1f} s"
+                    + (f" x{totals[label] / totals[labels[0]]:.2f}" if i and totals[labels[0]] else "")
                     for i, label in enumerate(labels)
                 ),
             )

@@ -7,7 +7,7 @@ import jiwer
 import numpy as np
 import pytest
 from faster_whisper import decode_audio
-from relisten_asr.engines import FasterWhisperEngine, speech_seconds
+from relisten_asr.engines import FasterWhisperEngine, vad_kept_seconds
 from relisten_asr.recovery import vad_misses_speech
 from relisten_asr.settings import AsrSettings
 from relisten_contracts import FirstPass
@@ -49,8 +49,8 @@ def telephone(speech: np.ndarray) -> np.ndarray:
 def test_silero_keeps_little_of_telephone_speech_at_its_default_threshold(
     speech: np.ndarray, telephone: np.ndarray
 ) -> None:
-    assert speech_seconds(speech, 0.5) > 0.8 * speech_seconds(speech, 0.25)
-    assert speech_seconds(telephone, 0.5) < 0.5 * speech_seconds(telephone, 0.25)
+    assert vad_kept_seconds(speech, 0.5) > 0.8 * vad_kept_seconds(speech, 0.25)
+    assert vad_kept_seconds(telephone, 0.5) < 0.5 * vad_kept_seconds(telephone, 0.25)
 
 
 def wer(result: FirstPass) -> float:

@@ -49,7 +49,7 @@ __all__ = [
     "OpenAITranscriptionEngine",
     "build_engine",
     "first_pass_from_verbose_json",
-    "speech_seconds",
+    "vad_kept_seconds",
     "vad_parameters",
 ]
 
@@ -199,7 +199,7 @@ def vad_parameters(threshold: float, *, batched: bool) -> dict[str, float]:
     return options
 
 
-def speech_seconds(audio: np.ndarray, threshold: float) -> float:
+def vad_kept_seconds(audio: np.ndarray, threshold: float) -> float:
     """Seconds of ``audio`` Silero VAD keeps at ``threshold``, chunked as the batched pipeline chunks."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
@@ -465,7 +465,7 @@ class FasterWhisperEngine(InProcessWhisper):
             if 0 < lower < settings.vad_threshold and vad_misses_speech(
                 float(info.duration_after_vad),
                 len(audio) / SAMPLE_RATE,
-                lambda: speech_seconds(audio, lower),
+                lambda: vad_kept_seconds(audio, lower),
                 settings.vad_fallback_ratio,
             ):
                 log.info(
