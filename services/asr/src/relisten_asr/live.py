@@ -2,10 +2,11 @@
 words of the turn audio they carry.
 
 Stateless: every request holds the turn's audio from its start, so any asr replica can answer any
-session. A replica answers its live requests one at a time, a turn's final pass before waiting partial
-ones (the turn's completion waits on it; a late partial only delays a delta), and skips a request
-whose asker has stopped waiting. The model is the job pipeline's (one decode at a time per replica, queued with the jobs'
-decodes). A turn's final pass is the same as a file's, calibrated the same way, so a live turn's words
+session. A replica answers its final passes one at a time on the job pipeline's model (queued with the
+jobs' decodes), and its partial passes one at a time on the partial lane (a second copy of the model,
+``RELISTEN_ASR_LIVE_PARTIAL_LANE``), so a turn's first deltas never wait behind the previous turn's final
+pass; without the lane both share one queue, finals first (the turn's completion waits on them; a late
+partial only delays a delta). A request whose asker has stopped waiting is skipped. A turn's final pass is the same as a file's, calibrated the same way, so a live turn's words
 carry the probabilities the second pass is chosen by; a partial pass (``final`` False), which only
 makes deltas, is the in-process model's cheap one (:meth:`FasterWhisperEngine.transcribe_partial`:
 greedy, the encoder given the audio plus a few seconds instead of 30 s, no recovery or screening).
