@@ -450,3 +450,12 @@ def test_the_first_delta_is_due_after_enough_speech_and_only_once() -> None:
     assert not first_delta_due(0, 0.5, 0.8)
     assert not first_delta_due(2, 3.0, 0.8)  # words already went out
     assert not first_delta_due(0, 3.0, 0.0)  # off
+
+
+def test_a_due_turn_sends_all_but_the_last_word_and_the_last_when_audio_follows_it() -> None:
+    from relisten_ingest.realtime_turns import first_words
+
+    assert first_words([0.3, 0.6, 0.75], 0.8) == 2  # "...": the last word may be cut off
+    assert first_words([0.5], 0.8) == 1  # one word, 0.3 s of audio after it
+    assert first_words([0.7], 0.8) == 0  # one word at the very end
+    assert first_words([], 0.8) == 0

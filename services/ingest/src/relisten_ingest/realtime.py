@@ -91,6 +91,7 @@ from relisten_ingest.realtime_turns import (
     FinishedTurn,
     before_repeat,
     first_delta_due,
+    first_words,
     join_delta,
     logprobs,
     plain_text,
@@ -528,7 +529,8 @@ class RealtimeSession:
             len(audio) / 2 / SAMPLE_RATE - self._padding_s,
             self.settings.live_first_delta_s,
         )
-        new = turn.deltas.partial([w.word for w in words], max(settled, sure, len(words) - 1 if due else 0))
+        forced = first_words([w.end for w in words], len(audio) / 2 / SAMPLE_RATE) if due else 0
+        new = turn.deltas.partial([w.word for w in words], max(settled, sure, forced))
         if new:
             await self._send_delta(turn, new, reply.first_pass)
 

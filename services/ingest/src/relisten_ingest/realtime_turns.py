@@ -95,6 +95,17 @@ def first_delta_due(sent: int, speech_s: float, after_s: float) -> bool:
     return after_s > 0 and sent == 0 and speech_s >= after_s
 
 
+FIRST_WORD_SETTLE_S = 0.15
+"""Audio after a partial's only or last word that lets it go out as a due turn's first words."""
+
+
+def first_words(ends: Sequence[float], audio_s: float) -> int:
+    """How many leading words of a partial a turn that is due (:func:`first_delta_due`) sends: every
+    word but the last, and the last too when at least :data:`FIRST_WORD_SETTLE_S` of audio follows it
+    (a slow speaker's first half second often holds a single word)."""
+    return max(len(ends) - 1, settled_count(ends, audio_s, FIRST_WORD_SETTLE_S))
+
+
 def join_delta(words: Sequence[str], already_sent: int) -> str:
     """The delta text for ``words`` following ``already_sent`` words of the same turn: single
     spaces between words, a leading one unless it is the turn's first text."""
