@@ -39,11 +39,7 @@ def test_stock_phrase_marked_over_noise_is_removed_by_the_second_pass() -> None:
     speech = np.asarray(decode_audio(str(SPEECH), sampling_rate=SR), dtype=np.float32)
     noise = np.random.default_rng(0).normal(0, 10 ** (-50 / 20), 3 * SR).astype(np.float32)
     audio = np.concatenate([speech, noise])
-    # The first pass is this test's fixture, decoded with the VAD fallback off: with it the words' times
-    # move by 20 ms, the window's edge moves with them, and base then answers "So." over the noise (the
-    # drift guard keeps the first pass): the removal depends on the second pass hearing nothing there.
-    settings = AsrSettings(vad_fallback_threshold=0.0)
-    first = asyncio.run(FasterWhisperEngine(settings).transcribe(audio, language="en", prompt=None))
+    first = asyncio.run(FasterWhisperEngine(AsrSettings()).transcribe(audio, language="en", prompt=None))
     heard = normalise_text(" ".join(w.word for w in first.words))
     assert "gospel" in heard and "thank" not in heard
 

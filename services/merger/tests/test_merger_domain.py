@@ -658,3 +658,19 @@ def test_a_japanese_transcript_has_no_spaces_between_its_words() -> None:
     assert transcript_text(words, "ja") == "客観的"
     assert transcript_text(words, "en") == "客 観 的"
     assert build_segments(words, [], language="ja")[0].text == "客観的"
+
+
+def test_suspect_words_the_second_pass_does_not_hear_are_removed_without_taking_its_words() -> None:
+    """Over noise base may answer a stock word of its own: the suspect words go, its word is not taken."""
+    invented = [w("Thank", 3.0, 3.4, 0.01), w("you.", 3.4, 3.6, 0.01)]
+    outcome = reconcile_window(invented, {0, 1}, 0, heard(w("So.", 0.6, 0.9, 0.3)), 2.5, 4.0, POLICY)
+    assert outcome.words == []
+    assert outcome.correction.status == "accepted"
+    assert "suspected of being invented" in outcome.correction.reason
+    # a confident other reading, or one without probabilities, is no evidence: kept
+    for answer in (heard(w("So.", 0.6, 0.9, 0.9)), said("So.")):
+        assert reconcile_window(invented, {0, 1}, 0, answer, 2.5, 4.0, POLICY).words == unchanged(invented)
+    # believed words in the window: the drift guard keeps the first pass as before
+    believed = [w("Hello", 2.0, 2.5, 0.95), w("Thank", 3.0, 3.4, 0.01)]
+    kept = reconcile_window(believed, {0, 1}, 0, said("So."), 2.0, 4.0, POLICY)
+    assert kept.words == unchanged(believed) and kept.correction.status == "rejected"

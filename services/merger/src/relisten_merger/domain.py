@@ -21,9 +21,9 @@ Status of a window's ``Correction``:
   beyond ``max_drift``, or every edit touching a flag failed the confidence gate.
 * ``accepted``: the second pass's reading of the flagged words stands -- either at least one region
   was replaced, or the second pass agreed with the first on every flagged word (nothing to change;
-  the reason says so), or it heard nothing where every first-pass word was suspected of being
-  invented (``suspect_probability``: the first pass's hallucination checks) and those words are
-  removed.
+  the reason says so), or it heard nothing, or only words it is itself unsure of, where every
+  first-pass word was suspected of being invented (``suspect_probability``: the first pass's
+  hallucination checks) and those words are removed (what it heard instead is not taken).
 """
 
 from __future__ import annotations
@@ -312,8 +312,9 @@ def reconcile_window(
         error = f"{second.error.code}: {second.error.message}" if second.error else "no error given"
         return outcome("unresolved", f"second pass failed ({error}); first-pass words kept")
     spoken = [word for word in first_words if normalise_token(word.word)]
+    all_suspect = bool(spoken) and all(word.probability <= policy.suspect_probability for word in spoken)
     if not heard:
-        if spoken and all(word.probability <= policy.suspect_probability for word in spoken):
+        if all_suspect:
             return outcome(
                 "accepted",
                 f"second pass heard no words where the first pass's {len(spoken)} word(s) were suspected "
@@ -326,6 +327,21 @@ def reconcile_window(
     heard_texts = [word.text for word in heard]
     drift = word_drift(first_texts, heard_texts)
     if drift > policy.max_drift:
+        unsure = all(
+            w.probability is not None and w.probability < policy.min_second_probability for w in heard
+        )
+        if all_suspect and unsure:
+            # Words already suspected of being invented that the second pass does not hear either, while
+            # it is itself unsure of what it heard (over noise Whisper answers a stock "So." as readily):
+            # the suspects go and its words are not taken. A confident other reading (or one without
+            # probabilities) is no evidence either way: the drift guard keeps the first pass.
+            return outcome(
+                "accepted",
+                f"second pass did not hear the first pass's {len(spoken)} word(s) suspected of being invented "
+                f"(probability <= {policy.suspect_probability:g}) and is unsure of its own (all below "
+                f"{policy.min_second_probability:g}); removed, its words not taken",
+                [],
+            )
         return outcome(
             "rejected", f"drift {drift:.2f} exceeds {policy.max_drift:.2f}: second pass heard something else"
         )

@@ -44,7 +44,9 @@ class MergerSettings(CommonSettings):
         ge=0,
         le=1,
         description="First-pass words at or below this probability are suspected of being invented; when "
-        "the second pass hears nothing in a window of only such words, they are removed.",
+        "the second pass hears nothing in a window of only such words, or only words it is itself unsure of "
+        "(below RELISTEN_MERGER_MIN_SECOND_PROBABILITY: over noise Whisper base answers a stock 'So.'), "
+        "they are removed and its words are not taken.",
     )
 
     accept_model: bool = Field(
