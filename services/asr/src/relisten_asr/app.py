@@ -62,6 +62,8 @@ def build_worker(settings: AsrSettings | None = None) -> Worker:
     if load is not None:
         # fail at start-up on a model that cannot load, not on the first job
         router.primary_loaded(load())
+        if isinstance(engine, FasterWhisperEngine):
+            engine.load_partial_lane()
     worker.on_stop(engine.aclose)
     if router.multilingual is not None and router.multilingual is not engine:
         worker.on_stop(router.multilingual.aclose)

@@ -231,13 +231,14 @@ class FasterWhisperEngine(InProcessWhisper):
             else None
         )
         """A second copy of the model, one thread, for live partial passes only: they then never
-        wait behind a turn's final pass or a job's decode (``RELISTEN_ASR_LIVE_PARTIAL_LANE``)."""
+        wait behind a turn's final pass or a job's decode (``RELISTEN_ASR_LIVE_PARTIAL_LANE``). Loaded
+        on its first partial pass (the asr loads the first-pass model's at start-up: a multilingual
+        model's copy costs memory only once a session in another language asks for one)."""
 
-    def load(self) -> Any:
-        model = super().load()
+    def load_partial_lane(self) -> None:
+        """Load the partial lane's copy now (blocking) rather than on the first live partial pass."""
         if self._partial_lane is not None:
             self._partial_lane.load()
-        return model
 
     async def transcribe(
         self,

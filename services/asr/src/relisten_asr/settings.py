@@ -80,8 +80,8 @@ class AsrSettings(SpeechModelSettings):
         True,
         description="Decode live partial passes (the cheap ones that make realtime deltas) on a second copy "
         "of the first-pass model with one thread, so they never wait behind a turn's final pass or a "
-        "job's decode (that wait was most of a turn's slow first deltas). Costs a second copy of the model "
-        "in memory; loaded at start-up.",
+        "job's decode. Costs a second copy of the model "
+        "in memory (tiny.en: loaded at start-up; the multilingual model's on its first live partial).",
     )
     recover_unheard_speech: bool = Field(
         True,
