@@ -324,6 +324,20 @@ def _shared_calls(log: str) -> list[int]:
     return [int(n) for n in re.findall(r"(\d+) requests \(\d+ chunks\) re-decoded in one call", log)]
 
 
+def _variant_runs(args: argparse.Namespace, jobs: int) -> list[tuple[str, dict[str, str]]]:
+    """The variants to measure, in turn forwards then backwards ``args.repeat`` times (to spread the
+    machine's drift), each with its environment (concurrent jobs: as many as there are recordings)."""
+    labels = args.variant or list(VARIANTS)
+    runs = []
+    for turn in range(args.repeat):
+        for label in labels if turn % 2 == 0 else labels[::-1]:
+            env = dict(VARIANTS[label])
+            if env["RELISTEN_CORRECTOR_CONCURRENT_JOBS"] != "1":
+                env["RELISTEN_CORRECTOR_CONCURRENT_JOBS"] = str(jobs)
+            runs.append((label, env))
+    return runs
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m relisten.bench_crossjob", description=__doc__)
     parser.add_argument("--jobs", type=int, default=4)
@@ -364,14 +378,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     if not args.skip_stack:
         parts = []
-        labels = args.variant or list(VARIANTS)
-        order = [
-            label for turn in range(args.repeat) for label in (labels if turn % 2 == 0 else labels[::-1])
-        ]
-        for label in order:
-            env = dict(VARIANTS[label])
-            if env["RELISTEN_CORRECTOR_CONCURRENT_JOBS"] != "1":
-                env["RELISTEN_CORRECTOR_CONCURRENT_JOBS"] = str(len(recordings))
+        for label, env in _variant_runs(args, len(recordings)):
             with tempfile.TemporaryDirectory(prefix="relisten-crossjob-") as scratch:
                 part = measure_stack(
                     recordings, label, env, args.asr_replicas or len(recordings), Path(scratch)
@@ -389,14 +396,7 @@ def main(argv: list[str] | None = None) -> None:
         payload["stack"] = [asdict(part) for part in parts]
     if not args.skip_backlog:
         backlog = []
-        labels = args.variant or list(VARIANTS)
-        order = [
-            label for turn in range(args.repeat) for label in (labels if turn % 2 == 0 else labels[::-1])
-        ]
-        for label in order:
-            env = dict(VARIANTS[label])
-            if env["RELISTEN_CORRECTOR_CONCURRENT_JOBS"] != "1":
-                env["RELISTEN_CORRECTOR_CONCURRENT_JOBS"] = str(len(recordings))
+        for label, env in _variant_runs(args, len(recordings)):
             with tempfile.TemporaryDirectory(prefix="relisten-crossjob-") as scratch:
                 drained = measure_backlog(recordings, label, env, Path(scratch))
             backlog.append(drained)
