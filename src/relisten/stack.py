@@ -150,6 +150,13 @@ class Stack:
         for service in self.services.values():
             service.stop()
 
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stops whatever was started, also when starting failed half-way."""
+        self.stop()
+
     def submit(self, recording: Recording, **form: str) -> dict[str, Any]:
         """Upload ``recording`` as a WAV file with ``form`` as the job's options; the 202 answer's body.
 

@@ -25,14 +25,11 @@ IRON = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "ls-test-oth
 
 @pytest.fixture(scope="module")
 def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = Stack(
+    with Stack(
         nats_url, tmp_path_factory.mktemp("stack"), extra_env={"RELISTEN_INGEST_API_KEYS": API_KEY}
-    )
-    running.start(SERVICES)
-    try:
+    ) as running:
+        running.start(SERVICES)
         yield running
-    finally:
-        running.stop()
 
 
 def follow(stack: Stack, job_id: str) -> list[tuple[str, Any]]:

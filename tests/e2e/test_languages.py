@@ -63,13 +63,10 @@ def transcript_of(stack: Stack, job_id: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = Stack(nats_url, tmp_path_factory.mktemp("stack"))
-    running.start(SERVICES)
-    try:
+    with Stack(nats_url, tmp_path_factory.mktemp("stack")) as running:
+        running.start(SERVICES)
         wait_for_capabilities(running)
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")

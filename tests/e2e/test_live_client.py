@@ -33,12 +33,9 @@ turns, or printed deltas twice, lands far above it."""
 
 @pytest.fixture(scope="module")
 def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = Stack(nats_url, tmp_path_factory.mktemp("stack"), extra_env={"RELISTEN_API_KEYS": KEY})
-    running.start(SERVICES)
-    try:
+    with Stack(nats_url, tmp_path_factory.mktemp("stack"), extra_env={"RELISTEN_API_KEYS": KEY}) as running:
+        running.start(SERVICES)
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")

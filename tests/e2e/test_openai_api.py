@@ -31,14 +31,11 @@ SRT_CUE = re.compile(r"^\d+\n\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}\n.+",
 
 @pytest.fixture(scope="module")
 def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = Stack(
+    with Stack(
         nats_url, tmp_path_factory.mktemp("stack"), extra_env={"RELISTEN_INGEST_API_KEYS": API_KEY}
-    )
-    running.start(SERVICES)
-    try:
+    ) as running:
+        running.start(SERVICES)
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ def chunks(pcm: bytes, rate: int) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = Stack(
+    with Stack(
         nats_url,
         tmp_path_factory.mktemp("stack"),
         # Generous bounds: on a loaded machine a turn must still be refined, not degraded (the
@@ -72,12 +72,9 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             "RELISTEN_LIVE_REQUEST_TIMEOUT_S": "120",
             "RELISTEN_LIVE_MAX_DELAY_S": "120",
         },
-    )
-    running.start(SERVICES)
-    try:
+    ) as running:
+        running.start(SERVICES)
         yield running
-    finally:
-        running.stop()
 
 
 def ws_url(stack: Stack, query: str = "intent=transcription") -> str:

@@ -39,12 +39,9 @@ the page shows the words that were spoken, not a benchmark."""
 
 @pytest.fixture(scope="module")
 def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = Stack(nats_url, tmp_path_factory.mktemp("stack"), extra_env={"RELISTEN_API_KEYS": KEY})
-    running.start(SERVICES)
-    try:
+    with Stack(nats_url, tmp_path_factory.mktemp("stack"), extra_env={"RELISTEN_API_KEYS": KEY}) as running:
+        running.start(SERVICES)
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
