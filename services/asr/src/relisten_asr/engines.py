@@ -293,16 +293,20 @@ class FasterWhisperEngine(InProcessWhisper):
             seconds = time.perf_counter() - started
         if on_progress is not None and reported < 1.0:
             on_progress(1.0)
+        result = self._first_pass(pieces, duration, str(info.language), seconds)
+        return screen(result, audio, SAMPLE_RATE) if self._settings.screen_hallucinations else result
+
+    def _first_pass(self, pieces: Sequence[Any], duration: float, language: str, seconds: float) -> FirstPass:
+        """The decoded pieces as this engine's first pass."""
         words, collected = _assemble(pieces, duration)
-        result = FirstPass(
-            language=str(info.language),
+        return FirstPass(
+            language=language,
             duration_s=duration,
             words=words,
             segments=collected,
             engine=self.name,
             seconds=seconds,
         )
-        return screen(result, audio, SAMPLE_RATE) if self._settings.screen_hallucinations else result
 
     def _nothing_heard(self, language: str | None) -> FirstPass:
         """The first pass of empty audio."""
@@ -349,16 +353,7 @@ class FasterWhisperEngine(InProcessWhisper):
             batch_size=1,
         )
         pieces: list[Any] = [(0.0, 0.0, duration, segment) for segment in segments]
-        seconds = time.perf_counter() - started
-        words, collected = _assemble(pieces, duration)
-        return FirstPass(
-            language=str(info.language),
-            duration_s=duration,
-            words=words,
-            segments=collected,
-            engine=self.name,
-            seconds=seconds,
-        )
+        return self._first_pass(pieces, duration, str(info.language), time.perf_counter() - started)
 
     def _recover(
         self,
