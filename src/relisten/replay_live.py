@@ -25,7 +25,6 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from relisten_asr.engines import FasterWhisperEngine
@@ -47,6 +46,7 @@ from relisten_ingest.realtime_turns import plain_text
 from relisten_ingest.settings import IngestSettings
 from relisten_runtime.audio import pcm16_from_float
 
+from relisten.bench import _variants
 from relisten.bench_live import cut
 from relisten.dataset import DEFAULT_DATA_DIR, Recording, development_recordings
 from relisten.scoring import TimedWord, UnitErrors, paired_bootstrap, unit_errors, wer_of
@@ -184,15 +184,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _variant(spec: str) -> tuple[str, dict[str, Any]]:
-    label, _, body = spec.partition(":")
-    changes: dict[str, Any] = {}
-    for pair in filter(None, body.split(",")):
-        key, _, value = pair.partition("=")
-        changes[key.strip()] = value.strip()
-    return label, changes
-
-
 async def _main(args: argparse.Namespace) -> None:
     recordings = development_recordings(
         args.data_dir, split=args.split, limit=args.recordings, short=args.short
@@ -207,8 +198,7 @@ async def _main(args: argparse.Namespace) -> None:
     refiner = LiveRefineResponder(backend, pack=True)
     base = IngestSettings()
     runs: list[tuple[str, IngestSettings]] = [("defaults", base)]
-    for spec in args.variant:
-        label, changes = _variant(spec)
+    for label, changes in args.variants:
         runs.append((label, IngestSettings.model_validate({**base.model_dump(), **changes})))
 
     started = time.perf_counter()
@@ -245,7 +235,10 @@ def _flat(per_recording: Sequence[Sequence[UnitErrors]]) -> list[UnitErrors]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    asyncio.run(_main(_parser().parse_args(argv)))
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.variants = _variants(args.variant, parser)
+    asyncio.run(_main(args))
 
 
 if __name__ == "__main__":
