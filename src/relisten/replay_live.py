@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from relisten_asr.engines import FasterWhisperEngine
-from relisten_asr.live import LiveFirstPassResponder
+from relisten_asr.live import LiveFirstPassResponder, live_responder
 from relisten_asr.settings import AsrSettings
 from relisten_contracts import TranscriptWord, Word
 from relisten_contracts.live import LiveFirstPassRequest, LiveRefineRequest
@@ -190,9 +190,10 @@ async def _main(args: argparse.Namespace) -> None:
     )
     if args.seconds:
         recordings = [cut(r, args.seconds) for r in recordings]
-    engine = FasterWhisperEngine(AsrSettings())
+    asr_settings = AsrSettings()
+    engine = FasterWhisperEngine(asr_settings)
     engine.load()
-    asr = LiveFirstPassResponder(engine)
+    asr = live_responder(asr_settings, engine)
     backend = FasterWhisperBackend(CorrectorSettings())
     backend.load()
     refiner = LiveRefineResponder(backend, pack=True)

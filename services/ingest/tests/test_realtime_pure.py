@@ -459,3 +459,34 @@ def test_a_due_turn_sends_all_but_the_last_word_and_the_last_when_audio_follows_
     assert first_words([0.5], 0.8) == 1  # one word, 0.3 s of audio after it
     assert first_words([0.7], 0.8) == 0  # one word at the very end
     assert first_words([], 0.8) == 0
+
+
+def test_a_partial_pass_sends_its_stable_words_and_not_a_repeat_or_a_cut_off_last_word() -> None:
+    from relisten_contracts import Word
+    from relisten_ingest.realtime_turns import DeltaTracker, partial_delta
+
+    def words(*spec: tuple[str, float, float]) -> list[Word]:
+        return [Word(word=w, start=end - 0.2, end=end, probability=p) for w, end, p in spec]
+
+    rules = {"settle_s": 0.3, "sure_probability": 0.8, "first_delta_s": 0.5}
+    tracker = DeltaTracker()
+    # 0.4 s of speech: not due yet, nothing sure before the last word, nothing settled
+    kept, new = partial_delta(tracker, words(("so", 0.55, 0.5), ("it", 0.65, 0.5)), 0.7, 0.4, **rules)
+    assert new == [] and len(kept) == 2
+    # due: every word but the last goes out whatever its probability
+    _, new = partial_delta(
+        tracker, words(("so", 0.55, 0.5), ("it", 0.7, 0.5), ("is", 0.8, 0.5)), 0.8, 0.5, **rules
+    )
+    assert new == ["so", "it"]
+    # a repeated run of three words and what follows it is never sent
+    loop = [
+        ("is", 0.9, 0.9),
+        ("a", 1.0, 0.9),
+        ("b", 1.1, 0.9),
+        ("is", 1.2, 0.9),
+        ("a", 1.3, 0.9),
+        ("b", 1.4, 0.9),
+    ]
+    kept, new = partial_delta(tracker, words(("so", 0.55, 0.9), ("it", 0.7, 0.9), *loop), 2.0, 1.7, **rules)
+    assert [w.word for w in kept] == ["so", "it", "is", "a", "b"]
+    assert new == ["is", "a", "b"]

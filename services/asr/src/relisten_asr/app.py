@@ -13,7 +13,7 @@ from relisten_runtime.worker import Worker
 from relisten_asr.engines import FasterWhisperEngine, build_engine
 from relisten_asr.handlers import FirstPassHandler
 from relisten_asr.language import LanguageRouter
-from relisten_asr.live import LiveFirstPassResponder
+from relisten_asr.live import LiveFirstPassResponder, live_responder
 from relisten_asr.settings import AsrSettings
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,7 @@ def build_worker(settings: AsrSettings | None = None) -> Worker:
     engine = build_engine(settings)
     router = LanguageRouter(settings, engine)
     calibration = default_calibration() if settings.calibrate_probability else None
-    live = LiveFirstPassResponder(
-        engine,
-        calibration,
-        router,
-        partials_apart=settings.live_partial_lane and isinstance(engine, FasterWhisperEngine),
-    )
+    live = live_responder(settings, engine, router)
     worker = AsrWorker(settings, router, live)
     worker.on_stop(live.aclose)
     load = getattr(engine, "load", None)

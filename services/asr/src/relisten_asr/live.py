@@ -25,7 +25,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from relisten_contracts import ErrorInfo, FirstPass
-from relisten_contracts.calibration import Calibration, calibrated
+from relisten_contracts.calibration import Calibration, calibrated, default_calibration
 from relisten_contracts.live import (
     LIVE_ASR_QUEUE,
     LIVE_FIRST_PASS_SUBJECT,
@@ -39,6 +39,7 @@ from relisten_speech.errors import SpeechError
 
 from relisten_asr.engines import FasterWhisperEngine, FirstPassEngine
 from relisten_asr.language import LanguageRouter
+from relisten_asr.settings import AsrSettings
 
 log = logging.getLogger(__name__)
 
@@ -212,3 +213,17 @@ class LiveFirstPassResponder:
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker
         self._worker = self._partial_worker = None
+
+
+def live_responder(
+    settings: AsrSettings, engine: FirstPassEngine, router: LanguageRouter | None = None
+) -> LiveFirstPassResponder:
+    """The responder an asr replica answers live first passes with under ``settings`` (its words
+    calibrated as a job's are, ``RELISTEN_ASR_CALIBRATE_PROBABILITY``): the service's and the replay
+    tools' one construction."""
+    return LiveFirstPassResponder(
+        engine,
+        default_calibration() if settings.calibrate_probability else None,
+        router,
+        partials_apart=settings.live_partial_lane and isinstance(engine, FasterWhisperEngine),
+    )

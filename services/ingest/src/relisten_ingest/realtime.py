@@ -89,18 +89,14 @@ from relisten_ingest.realtime_protocol import (
 from relisten_ingest.realtime_turns import (
     DeltaTracker,
     FinishedTurn,
-    before_repeat,
-    first_delta_due,
-    first_words,
     join_delta,
     logprobs,
+    partial_delta,
     plain_text,
     session_first_pass,
     session_transcript,
-    settled_count,
     shifted_corrections,
     shifted_words,
-    sure_count,
 )
 from relisten_ingest.runtime import IngestRuntime, NotReady
 
@@ -518,19 +514,15 @@ class RealtimeSession:
         )
         if reply is None or reply.first_pass is None or turn.end is not None or turn.cancelled:
             return  # a late or failed partial is simply dropped: the turn's final pass covers it
-        words = reply.first_pass.words
-        words = words[: before_repeat([w.word for w in words])]
-        settled = settled_count(
-            [w.end for w in words], len(audio) / 2 / SAMPLE_RATE, self.settings.live_settle_s
-        )
-        sure = sure_count([w.probability for w in words], self.settings.live_sure_probability)
-        due = first_delta_due(
-            len(turn.deltas.sent),
+        _, new = partial_delta(
+            turn.deltas,
+            reply.first_pass.words,
+            len(audio) / 2 / SAMPLE_RATE,
             len(audio) / 2 / SAMPLE_RATE - self._padding_s,
-            self.settings.live_first_delta_s,
+            settle_s=self.settings.live_settle_s,
+            sure_probability=self.settings.live_sure_probability,
+            first_delta_s=self.settings.live_first_delta_s,
         )
-        forced = first_words([w.end for w in words], len(audio) / 2 / SAMPLE_RATE) if due else 0
-        new = turn.deltas.partial([w.word for w in words], max(settled, sure, forced))
         if new:
             await self._send_delta(turn, new, reply.first_pass)
 

@@ -176,6 +176,28 @@ class DeltaTracker:
         return new
 
 
+def partial_delta(
+    deltas: DeltaTracker,
+    words: Sequence[Word],
+    audio_s: float,
+    speech_s: float,
+    *,
+    settle_s: float,
+    sure_probability: float,
+    first_delta_s: float,
+) -> tuple[list[Word], list[str]]:
+    """What one partial pass of a turn being spoken sends: the pass's words up to a repeat
+    (:func:`before_repeat`), and those of them newly stable after the words already sent (agreed,
+    settled, sure, or due: see the module's text). ``audio_s`` is the audio the pass heard,
+    ``speech_s`` how much of it is speech (the turn less the VAD's prefix padding)."""
+    words = list(words[: before_repeat([w.word for w in words])])
+    ends = [w.end for w in words]
+    settled = settled_count(ends, audio_s, settle_s)
+    sure = sure_count([w.probability for w in words], sure_probability)
+    forced = first_words(ends, audio_s) if first_delta_due(len(deltas.sent), speech_s, first_delta_s) else 0
+    return words, deltas.partial([w.word for w in words], max(settled, sure, forced))
+
+
 def logprobs(words: Sequence[Word] | Sequence[TranscriptWord]) -> list[dict[str, Any]]:
     """OpenAI's ``logprobs`` entries, one per word (relisten decodes words with a probability each,
     not tokens): ``{"token", "logprob", "bytes"}``."""

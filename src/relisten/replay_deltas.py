@@ -1,0 +1,244 @@
+"""Live transcription's first deltas, replayed in one process: ``python -m relisten.replay_deltas``.
+
+``make bench-live`` measures when a turn's first delta arrives, end to end at real-time pace, on a few
+recordings: a run takes as long as its audio and its tail (the p90) rests on a handful of turns. The
+moment a turn's first delta goes out depends on the schedule of its partial passes (after how much
+speech the first is asked for, how often the next), on what each pass hears and on the rules that
+decide which heard words are stable enough to send (:func:`relisten_ingest.realtime_turns.partial_delta`),
+and on how long a pass takes. This replays exactly those on many more turns: the server's own VAD and
+length cap cut each recording into turns (as :mod:`relisten.replay_live` does), the audio arrives in
+the client's 0.1 s appends on an audio clock, a partial pass is asked for when the session would ask
+for one (at most one in flight), it is decoded by the asr's :class:`~relisten_asr.live.LiveFirstPassResponder`
+on its partial lane, and its reply lands on the audio clock after the decode's measured wall time. A
+turn nothing was sent of before it ended gets its first delta from its final pass (the turn's end
+plus that pass's decode time).
+
+It prints, per run (the defaults, then each ``--variant`` of ingest settings), the first delta's
+median and p90 after the turn's speech starts (the bench's measure: the VAD's start plus its prefix
+padding), how many turns waited past 1 s, and the WER of the deltas alone (what a caption shows
+before the turn completes) with the paired bootstrap interval against the defaults. The decode times
+are this process's, with nothing else running: a real session shares the cores with the previous
+turn's final pass and refinement, so its figures are higher; compare runs, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from relisten_asr.engines import FasterWhisperEngine
+from relisten_asr.live import LiveFirstPassResponder, live_responder
+from relisten_asr.settings import AsrSettings
+from relisten_contracts import Word
+from relisten_contracts.live import LiveFirstPassRequest
+from relisten_ingest.realtime import context_start
+from relisten_ingest.realtime_audio import VadSettings
+from relisten_ingest.realtime_turns import DeltaTracker, partial_delta
+from relisten_ingest.settings import IngestSettings
+from relisten_runtime.audio import pcm16_from_float
+
+from relisten.bench import _variants
+from relisten.bench_live import cut, percentile
+from relisten.dataset import DEFAULT_DATA_DIR, Recording, development_recordings
+from relisten.replay_live import CHUNK_S, SAMPLE_RATE, turns_of
+from relisten.scoring import TimedWord, UnitErrors, paired_bootstrap, unit_errors, wer_of
+
+
+@dataclass
+class TurnDeltas:
+    """How one replayed turn's deltas went."""
+
+    first_delta_s: float
+    """From the turn's speech start (its start plus the prefix padding) to its first delta."""
+    partials: int
+    """Partial passes whose reply landed while the turn was open."""
+    from_final: bool
+    """Nothing went out before the turn ended: its first delta came from the final pass."""
+    capped: bool
+    """The turn began where the length cap cut the one before it (speech went on)."""
+
+
+@dataclass
+class SessionDeltas:
+    turns: list[TurnDeltas] = field(default_factory=list)
+    words: list[TimedWord] = field(default_factory=list)
+    """The deltas' words, on the recording's timeline."""
+    partial_s: list[float] = field(default_factory=list)
+    """Wall time of each partial pass."""
+
+
+async def _decode(
+    asr: LiveFirstPassResponder, pcm: bytes, start: int, length: int, context_s: float, *, final: bool
+) -> tuple[list[tuple[str, float, float, float]], float]:
+    """A first pass of the turn's first ``length`` samples with the session audio before it: its words
+    (word, start, end, probability; turn times) and the decode's wall time."""
+    context_from = context_start(start, length, context_s)
+    began = time.perf_counter()
+    reply = await asr.answer(
+        LiveFirstPassRequest(
+            session_id="replay",
+            turn_id=f"t{start}",
+            audio=pcm[context_from * 2 : (start + length) * 2],
+            context_s=(start - context_from) / SAMPLE_RATE,
+            language="en",
+            final=final,
+        )
+    )
+    took = time.perf_counter() - began
+    first = reply.first_pass
+    if first is None:
+        return [], took
+    return [(w.word, w.start, w.end, w.probability) for w in first.words], took
+
+
+async def session_deltas(
+    recording: Recording, asr: LiveFirstPassResponder, settings: IngestSettings
+) -> SessionDeltas:
+    """The deltas of ``recording`` replayed as a realtime session with server VAD."""
+    vad = VadSettings()
+    padding_s = vad.prefix_padding_ms / 1000
+    pcm = pcm16_from_float(recording.audio)
+    step = int(CHUNK_S * SAMPLE_RATE)
+    out = SessionDeltas()
+    previous_end = -1
+    for start, end in turns_of(recording.audio, vad, settings.live_max_turn_s):
+        capped = start == previous_end
+        previous_end = end
+        tracker = DeltaTracker()
+        first_at: float | None = None
+        partials = 0
+        busy_until = 0.0
+        partial_at = 0
+        boundary = (start // step + 1) * step
+        while boundary <= end:
+            now = boundary / SAMPLE_RATE
+            length = boundary - start
+            boundary += step
+            if now < busy_until:
+                continue
+            if length < (padding_s + settings.live_first_partial_s) * SAMPLE_RATE:
+                continue
+            if length - partial_at < settings.live_partial_interval_s * SAMPLE_RATE:
+                continue
+            partial_at = length
+            heard, took = await _decode(asr, pcm, start, length, settings.live_partial_context_s, final=False)
+            busy_until = now + took
+            out.partial_s.append(took)
+            if busy_until * SAMPLE_RATE >= end:
+                break  # the turn ended before the reply landed: the session drops it
+            partials += 1
+            words = [Word(word=w, start=s, end=e, probability=p) for w, s, e, p in heard]
+            kept, new = partial_delta(
+                tracker,
+                words,
+                length / SAMPLE_RATE,
+                length / SAMPLE_RATE - padding_s,
+                settle_s=settings.live_settle_s,
+                sure_probability=settings.live_sure_probability,
+                first_delta_s=settings.live_first_delta_s,
+            )
+            if new:
+                at = tracker.resumed_at
+                out.words.extend(
+                    (start / SAMPLE_RATE + w.start, start / SAMPLE_RATE + w.end, w.word.strip())
+                    for w in kept[at : at + len(new)]
+                )
+                if first_at is None:
+                    first_at = busy_until
+        heard, took = await _decode(asr, pcm, start, end - start, settings.live_context_s, final=True)
+        new = tracker.final([w for w, _, _, _ in heard])
+        if new:
+            at = tracker.resumed_at
+            out.words.extend(
+                (start / SAMPLE_RATE + s, start / SAMPLE_RATE + e, w.strip())
+                for w, s, e, _ in heard[at : at + len(new)]
+            )
+        from_final = first_at is None
+        if first_at is None:
+            if not heard:
+                continue  # nothing heard at all: the turn has no delta
+            first_at = end / SAMPLE_RATE + took
+        out.turns.append(
+            TurnDeltas(first_at - (start / SAMPLE_RATE + padding_s), partials, from_final, capped)
+        )
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m relisten.replay_deltas",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--split", choices=["tuning", "validation"], default="tuning")
+    parser.add_argument("--recordings", type=int, default=0, help="first N recordings of the part (0: all)")
+    parser.add_argument("--seconds", type=float, default=0.0, help="cut each recording to about this long")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="LABEL:KEY=VALUE,... ingest settings (field names, e.g. live_partial_interval_s=0.2) for another run",
+    )
+    return parser
+
+
+def _summary(
+    label: str, turns: Sequence[TurnDeltas], units: Sequence[UnitErrors], partial_s: Sequence[float]
+) -> str:
+    delays = [t.first_delta_s for t in turns]
+    late = sum(d > 1.0 for d in delays)
+    capped = [t.first_delta_s for t in turns if t.capped]
+    return (
+        f"  {label}: first delta median {percentile(delays, 50) or 0:.2f} s, p90 {percentile(delays, 90) or 0:.2f} s, "
+        f"> 1 s {late}/{len(delays)} (capped turns {sum(d > 1.0 for d in capped)}/{len(capped)}), "
+        f"from the final pass {sum(t.from_final for t in turns)}; deltas-only WER {100 * wer_of(units):.2f} %; "
+        f"{len(partial_s)} partial passes, median {percentile(partial_s, 50) or 0:.3f} s"
+    )
+
+
+async def _main(args: argparse.Namespace) -> None:
+    recordings = development_recordings(args.data_dir, split=args.split, limit=args.recordings)
+    if args.seconds:
+        recordings = [cut(r, args.seconds) for r in recordings]
+    asr_settings = AsrSettings()
+    engine = FasterWhisperEngine(asr_settings)
+    engine.load()
+    engine.load_partial_lane()
+    asr = live_responder(asr_settings, engine)
+    base = IngestSettings()
+    runs: list[tuple[str, IngestSettings]] = [("defaults", base)]
+    for label, changes in args.variants:
+        runs.append((label, IngestSettings.model_validate({**base.model_dump(), **changes})))
+    began = time.perf_counter()
+    print(f"{args.split}: {len(recordings)} recordings, {sum(r.duration_s for r in recordings):.0f} s")
+    scored: dict[str, list[UnitErrors]] = {}
+    for label, settings in runs:
+        turns: list[TurnDeltas] = []
+        units: list[UnitErrors] = []
+        partial_s: list[float] = []
+        for recording in recordings:
+            replayed = await session_deltas(recording, asr, settings)
+            turns.extend(replayed.turns)
+            partial_s.extend(replayed.partial_s)
+            units.extend(unit_errors(recording, replayed.words))
+        scored[label] = units
+        print(_summary(label, turns, units, partial_s), flush=True)
+        if label != "defaults":
+            print(f"    deltas WER {label} - defaults: {paired_bootstrap(units, scored['defaults']).text()}")
+    print(f"({time.perf_counter() - began:.0f} s)")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.variants = _variants(args.variant, parser)
+    asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    main()
