@@ -34,6 +34,14 @@ def test_latencies_run_from_when_the_audio_was_sent() -> None:
         (13.0, {"type": "input_audio_buffer.speech_stopped", "item_id": "a", "audio_end_ms": 2500}),
         (13.1, {"type": "input_audio_buffer.committed", "item_id": "a"}),
         (13.9, {"type": COMPLETED, "item_id": "a", "transcript": "Hello."}),
+        (
+            13.95,
+            {
+                "type": "relisten.turn.refined",
+                "item_id": "a",
+                "words": [{"word": "Hello.", "start": 1.5, "end": 1.9}],
+            },
+        ),
     ]
     for now, event in events:
         session.apply(event, now)
@@ -42,6 +50,7 @@ def test_latencies_run_from_when_the_audio_was_sent() -> None:
     # 2.5 s, so at 2.0 s, sent at 11.0; the VAD decided at 2.5 s, sent at 11.25.
     got = figures("r", StreamResult(session, started_at=10.0, speed=2.0, audio_s=3.0))
     assert got.first_delta_s == [pytest.approx(11.4 - 10.65)]
+    assert got.first_delta_from_word_s == [pytest.approx(11.4 - 10.75)]  # the word starts at 1.5 s
     assert got.completed_s == [pytest.approx(13.9 - 11.0)]
     assert got.completed_after_vad_s == [pytest.approx(13.9 - 11.25)]
     assert (got.deltas_text, got.completed_text) == ("hello", "Hello.")

@@ -58,6 +58,19 @@ def quiet(seconds: float) -> np.ndarray:
     return np.zeros(int(seconds * RATE), dtype=np.int16)
 
 
+def syllables(seconds: float, level: float = 0.3) -> np.ndarray:
+    """A tone whose loudness rises and falls four times a second, as speech's syllables do."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    envelope = 0.03 + 0.97 * np.abs(np.sin(np.pi * 4 * t))
+    return (level * 32767 * envelope * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
+
+
+def room(seconds: float, dbfs: float = -40.0, seed: int = 1) -> np.ndarray:
+    """Steady noise at about ``dbfs`` (a room, a hiss)."""
+    noise = np.random.default_rng(seed).normal(0, 10 ** (dbfs / 20), int(seconds * RATE))
+    return (noise * 32767).astype(np.int16)
+
+
 # --- formats and resampling ------------------------------------------------------------------------
 
 
@@ -140,6 +153,19 @@ def test_vad_ignores_clicks_and_quiet_noise() -> None:
     click = tone(0.02)
     noise = (np.random.default_rng(1).normal(0, 0.002, 3 * RATE) * 32767).astype(np.int16)
     assert EnergyVad().feed(np.concatenate([quiet(0.5), click, quiet(1.0), noise])) == []
+
+
+def test_a_turn_starts_where_speech_rises_above_the_room_not_where_its_noise_comes_back() -> None:
+    # recordings joined with digitally silent gaps (or a muted input): the reader's noise comes on
+    # 0.6 s before each sentence; the running floor has dropped to silence, the room's level has not
+    sentence = np.concatenate([room(0.6, seed=2), syllables(1.5), room(0.4, seed=3)])
+    audio = np.concatenate([room(1.0), syllables(1.5), room(0.4), quiet(0.6), sentence])
+    events = EnergyVad().feed(audio)
+    assert [type(e) for e in events] == [SpeechStarted, SpeechStopped, SpeechStarted]
+    second_speech = 1.0 + 1.5 + 0.4 + 0.6 + 0.6
+    assert abs(events[2].sample / RATE - (second_speech - 0.3)) < 0.1  # speech less the padding
+    # the turns themselves end where they did: a pause goes by the running floor
+    assert events[1].sample == EnergyVad().feed(audio[: int(3.5 * RATE)])[1].sample
 
 
 def test_a_higher_threshold_needs_louder_speech() -> None:

@@ -9,6 +9,7 @@ format becomes 16 kHz pcm16, the rate the models hear and the jobs store.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -145,10 +146,30 @@ class SpeechStopped:
 VadEvent = SpeechStarted | SpeechStopped
 
 
+DIGITAL_SILENCE_DBFS: Final = -90.0
+"""Frames quieter than this are zeros or nearly (a muted input, a gap in joined audio): they say
+nothing about the room's noise."""
+ROOM_WINDOW_S: Final = 10.0
+ROOM_PERCENTILE: Final = 10.0
+ROOM_MIN_S: Final = 0.5
+"""The room's level, which a turn's start must rise above: the 10th percentile of the levels of the last
+10 s of frames that are not digitally silent (speech has pauses and dips between syllables at the
+room's level, so a low percentile finds the room under speech), once 0.5 s of them were heard; never
+more than the threshold plus the margin, so a sound that loud may always start a turn."""
+
+
 @dataclass
 class EnergyVad:
     """Frame energy against a threshold and the noise floor; speech starts after ``min_speech_ms``
     of speech frames, stops after ``silence_duration_ms`` of non-speech frames.
+
+    A frame is speech when it is louder than the threshold and ``noise_margin_db`` above the running
+    noise floor, which follows quiet frames quickly and loud ones very slowly. To start a turn it
+    must also be that far above the room's level (:data:`ROOM_PERCENTILE`): the floor drops to digital silence in a muted or joined gap and then takes the hiss or breath
+    that comes on before a sentence for speech, which would put the turn's start (and its
+    ``audio_start_ms``, and the moment its first partial pass is asked for) up to a second before the
+    first word. Only starts are judged against the room: a turn still ends after
+    ``silence_duration_ms`` below the floor, so turns are cut where they were.
 
     ``feed`` takes 16 kHz samples in order and returns the starts and stops they caused, with
     positions on the session's timeline (samples since the session began).
@@ -159,17 +180,29 @@ class EnergyVad:
     """Samples of whole frames judged so far."""
     in_speech: bool = False
     noise_floor_db: float = -70.0
+    room_db: float = -120.0
+    """The room's level (:data:`ROOM_PERCENTILE`); -120 until it is known."""
     _pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
     _speech_run: int = 0
     _silence_run: int = 0
+    _recent: deque[float] = field(default_factory=lambda: deque(maxlen=round(ROOM_WINDOW_S / FRAME_S)))
 
-    def _is_speech(self, level: float) -> bool:
+    def _judge(self, level: float) -> tuple[bool, bool]:
+        """Whether a frame at ``level`` is speech, and whether it may start a turn."""
         loud = level >= threshold_dbfs(self.settings.threshold)
         above_floor = level >= self.noise_floor_db + self.settings.noise_margin_db
         # The floor follows quiet frames quickly and loud ones very slowly, so speech barely lifts it.
         rate = 0.2 if level < self.noise_floor_db else 0.002
         self.noise_floor_db += rate * (level - self.noise_floor_db)
-        return loud and above_floor
+        if level >= DIGITAL_SILENCE_DBFS:
+            self._recent.append(level)
+            if len(self._recent) >= ROOM_MIN_S / FRAME_S:
+                self.room_db = min(
+                    float(np.percentile(self._recent, ROOM_PERCENTILE)),
+                    threshold_dbfs(self.settings.threshold) + self.settings.noise_margin_db,
+                )
+        speech = loud and above_floor
+        return speech, speech and level >= self.room_db + self.settings.noise_margin_db
 
     def feed(self, samples: np.ndarray) -> list[VadEvent]:
         events: list[VadEvent] = []
@@ -181,10 +214,10 @@ class EnergyVad:
         padding = int(self.settings.prefix_padding_ms / 1000 * SAMPLE_RATE)
         levels = frame_levels(joined[:whole].astype(np.float32) / 32768.0, SAMPLE_RATE, FRAME / SAMPLE_RATE)
         for level in levels:
-            speech = self._is_speech(float(level))
+            speech, starts = self._judge(float(level))
             self.position += FRAME
             if not self.in_speech:
-                self._speech_run = self._speech_run + 1 if speech else 0
+                self._speech_run = self._speech_run + 1 if starts else 0
                 if self._speech_run >= start_frames:
                     self.in_speech = True
                     self._silence_run = 0
