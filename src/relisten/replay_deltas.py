@@ -35,7 +35,7 @@ from relisten_asr.live import LiveFirstPassResponder, live_responder
 from relisten_asr.settings import AsrSettings
 from relisten_contracts import Word
 from relisten_contracts.live import LiveFirstPassRequest
-from relisten_ingest.realtime import context_start
+from relisten_ingest.realtime import context_start, partial_context_s
 from relisten_ingest.realtime_audio import VadSettings
 from relisten_ingest.realtime_turns import DeltaTracker, partial_delta
 from relisten_ingest.settings import IngestSettings
@@ -125,7 +125,8 @@ async def session_deltas(
             if length - partial_at < settings.live_partial_interval_s * SAMPLE_RATE:
                 continue
             partial_at = length
-            heard, took = await _decode(asr, pcm, start, length, settings.live_partial_context_s, final=False)
+            context_s = partial_context_s(settings, tracker)
+            heard, took = await _decode(asr, pcm, start, length, context_s, final=False)
             busy_until = now + took
             out.partial_s.append(took)
             if busy_until * SAMPLE_RATE >= end:

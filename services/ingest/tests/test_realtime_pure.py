@@ -516,3 +516,15 @@ def test_a_partial_pass_sends_its_stable_words_and_not_a_repeat_or_a_cut_off_las
     kept, new = partial_delta(tracker, words(("so", 0.55, 0.9), ("it", 0.7, 0.9), *loop), 2.0, 1.7, **rules)
     assert [w.word for w in kept] == ["so", "it", "is", "a", "b"]
     assert new == ["is", "a", "b"]
+
+
+def test_a_turns_partial_passes_hear_no_context_until_its_first_delta() -> None:
+    from relisten_ingest.realtime import partial_context_s
+    from relisten_ingest.realtime_turns import DeltaTracker
+    from relisten_ingest.settings import IngestSettings
+
+    settings = IngestSettings(live_partial_context_s=2.0, live_first_partial_context_s=0.0)
+    deltas = DeltaTracker()
+    assert partial_context_s(settings, deltas) == 0.0
+    deltas.partial(["hello", "there"], settled=1)
+    assert partial_context_s(settings, deltas) == 2.0

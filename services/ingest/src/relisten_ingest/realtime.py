@@ -99,6 +99,7 @@ from relisten_ingest.realtime_turns import (
     shifted_words,
 )
 from relisten_ingest.runtime import IngestRuntime, NotReady
+from relisten_ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,13 @@ def context_start(turn_start: int, turn_samples: int, wanted_s: float) -> int:
     room = MAX_REQUEST_AUDIO_S - turn_samples / SAMPLE_RATE
     seconds = max(0.0, min(wanted_s, room))
     return max(0, turn_start - int(seconds * SAMPLE_RATE))
+
+
+def partial_context_s(settings: IngestSettings, deltas: DeltaTracker) -> float:
+    """Seconds of the session audio before a turn that its next partial pass is decoded with: none
+    until the turn's first delta went out (``RELISTEN_INGEST_LIVE_FIRST_PARTIAL_CONTEXT_S``), then
+    ``RELISTEN_INGEST_LIVE_PARTIAL_CONTEXT_S``."""
+    return settings.live_partial_context_s if deltas.sent else settings.live_first_partial_context_s
 
 
 def session_budget(turn_end: int | None, redecoded_s: float, shared: bool) -> tuple[float, float]:
@@ -510,7 +518,7 @@ class RealtimeSession:
             turn,
             audio,
             final=False,
-            context=self.context_before(turn, len(audio), self.settings.live_partial_context_s),
+            context=self.context_before(turn, len(audio), partial_context_s(self.settings, turn.deltas)),
         )
         if reply is None or reply.first_pass is None or turn.end is not None or turn.cancelled:
             return  # a late or failed partial is simply dropped: the turn's final pass covers it
