@@ -28,11 +28,8 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from relisten_asr.engines import FasterWhisperEngine
-from relisten_asr.live import LiveFirstPassResponder, live_responder
-from relisten_asr.settings import AsrSettings
+from relisten_asr.live import LiveFirstPassResponder
 from relisten_contracts import Word
 from relisten_contracts.live import LiveFirstPassRequest
 from relisten_ingest.realtime import context_start, partial_context_s
@@ -41,10 +38,18 @@ from relisten_ingest.realtime_turns import DeltaTracker, partial_delta
 from relisten_ingest.settings import IngestSettings
 from relisten_runtime.audio import pcm16_from_float
 
-from relisten.bench import _variants
-from relisten.bench_live import cut, percentile
-from relisten.dataset import DEFAULT_DATA_DIR, Recording, development_recordings
-from relisten.replay_live import CHUNK_S, SAMPLE_RATE, turns_of
+from relisten.bench_live import percentile
+from relisten.dataset import Recording
+from relisten.replay_live import (
+    CHUNK_S,
+    SAMPLE_RATE,
+    loaded_asr,
+    replay_args,
+    replay_parser,
+    replay_recordings,
+    setting_runs,
+    turns_of,
+)
 from relisten.scoring import TimedWord, UnitErrors, paired_bootstrap, unit_errors, wer_of
 
 
@@ -170,22 +175,7 @@ async def session_deltas(
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m relisten.replay_deltas",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--split", choices=["tuning", "validation"], default="tuning")
-    parser.add_argument("--recordings", type=int, default=0, help="first N recordings of the part (0: all)")
-    parser.add_argument("--seconds", type=float, default=0.0, help="cut each recording to about this long")
-    parser.add_argument(
-        "--variant",
-        action="append",
-        default=[],
-        help="LABEL:KEY=VALUE,... ingest settings (field names, e.g. live_partial_interval_s=0.2) for another run",
-    )
-    return parser
+    return replay_parser("python -m relisten.replay_deltas", __doc__, "live_partial_interval_s=0.2")
 
 
 def _summary(
@@ -203,18 +193,9 @@ def _summary(
 
 
 async def _main(args: argparse.Namespace) -> None:
-    recordings = development_recordings(args.data_dir, split=args.split, limit=args.recordings)
-    if args.seconds:
-        recordings = [cut(r, args.seconds) for r in recordings]
-    asr_settings = AsrSettings()
-    engine = FasterWhisperEngine(asr_settings)
-    engine.load()
-    engine.load_partial_lane()
-    asr = live_responder(asr_settings, engine)
-    base = IngestSettings()
-    runs: list[tuple[str, IngestSettings]] = [("defaults", base)]
-    for label, changes in args.variants:
-        runs.append((label, IngestSettings.model_validate({**base.model_dump(), **changes})))
+    recordings = replay_recordings(args)
+    asr = loaded_asr(partial_lane=True)
+    runs = setting_runs(args.variants)
     began = time.perf_counter()
     print(f"{args.split}: {len(recordings)} recordings, {sum(r.duration_s for r in recordings):.0f} s")
     scored: dict[str, list[UnitErrors]] = {}
@@ -235,10 +216,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    args.variants = _variants(args.variant, parser)
-    asyncio.run(_main(args))
+    asyncio.run(_main(replay_args(_parser(), argv)))
 
 
 if __name__ == "__main__":

@@ -161,46 +161,65 @@ async def whole_words(
     return _timed(refined.words if refined.error is None else first.words, 0.0)
 
 
-def _parser() -> argparse.ArgumentParser:
+def replay_parser(prog: str, description: str | None, example_setting: str) -> argparse.ArgumentParser:
+    """The options the replay tools share: which recordings, and ``--variant`` runs of ingest settings."""
     parser = argparse.ArgumentParser(
-        prog="python -m relisten.replay_live",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--split", choices=["tuning", "validation"], default="tuning")
     parser.add_argument("--recordings", type=int, default=0, help="first N recordings of the part (0: all)")
     parser.add_argument("--seconds", type=float, default=0.0, help="cut each recording to about this long")
-    parser.add_argument("--short", action="store_true", help="also the short utterances joined per speaker")
-    parser.add_argument(
-        "--first-pass", action="store_true", help="also the first passes alone (whole and turn by turn)"
-    )
     parser.add_argument(
         "--variant",
         action="append",
         default=[],
-        help="LABEL:KEY=VALUE,... ingest settings (field names, e.g. live_context_s=5) for another run",
+        help=f"LABEL:KEY=VALUE,... ingest settings (field names, e.g. {example_setting}) for another run",
+    )
+    return parser
+
+
+def replay_recordings(args: argparse.Namespace, *, short: bool = False) -> list[Recording]:
+    recordings = development_recordings(args.data_dir, split=args.split, limit=args.recordings, short=short)
+    return [cut(r, args.seconds) for r in recordings] if args.seconds else recordings
+
+
+def setting_runs(variants: Sequence[tuple[str, dict[str, str]]]) -> list[tuple[str, IngestSettings]]:
+    """The defaults, then each variant's ingest settings (the defaults with its changes)."""
+    base = IngestSettings()
+    return [("defaults", base)] + [
+        (label, IngestSettings.model_validate({**base.model_dump(), **changes}))
+        for label, changes in variants
+    ]
+
+
+def loaded_asr(*, partial_lane: bool = False) -> LiveFirstPassResponder:
+    """The asr's live responder as a replica builds it under the default settings, its model loaded."""
+    settings = AsrSettings()
+    engine = FasterWhisperEngine(settings)
+    engine.load()
+    if partial_lane:
+        engine.load_partial_lane()
+    return live_responder(settings, engine)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = replay_parser("python -m relisten.replay_live", __doc__, "live_context_s=5")
+    parser.add_argument("--short", action="store_true", help="also the short utterances joined per speaker")
+    parser.add_argument(
+        "--first-pass", action="store_true", help="also the first passes alone (whole and turn by turn)"
     )
     return parser
 
 
 async def _main(args: argparse.Namespace) -> None:
-    recordings = development_recordings(
-        args.data_dir, split=args.split, limit=args.recordings, short=args.short
-    )
-    if args.seconds:
-        recordings = [cut(r, args.seconds) for r in recordings]
-    asr_settings = AsrSettings()
-    engine = FasterWhisperEngine(asr_settings)
-    engine.load()
-    asr = live_responder(asr_settings, engine)
+    recordings = replay_recordings(args, short=args.short)
+    asr = loaded_asr()
     backend = FasterWhisperBackend(CorrectorSettings())
     backend.load()
     refiner = LiveRefineResponder(backend, pack=True)
-    base = IngestSettings()
-    runs: list[tuple[str, IngestSettings]] = [("defaults", base)]
-    for label, changes in args.variants:
-        runs.append((label, IngestSettings.model_validate({**base.model_dump(), **changes})))
+    runs = setting_runs(args.variants)
+    base = runs[0][1]
 
     started = time.perf_counter()
     print(f"{args.split}: {len(recordings)} recordings, {sum(r.duration_s for r in recordings):.0f} s")
@@ -235,11 +254,15 @@ def _flat(per_recording: Sequence[Sequence[UnitErrors]]) -> list[UnitErrors]:
     return [unit for units in per_recording for unit in units]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = _parser()
+def replay_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``argv`` parsed, with ``variants`` as (label, changes); a malformed variant stops the run."""
     args = parser.parse_args(argv)
     args.variants = _variants(args.variant, parser)
-    asyncio.run(_main(args))
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    asyncio.run(_main(replay_args(_parser(), argv)))
 
 
 if __name__ == "__main__":
