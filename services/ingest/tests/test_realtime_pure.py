@@ -528,3 +528,18 @@ def test_a_turns_partial_passes_hear_no_context_until_its_first_delta() -> None:
     assert partial_context_s(settings, deltas) == 0.0
     deltas.partial(["hello", "there"], settled=1)
     assert partial_context_s(settings, deltas) == 2.0
+
+
+def test_rolling_levels_give_numpys_percentile_of_the_last_levels() -> None:
+    from relisten_ingest.realtime_audio import RollingLevels
+
+    rng = np.random.default_rng(3)
+    levels = RollingLevels(50)
+    seen: list[float] = []
+    for _ in range(400):
+        level = float(rng.choice([rng.normal(-40, 3), -40.0, rng.normal(-20, 5)]))  # ties too
+        levels.add(level)
+        seen.append(level)
+        for q in (0.0, 10.0, 37.0, 50.0, 100.0):
+            assert levels.percentile(q) == float(np.percentile(seen[-50:], q))
+    assert len(levels) == 50

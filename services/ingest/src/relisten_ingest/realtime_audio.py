@@ -8,6 +8,7 @@ format becomes 16 kHz pcm16, the rate the models hear and the jobs store.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -158,6 +159,36 @@ room's level, so a low percentile finds the room under speech), once 0.5 s of th
 more than the threshold plus the margin, so a sound that loud may always start a turn."""
 
 
+class RollingLevels:
+    """The last ``size`` levels, kept sorted too, so that a percentile of them costs an index rather
+    than a sort per frame (the VAD asks for one every 20 ms of every session, on the event loop)."""
+
+    def __init__(self, size: int) -> None:
+        self._order: deque[float] = deque(maxlen=size)
+        self._sorted: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def add(self, level: float) -> None:
+        if len(self._order) == self._order.maxlen:
+            del self._sorted[bisect.bisect_left(self._sorted, self._order[0])]
+        self._order.append(level)
+        bisect.insort(self._sorted, level)
+
+    def percentile(self, q: float) -> float:
+        """The ``q``-th percentile, interpolated between neighbours as ``numpy.percentile`` does."""
+        ordered = self._sorted
+        position = q / 100 * (len(ordered) - 1)
+        low = int(position)
+        if low + 1 >= len(ordered):
+            return ordered[low]
+        fraction = position - low
+        a, b = ordered[low], ordered[low + 1]
+        # numpy's own interpolation, from the nearer side
+        return b - (b - a) * (1 - fraction) if fraction >= 0.5 else a + (b - a) * fraction
+
+
 @dataclass
 class EnergyVad:
     """Frame energy against a threshold and the noise floor; speech starts after ``min_speech_ms``
@@ -165,10 +196,10 @@ class EnergyVad:
 
     A frame is speech when it is louder than the threshold and ``noise_margin_db`` above the running
     noise floor, which follows quiet frames quickly and loud ones very slowly. To start a turn it
-    must also be that far above the room's level (:data:`ROOM_PERCENTILE`): the floor drops to digital silence in a muted or joined gap and then takes the hiss or breath
-    that comes on before a sentence for speech, which would put the turn's start (and its
-    ``audio_start_ms``, and the moment its first partial pass is asked for) up to a second before the
-    first word. Only starts are judged against the room: a turn still ends after
+    must also be that far above the room's level (:data:`ROOM_PERCENTILE`): the floor drops to
+    digital silence in a muted or joined gap and then takes the hiss or breath that comes on before a
+    sentence for speech, which would put the turn's start (and its ``audio_start_ms``, and the moment
+    its first partial pass is asked for) up to a second before the first word. Only starts are judged against the room: a turn still ends after
     ``silence_duration_ms`` below the floor, so turns are cut where they were.
 
     ``feed`` takes 16 kHz samples in order and returns the starts and stops they caused, with
@@ -185,7 +216,7 @@ class EnergyVad:
     _pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
     _speech_run: int = 0
     _silence_run: int = 0
-    _recent: deque[float] = field(default_factory=lambda: deque(maxlen=round(ROOM_WINDOW_S / FRAME_S)))
+    _recent: RollingLevels = field(default_factory=lambda: RollingLevels(round(ROOM_WINDOW_S / FRAME_S)))
 
     def _judge(self, level: float) -> tuple[bool, bool]:
         """Whether a frame at ``level`` is speech, and whether it may start a turn."""
@@ -195,10 +226,10 @@ class EnergyVad:
         rate = 0.2 if level < self.noise_floor_db else 0.002
         self.noise_floor_db += rate * (level - self.noise_floor_db)
         if level >= DIGITAL_SILENCE_DBFS:
-            self._recent.append(level)
+            self._recent.add(level)
             if len(self._recent) >= ROOM_MIN_S / FRAME_S:
                 self.room_db = min(
-                    float(np.percentile(self._recent, ROOM_PERCENTILE)),
+                    self._recent.percentile(ROOM_PERCENTILE),
                     threshold_dbfs(self.settings.threshold) + self.settings.noise_margin_db,
                 )
         speech = loud and above_floor
