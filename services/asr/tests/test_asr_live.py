@@ -122,7 +122,7 @@ async def test_final_passes_go_before_waiting_partial_ones() -> None:
         return Msg(_client=None, data=encode_live(request))  # type: ignore[arg-type]
 
     responder = Recorded(FasterWhisperEngine(AsrSettings()))
-    responder._worker = asyncio.create_task(responder._work())
+    responder._worker = asyncio.create_task(responder._work(responder._waiting))
     responder._take(message("p1", False))
     await started.wait()
     for turn, final in (("p2", False), ("p3", False), ("f1", True)):
@@ -190,7 +190,7 @@ async def test_with_a_partial_lane_partials_are_answered_while_a_final_decodes()
         return Msg(_client=None, data=encode_live(request))  # type: ignore[arg-type]
 
     responder = Recorded(FasterWhisperEngine(AsrSettings()), partials_apart=True)
-    responder._worker = asyncio.create_task(responder._work())
+    responder._worker = asyncio.create_task(responder._work(responder._waiting))
     responder._partial_worker = asyncio.create_task(responder._work(responder._partials))
     responder._take(message("f1", True))
     await final_started.wait()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 
 from relisten_contracts import flow
-from relisten_contracts.calibration import default_calibration
 from relisten_runtime.store import nats_store_of
 from relisten_runtime.worker import Worker
 
@@ -49,7 +48,6 @@ def build_worker(settings: AsrSettings | None = None) -> Worker:
     settings = settings or AsrSettings()
     engine = build_engine(settings)
     router = LanguageRouter(settings, engine)
-    calibration = default_calibration() if settings.calibrate_probability else None
     live = live_responder(settings, engine, router)
     worker = AsrWorker(settings, router, live)
     worker.on_stop(live.aclose)
@@ -62,6 +60,7 @@ def build_worker(settings: AsrSettings | None = None) -> Worker:
     worker.on_stop(engine.aclose)
     if router.multilingual is not None and router.multilingual is not engine:
         worker.on_stop(router.multilingual.aclose)
-    handler = FirstPassHandler(worker, nats_store_of(worker), engine, router, calibration)
+    # jobs' first passes are calibrated as live turns' are (live_responder reads the setting)
+    handler = FirstPassHandler(worker, nats_store_of(worker), engine, router, live.calibration)
     worker.step(flow.TRANSCRIBING, handler)
     return worker

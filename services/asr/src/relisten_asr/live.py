@@ -6,7 +6,8 @@ session. A replica answers its final passes one at a time on the job pipeline's 
 jobs' decodes), and its partial passes one at a time on the partial lane (a second copy of the model,
 ``RELISTEN_ASR_LIVE_PARTIAL_LANE``), so a turn's first deltas never wait behind the previous turn's final
 pass; without the lane both share one queue, finals first (the turn's completion waits on them; a late
-partial only delays a delta). A request whose asker has stopped waiting is skipped. A turn's final pass is the same as a file's, calibrated the same way, so a live turn's words
+partial only delays a delta). A request whose asker has stopped waiting is skipped. A turn's final
+pass is the same as a file's, calibrated the same way, so a live turn's words
 carry the probabilities the second pass is chosen by; a partial pass (``final`` False), which only
 makes deltas, is the in-process model's cheap one (:meth:`FasterWhisperEngine.transcribe_partial`:
 greedy, the encoder given the audio plus a few seconds instead of 30 s, no recovery or screening).
@@ -180,13 +181,10 @@ class LiveFirstPassResponder:
         self._replies.add(task)
         task.add_done_callback(self._replies.discard)
 
-    async def _work(
-        self, queue: asyncio.PriorityQueue[tuple[int, int, Msg, LiveFirstPassRequest]] | None = None
-    ) -> None:
-        """Answer queued requests one at a time (the model decodes one thing at a time anyway)."""
-        waiting = self._waiting if queue is None else queue
+    async def _work(self, queue: asyncio.PriorityQueue[tuple[int, int, Msg, LiveFirstPassRequest]]) -> None:
+        """Answer ``queue``'s requests one at a time (a lane's model decodes one thing at a time anyway)."""
         while True:
-            _, _, msg, request = await waiting.get()
+            _, _, msg, request = await queue.get()
             try:
                 await self._respond(msg, await self.answer(request))
             except Exception:
@@ -196,7 +194,7 @@ class LiveFirstPassResponder:
         """Join the asr queue group on the live subject; requests wait in a priority queue (finals
         first) for the one decoding task."""
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._work(), name="live-first-pass")
+            self._worker = asyncio.create_task(self._work(self._waiting), name="live-first-pass")
         if self.partials_apart and (self._partial_worker is None or self._partial_worker.done()):
             self._partial_worker = asyncio.create_task(self._work(self._partials), name="live-partial-pass")
 

@@ -147,18 +147,15 @@ class FasterWhisperBackend(InProcessWhisper):
         ``prompt`` is shared by every chunk (the job's glossary): a chunk holds several clips from
         different places, so no one clip's preceding text belongs in front of it.
         """
-        return (await self.transcribe_together([clips], prompt=prompt, language=language))[0]
+        return (await self.transcribe_many_timed(clips, prompt=prompt, language=language))[0]
 
     async def transcribe_many_timed(
         self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
     ) -> tuple[list[SecondPassAnswer], float]:
         """:meth:`transcribe_many`, and the seconds the model worked on it: the time spent waiting for
         the model (another job's decode, a live turn's) is not counted."""
-        checked = [mono_samples(clip) for clip in clips]
-        async with self._queue:
-            started = time.perf_counter()
-            answers = await asyncio.to_thread(self._transcribe_together_blocking, [checked], prompt, language)
-            return answers[0], time.perf_counter() - started
+        answers, seconds = await self._together_timed([clips], prompt, language)
+        return answers[0], seconds
 
     async def transcribe_together(
         self, requests: Sequence[Sequence[np.ndarray]], *, prompt: str | None, language: str | None
@@ -167,9 +164,17 @@ class FasterWhisperBackend(InProcessWhisper):
         decode: each requester's clips are packed on their own, as :meth:`transcribe_many` packs
         them, and all the chunks decoded in one call (:mod:`relisten_corrector.crossbatch`). Each
         requester gets its own answers, one per clip, in order."""
+        return (await self._together_timed(requests, prompt, language))[0]
+
+    async def _together_timed(
+        self, requests: Sequence[Sequence[np.ndarray]], prompt: str | None, language: str | None
+    ) -> tuple[list[list[SecondPassAnswer]], float]:
+        """The batched decode and the seconds it held the model (counted once it had the model)."""
         checked = [[mono_samples(clip) for clip in clips] for clips in requests]
         async with self._queue:
-            return await asyncio.to_thread(self._transcribe_together_blocking, checked, prompt, language)
+            started = time.perf_counter()
+            answers = await asyncio.to_thread(self._transcribe_together_blocking, checked, prompt, language)
+            return answers, time.perf_counter() - started
 
     @staticmethod
     def chunk_count(clips: Sequence[np.ndarray]) -> int:

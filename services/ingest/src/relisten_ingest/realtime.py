@@ -15,7 +15,8 @@ Keeping up: a session that falls behind (a finished turn waited longer than
 ``RELISTEN_LIVE_MAX_DELAY_S``, or turns queue behind one another) says so (``relisten.session.degraded``)
 and completes turns with their first-pass text, without refinement, until it has caught up
 (``relisten.session.recovered``); at most one partial pass per session is in flight (an asr replica
-decodes them on a lane of their own, beside the final passes, or after them). A request that times out or finds no replica fails its turn (``...failed``), never the session.
+decodes them on a lane of their own, beside the final passes, or after them). A request that times
+out or finds no replica fails its turn (``...failed``), never the session.
 
 When the socket closes, the audio and the transcript are stored under the job id announced in
 ``session.created`` (``session.relisten.job_id``), and ``job.created`` (``source: live``, which the asr
