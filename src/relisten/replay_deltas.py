@@ -48,6 +48,7 @@ from relisten.replay_live import (
     replay_parser,
     replay_recordings,
     setting_runs,
+    timed_words,
     turns_of,
 )
 from relisten.scoring import TimedWord, UnitErrors, paired_bootstrap, unit_errors, wer_of
@@ -78,9 +79,9 @@ class SessionDeltas:
 
 async def _decode(
     asr: LiveFirstPassResponder, pcm: bytes, start: int, length: int, context_s: float, *, final: bool
-) -> tuple[list[tuple[str, float, float, float]], float]:
+) -> tuple[list[Word], float]:
     """A first pass of the turn's first ``length`` samples with the session audio before it: its words
-    (word, start, end, probability; turn times) and the decode's wall time."""
+    (turn times) and the decode's wall time."""
     context_from = context_start(start, length, context_s)
     began = time.perf_counter()
     reply = await asr.answer(
@@ -94,10 +95,7 @@ async def _decode(
         )
     )
     took = time.perf_counter() - began
-    first = reply.first_pass
-    if first is None:
-        return [], took
-    return [(w.word, w.start, w.end, w.probability) for w in first.words], took
+    return ([] if reply.first_pass is None else list(reply.first_pass.words)), took
 
 
 async def session_deltas(
@@ -137,10 +135,9 @@ async def session_deltas(
             if busy_until * SAMPLE_RATE >= end:
                 break  # the turn ended before the reply landed: the session drops it
             partials += 1
-            words = [Word(word=w, start=s, end=e, probability=p) for w, s, e, p in heard]
             kept, new = partial_delta(
                 tracker,
-                words,
+                heard,
                 length / SAMPLE_RATE,
                 length / SAMPLE_RATE - padding_s,
                 settle_s=settings.live_settle_s,
@@ -149,20 +146,14 @@ async def session_deltas(
             )
             if new:
                 at = tracker.resumed_at
-                out.words.extend(
-                    (start / SAMPLE_RATE + w.start, start / SAMPLE_RATE + w.end, w.word.strip())
-                    for w in kept[at : at + len(new)]
-                )
+                out.words.extend(timed_words(kept[at : at + len(new)], start / SAMPLE_RATE))
                 if first_at is None:
                     first_at = busy_until
         heard, took = await _decode(asr, pcm, start, end - start, settings.live_context_s, final=True)
-        new = tracker.final([w for w, _, _, _ in heard])
+        new = tracker.final([w.word for w in heard])
         if new:
             at = tracker.resumed_at
-            out.words.extend(
-                (start / SAMPLE_RATE + s, start / SAMPLE_RATE + e, w.strip())
-                for w, s, e, _ in heard[at : at + len(new)]
-            )
+            out.words.extend(timed_words(heard[at : at + len(new)], start / SAMPLE_RATE))
         from_final = first_at is None
         if first_at is None:
             if not heard:

@@ -85,7 +85,8 @@ def turns_of(audio: np.ndarray, vad: VadSettings, max_turn_s: float) -> list[tup
     return turns
 
 
-def _timed(words: Sequence[Word] | Sequence[TranscriptWord], offset_s: float) -> list[TimedWord]:
+def timed_words(words: Sequence[Word] | Sequence[TranscriptWord], offset_s: float) -> list[TimedWord]:
+    """``words`` on the recording's timeline (``offset_s`` later), empty ones left out."""
     return [(w.start + offset_s, w.end + offset_s, w.word.strip()) for w in words if w.word.strip()]
 
 
@@ -138,7 +139,7 @@ async def session_words(
                 final = refined.words
                 redecoded_s += refined.audio_redecoded_seconds
         texts.append(plain_text(final))
-        words.extend(_timed(final, start / SAMPLE_RATE))
+        words.extend(timed_words(final, start / SAMPLE_RATE))
     return words, len(turns)
 
 
@@ -154,11 +155,11 @@ async def whole_words(
     if first is None:
         return []
     if refiner is None:
-        return _timed(first.words, 0.0)
+        return timed_words(first.words, 0.0)
     refined = await refiner.answer(
         LiveRefineRequest(session_id="replay", turn_id="whole", audio=pcm, first_pass=first)
     )
-    return _timed(refined.words if refined.error is None else first.words, 0.0)
+    return timed_words(refined.words if refined.error is None else first.words, 0.0)
 
 
 def replay_parser(prog: str, description: str | None, example_setting: str) -> argparse.ArgumentParser:

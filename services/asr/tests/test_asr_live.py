@@ -101,6 +101,12 @@ def test_a_session_language_picks_the_model_a_job_in_it_would_get() -> None:
     assert LiveFirstPassResponder(engine)._engine_for("de") is engine  # no router: the one engine
 
 
+def _message(turn: str, final: bool) -> Msg:
+    """A live first-pass request as the responder's subscription hands it over."""
+    request = LiveFirstPassRequest(session_id="s", turn_id=turn, audio=b"", final=final)
+    return Msg(_client=None, data=encode_live(request))  # type: ignore[arg-type]
+
+
 async def test_final_passes_go_before_waiting_partial_ones() -> None:
     order: list[str] = []
     gate = asyncio.Event()
@@ -117,16 +123,12 @@ async def test_final_passes_go_before_waiting_partial_ones() -> None:
                 await gate.wait()  # the first partial is being decoded while the others arrive
             return LiveFirstPassReply()
 
-    def message(turn: str, final: bool) -> Msg:
-        request = LiveFirstPassRequest(session_id="s", turn_id=turn, audio=b"", final=final)
-        return Msg(_client=None, data=encode_live(request))  # type: ignore[arg-type]
-
     responder = Recorded(FasterWhisperEngine(AsrSettings()))
     responder._worker = asyncio.create_task(responder._work(responder._waiting))
-    responder._take(message("p1", False))
+    responder._take(_message("p1", False))
     await started.wait()
     for turn, final in (("p2", False), ("p3", False), ("f1", True)):
-        responder._take(message(turn, final))
+        responder._take(_message(turn, final))
     gate.set()
     await all_answered.wait()
     await responder.aclose()
@@ -185,16 +187,12 @@ async def test_with_a_partial_lane_partials_are_answered_while_a_final_decodes()
                 partial_answered.set()
             return LiveFirstPassReply()
 
-    def message(turn: str, final: bool) -> Msg:
-        request = LiveFirstPassRequest(session_id="s", turn_id=turn, audio=b"", final=final)
-        return Msg(_client=None, data=encode_live(request))  # type: ignore[arg-type]
-
     responder = Recorded(FasterWhisperEngine(AsrSettings()), partials_apart=True)
     responder._worker = asyncio.create_task(responder._work(responder._waiting))
     responder._partial_worker = asyncio.create_task(responder._work(responder._partials))
-    responder._take(message("f1", True))
+    responder._take(_message("f1", True))
     await final_started.wait()
-    responder._take(message("p1", False))
+    responder._take(_message("p1", False))
     await asyncio.wait_for(partial_answered.wait(), timeout=10)  # not behind the final
     release_final.set()
     await responder.aclose()
