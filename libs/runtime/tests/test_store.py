@@ -5,13 +5,17 @@ puts each document in the bucket and under the name :mod:`relisten_contracts.nam
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
 import numpy as np
 import pytest
+from nats.js.errors import DigestMismatchError, NotFoundError
 from relisten_contracts import (
+    AUDIO_BUCKET,
     AsrCapabilities,
     ClipResult,
     ClipsReady,
@@ -24,7 +28,7 @@ from relisten_contracts import (
 )
 from relisten_runtime.audio import pcm16_from_float, pcm16_to_float, wav_bytes
 from relisten_runtime.embedded import EmbeddedNats, free_port
-from relisten_runtime.infra import Infra, open_infra
+from relisten_runtime.infra import CHUNKS_PER_PULL, Infra, open_infra, read_chunks
 from relisten_runtime.store import JobStore, MemoryJobStore, NatsJobStore, Removed, StaleRevision
 from relisten_runtime.worker import PermanentFailure
 
@@ -197,6 +201,29 @@ async def test_the_nats_store_keeps_the_documented_layout(infra: Infra) -> None:
     entry = await infra.clips.get(names.clip_result_key(JOB, 0))
     assert msgspec.json.decode(entry.value or b"", type=ClipResult) == answer
     assert (await infra.audio.get(names.clip_object(JOB, 0))).data == wav_bytes(b"\x00\x00" * 160)
+
+
+@pytest.mark.nats
+async def test_objects_are_read_whole_in_order_over_several_pulls(infra: Infra) -> None:
+    chunk = 128 * 1024
+    large = os.urandom(chunk * (CHUNKS_PER_PULL + 5) + 7)
+    await infra.audio.put("large", large)
+    await infra.audio.put("empty", b"")
+    assert await infra.get_blob(AUDIO_BUCKET, "large") == large
+    assert await infra.get_blob(AUDIO_BUCKET, "empty") == b""
+    with pytest.raises(NotFoundError):
+        await infra.get_blob(AUDIO_BUCKET, "missing")
+    # each read's consumer is deleted, not left for the server to expire
+    assert (await infra.js.stream_info("OBJ_" + AUDIO_BUCKET)).state.consumer_count == 0
+
+
+@pytest.mark.nats
+async def test_an_object_whose_chunks_do_not_match_its_digest_is_refused(infra: Infra) -> None:
+    await infra.audio.put("recording", os.urandom(300_000))
+    info = await infra.audio.get_info("recording")
+    other = await infra.audio.put("other", os.urandom(300_000))
+    with pytest.raises(DigestMismatchError):
+        await read_chunks(infra.js, AUDIO_BUCKET, dataclasses.replace(info, digest=other.digest))
 
 
 def job_view(job_id: str = JOB, progress: float = 0.0) -> JobView:

@@ -275,7 +275,7 @@ class NatsJobStore(_Documents):
     async def _get_object(self, bucket: Literal["audio", "data"], name: str) -> bytes | None:
         infra = self._handles()
         try:
-            return await infra.get_blob(infra.audio if bucket == "audio" else infra.data, name)
+            return await infra.get_blob(AUDIO_BUCKET if bucket == "audio" else DATA_BUCKET, name)
         except NotFoundError:
             return None
 
