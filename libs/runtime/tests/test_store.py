@@ -28,7 +28,7 @@ from relisten_contracts import (
 )
 from relisten_runtime.audio import pcm16_from_float, pcm16_to_float, wav_bytes
 from relisten_runtime.embedded import EmbeddedNats, free_port
-from relisten_runtime.infra import CHUNKS_PER_PULL, Infra, open_infra, read_chunks
+from relisten_runtime.infra import CHUNKS_PER_PULL, Infra, object_chunks, open_infra
 from relisten_runtime.store import JobStore, MemoryJobStore, NatsJobStore, Removed, StaleRevision
 from relisten_runtime.worker import PermanentFailure
 
@@ -223,7 +223,8 @@ async def test_an_object_whose_chunks_do_not_match_its_digest_is_refused(infra: 
     info = await infra.audio.get_info("recording")
     other = await infra.audio.put("other", os.urandom(300_000))
     with pytest.raises(DigestMismatchError):
-        await read_chunks(infra.js, AUDIO_BUCKET, dataclasses.replace(info, digest=other.digest))
+        async for _ in object_chunks(infra.js, AUDIO_BUCKET, dataclasses.replace(info, digest=other.digest)):
+            pass
 
 
 def job_view(job_id: str = JOB, progress: float = 0.0) -> JobView:

@@ -548,7 +548,7 @@ async def get_audio(request: Request, job_id: str) -> Response:
     )
     path = workdir / "audio.wav"
     try:
-        found = await get_to_file(infra.audio, audio_name(job_id), path)
+        found = await get_to_file(infra, audio_name(job_id), path)
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
         raise
