@@ -98,7 +98,12 @@ DECODE_SETTINGS = (
     "recover_unheard_speech",
 )
 """The asr settings a decode depends on (the cache key holds these, not addresses or later switches)."""
-LATER_DECODE_SETTINGS = {"vad_threshold": 0.5, "vad_fallback_threshold": 0.0, "vad_fallback_ratio": 0.8}
+LATER_DECODE_SETTINGS = {
+    "vad_threshold": 0.5,
+    "vad_fallback_threshold": 0.0,
+    "vad_fallback_ratio": 0.8,
+    "encoder_padding_s": 30.0,
+}
 """Decode settings added after the cache's first entries, each with the value that decodes as before
 it existed: they join the key only when set otherwise, so decodes cached before them stay valid."""
 

@@ -85,6 +85,25 @@ async def test_batched_pipeline(speech: np.ndarray) -> None:
     assert error_rate < 0.3
 
 
+async def test_a_short_recording_can_be_encoded_at_its_own_length(
+    speech: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = FasterWhisperEngine(AsrSettings(encoder_padding_s=8.0))
+    model = engine.load()
+    frames: list[int] = []
+    encode = model.encode
+
+    def recording_encode(features: np.ndarray) -> object:
+        frames.append(features.shape[-1])
+        return encode(features)
+
+    monkeypatch.setattr(model, "encode", recording_encode)
+    result = await engine.transcribe(speech, language="en", prompt=None)
+    assert check_first_pass(result, len(speech) / 16000) < 0.3
+    # the recording plus 8 s of silence, not Whisper's 30 s
+    assert frames and max(frames) <= len(speech) / 160 + 8 * 100 + 2 < 3000
+
+
 async def test_empty_and_non_mono_audio() -> None:
     engine = FasterWhisperEngine(AsrSettings(beam_size=1))
     empty = await engine.transcribe(np.zeros(0, dtype=np.float32), language=None, prompt=None)

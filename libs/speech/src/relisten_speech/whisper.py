@@ -138,14 +138,6 @@ class InProcessWhisper:
         self._model = None
 
 
-def batched_pipeline(model: Any) -> Any:
-    """faster-whisper's batched pipeline over ``model`` (VAD chunks or given clip timestamps, decoded
-    several at a time, no conditioning on previous text)."""
-    from faster_whisper import BatchedInferencePipeline
-
-    return BatchedInferencePipeline(model)
-
-
 def encoder_frames(longest_chunk: int, padding_s: float) -> int:
     """Frames the encoder is given for chunks of at most ``longest_chunk`` samples: the chunk plus
     ``padding_s`` of silence, even (the encoder's first convolution has stride 2), at most 30 s."""
@@ -155,8 +147,9 @@ def encoder_frames(longest_chunk: int, padding_s: float) -> int:
 
 
 def trimmed_pipeline(model: Any, frames: int) -> Any:
-    """faster-whisper's batched pipeline with the encoder input cut to ``frames`` log-mel frames (see
-    :func:`encoder_frames`; more than 30 s cuts nothing).
+    """faster-whisper's batched pipeline over ``model`` (VAD chunks or given clip timestamps, decoded
+    several at a time, no conditioning on previous text) with the encoder input cut to ``frames``
+    log-mel frames (see :func:`encoder_frames`; 30 s or more cuts nothing).
 
     The pipeline pads every chunk's features to 30 s; what lies past the chunk's audio is that padding,
     so cutting it changes only the encoder's work (which grows faster than linearly with its input) and

@@ -30,7 +30,6 @@ from relisten_speech.verbose_json import json_number, verbose_words
 from relisten_speech.whisper import (
     MAX_CHUNK_S,
     InProcessWhisper,
-    batched_pipeline,
     check_bundled_name,
     encoder_frames,
     mono_samples,
@@ -379,7 +378,9 @@ class FasterWhisperEngine(InProcessWhisper):
         ]
         if not spans:
             return []
-        segments, _ = batched_pipeline(model).transcribe(
+        longest = max(end - start for start, end in spans)
+        frames = encoder_frames(math.ceil(longest * SAMPLE_RATE), self._settings.encoder_padding_s)
+        segments, _ = trimmed_pipeline(model, frames).transcribe(
             audio,
             language=language,
             task=task,
@@ -442,8 +443,9 @@ class FasterWhisperEngine(InProcessWhisper):
             "initial_prompt": prompt or None,
         }
         if settings.batch_size > 0:
-            # Batched decoding needs speech chunks to batch, so VAD is always on here.
-            pipeline = batched_pipeline(model)
+            # Batched decoding needs speech chunks to batch, so VAD is always on here. No chunk is longer
+            # than the recording, so a short one is encoded at its own length plus the padding.
+            pipeline = trimmed_pipeline(model, encoder_frames(len(audio), settings.encoder_padding_s))
 
             def chunked_at(threshold: float) -> Any:
                 return pipeline.transcribe(
