@@ -140,6 +140,44 @@ def test_repetition_loops_are_real_repeats(tokens: list[str]) -> None:
         end = start + size * repeats
 
 
+def loops_by_trying_every_size(tokens: list[str], policy: HallucinationPolicy) -> list[tuple[int, int, int]]:
+    """The straightforward search the fast one must agree with: every phrase size at every position."""
+    loops: list[tuple[int, int, int]] = []
+    position = 0
+    while position < len(tokens):
+        best: tuple[int, int] | None = None
+        for size in range(policy.loop_min_words, (len(tokens) - position) // policy.loop_min_repeats + 1):
+            unit = tokens[position : position + size]
+            if not all(unit):
+                continue
+            repeats = 1
+            while tokens[position + repeats * size : position + (repeats + 1) * size] == unit:
+                repeats += 1
+            if repeats >= policy.loop_min_repeats and (best is None or size * repeats > best[0] * best[1]):
+                best = (size, repeats)
+        if best is None:
+            position += 1
+        else:
+            loops.append((position, *best))
+            position += best[0] * best[1]
+    return loops
+
+
+@given(st.lists(st.sampled_from(["a", "b", "c", ""]), max_size=60), st.integers(2, 4), st.integers(1, 3))
+@settings(max_examples=300, deadline=None)
+def test_repetition_loops_are_those_every_size_finds(tokens: list[str], repeats: int, words: int) -> None:
+    policy = HallucinationPolicy(loop_min_repeats=repeats, loop_min_words=words)
+    assert repetition_loops(tokens, policy) == loops_by_trying_every_size(tokens, policy)
+
+
+def test_repetition_loops_scale_to_an_hour_of_words() -> None:
+    rng = np.random.default_rng(0)
+    vocabulary = [f"w{i}" for i in range(300)] + ["the"] * 60 + ["and"] * 30
+    tokens = [vocabulary[i] for i in rng.integers(0, len(vocabulary), 9000)]
+    tokens[4000:4040] = ["i", "hope", "you", "enjoyed", "this", "video", "so", "much"] * 5
+    assert (4000, 8, 5) in repetition_loops(tokens, HallucinationPolicy())
+
+
 def test_stock_phrase_over_noise_after_a_word_is_dropped() -> None:
     """The issue's case: "No. Thank you." for one word and a little noise."""
     audio = tone_then_noise()
