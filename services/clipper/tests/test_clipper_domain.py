@@ -12,6 +12,9 @@ from hypothesis import strategies as st
 from relisten_clipper.domain import (
     ClipPolicy,
     Window,
+    _free_gaps,
+    _Gap,
+    _snap_edge,
     cluster_flags,
     context_prompt,
     find_windows,
@@ -391,6 +394,40 @@ def test_window_invariants(data: tuple[list[Word], float], policy: ClipPolicy) -
 
 
 @settings(max_examples=150, deadline=None)
+def snap_by_scanning_every_pause(
+    target: float, limit: float, outward: int, gaps: list[_Gap], policy: ClipPolicy
+) -> float:
+    """The edge snapping as first written, every pause tried: the searched version must agree."""
+    best: tuple[float, float, float] | None = None
+    for gap in gaps:
+        cut = gap.cut_near(target, policy.edge_margin_s)
+        cut = min(cut, limit) if outward < 0 else max(cut, limit)
+        if not gap.lo <= cut <= gap.hi or abs(cut - target) > policy.snap_search_s:
+            continue
+        key = (gap.width, -abs(cut - target), cut)
+        if best is None or key > best:
+            best = key
+    if best is not None:
+        return best[2]
+    bound = min(target, limit) if outward < 0 else max(target, limit)
+    if outward < 0:
+        return max(min(gap.hi, bound) for gap in gaps if gap.lo <= bound)
+    return min(max(gap.lo, bound) for gap in gaps if gap.hi >= bound)
+
+
+@given(first_pass(), policies, st.floats(0.0, 1.0), st.floats(-3.0, 3.0), st.sampled_from([-1, 1]))
+def test_edges_snap_to_the_pause_that_scanning_every_pause_finds(
+    data: tuple[list[Word], float], policy: ClipPolicy, where: float, lead: float, outward: int
+) -> None:
+    words, duration = data
+    gaps = _free_gaps(words, duration)
+    target = where * duration
+    limit = min(max(target - outward * lead, 0.0), duration)
+    assert _snap_edge(target, limit, outward, gaps, policy) == snap_by_scanning_every_pause(
+        target, limit, outward, gaps, policy
+    )
+
+
 @given(first_pass(), policies)
 def test_unsplit_windows_keep_the_cluster_padding(data: tuple[list[Word], float], policy: ClipPolicy) -> None:
     words, duration = data

@@ -222,7 +222,12 @@ def _snap_edge(target: float, limit: float, outward: int, gaps: Sequence[_Gap], 
     (the audio's start and end are legal).
     """
     best: tuple[float, float, float] | None = None
-    for gap in gaps:
+    # ``gaps`` are in time order (their ends too): only those reaching into the search span can
+    # hold the cut, so a long recording's edges do not each scan its thousands of pauses.
+    index = bisect_left(gaps, target - policy.snap_search_s, key=_gap_end)
+    while index < len(gaps) and gaps[index].lo <= target + policy.snap_search_s:
+        gap = gaps[index]
+        index += 1
         cut = gap.cut_near(target, policy.edge_margin_s)
         cut = min(cut, limit) if outward < 0 else max(cut, limit)
         if not gap.lo <= cut <= gap.hi or abs(cut - target) > policy.snap_search_s:
@@ -234,8 +239,18 @@ def _snap_edge(target: float, limit: float, outward: int, gaps: Sequence[_Gap], 
         return best[2]
     bound = min(target, limit) if outward < 0 else max(target, limit)
     if outward < 0:
-        return max(min(gap.hi, bound) for gap in gaps if gap.lo <= bound)
-    return min(max(gap.lo, bound) for gap in gaps if gap.hi >= bound)
+        # the last pause starting by the bound ends latest of those
+        return min(gaps[bisect_right(gaps, bound, key=_gap_start) - 1].hi, bound)
+    # the first pause ending at or after the bound starts earliest of those
+    return max(gaps[bisect_left(gaps, bound, key=_gap_end)].lo, bound)
+
+
+def _gap_start(gap: _Gap) -> float:
+    return gap.lo
+
+
+def _gap_end(gap: _Gap) -> float:
+    return gap.hi
 
 
 def _widen_empty(at: float, gaps: Sequence[_Gap], duration_s: float) -> tuple[float, float]:
