@@ -140,8 +140,9 @@ async def object_chunks(js: JetStreamContext, bucket: str, info: ObjectInfo) -> 
     ``DigestMismatchError`` after the last chunk when they are not what the object's digest says.
 
     nats-py's ``ObjectStore.get`` reads the chunks through an ordered push consumer, about 12 ms
-    a chunk on a 2-core machine (nats-io/nats.py#703): 0.26 s for the 2.8 MB WAV of an 88 s
-    recording, 11 s for an hour. Pulled in batches, the same 2.8 MB arrive in about 12 ms."""
+    a chunk on a 2-core machine, and joins them by repeated concatenation (nats-io/nats.py#703):
+    0.26 s for the 2.8 MB WAV of an 88 s recording, 26 s for an hour's 115 MB. Pulled in batches,
+    they arrive in 0.012 s and 0.32 s."""
     stream = OBJ_STREAM_TEMPLATE.format(bucket=bucket)
     subscription = await js.pull_subscribe(
         OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=info.nuid),
