@@ -124,6 +124,10 @@ def _replicas(text: str) -> dict[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+CORRECTIONS_SHOWN = 20
+"""Rows of the corrections table after a transcript: an hour-long recording has a hundred or more."""
+
+
 def _print_corrections(transcript: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -135,7 +139,7 @@ def _print_corrections(transcript: dict[str, Any]) -> None:
         table = Table(title="Corrections", show_lines=False)
         for column in ("time", "status", "before", "after", "why"):
             table.add_column(column)
-        for item in corrections:
+        for item in corrections[:CORRECTIONS_SHOWN]:
             table.add_row(
                 f"{item['start']:.1f}-{item['end']:.1f}",
                 item["status"],
@@ -144,6 +148,11 @@ def _print_corrections(transcript: dict[str, Any]) -> None:
                 item["reason"],
             )
         console.print(table)
+        if len(corrections) > CORRECTIONS_SHOWN:
+            console.print(
+                f"... and {len(corrections) - CORRECTIONS_SHOWN} more corrections "
+                "(--format json lists every one)"
+            )
     console.print(
         f"first pass {stats.get('first_pass_seconds', 0):.1f} s, second pass "
         f"{stats.get('second_pass_seconds', 0):.1f} s over {stats.get('audio_redecoded_seconds', 0):.1f} s "
