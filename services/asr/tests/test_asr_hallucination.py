@@ -170,6 +170,11 @@ def test_repetition_loops_are_those_every_size_finds(tokens: list[str], repeats:
     assert repetition_loops(tokens, policy) == loops_by_trying_every_size(tokens, policy)
 
 
+def test_a_policy_cannot_call_a_phrase_said_once_a_loop() -> None:
+    with pytest.raises(ValueError, match="loop_min_repeats"):
+        HallucinationPolicy(loop_min_repeats=1)
+
+
 def test_repetition_loops_scale_to_an_hour_of_words() -> None:
     rng = np.random.default_rng(0)
     vocabulary = [f"w{i}" for i in range(300)] + ["the"] * 60 + ["and"] * 30

@@ -8,6 +8,7 @@ import contextvars
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -110,7 +111,7 @@ class Infra:
         """The bytes of object ``name`` in ``bucket`` (:data:`AUDIO_BUCKET` or :data:`DATA_BUCKET`);
         ``NotFoundError`` when there is none. Read as :func:`object_chunks` reads (the asr and then
         the clipper read each job's audio: with nats-py's own ``get``, half a second per 88 s job)."""
-        store = self.audio if bucket == AUDIO_BUCKET else self.data
+        store = {AUDIO_BUCKET: self.audio, DATA_BUCKET: self.data}[bucket]
         return b"".join([chunk async for chunk in read_object(self.js, store, bucket, name)])
 
     async def close(self) -> None:
@@ -144,17 +145,18 @@ async def object_chunks(js: JetStreamContext, bucket: str, info: ObjectInfo) -> 
     0.26 s for the 2.8 MB WAV of an 88 s recording, 26 s for an hour's 115 MB. Pulled in batches,
     they arrive in 0.012 s and 0.32 s."""
     stream = OBJ_STREAM_TEMPLATE.format(bucket=bucket)
-    subscription = await js.pull_subscribe(
-        OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=info.nuid),
-        durable=None,
-        stream=stream,
-        config=ConsumerConfig(
+    consumer = await js.add_consumer(
+        stream,
+        ConsumerConfig(
+            name=uuid.uuid4().hex,
+            filter_subject=OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=bucket, obj=info.nuid),
             ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.ALL,
             mem_storage=True,
             inactive_threshold=5 * CHUNK_PULL_TIMEOUT_S,
         ),
     )
+    subscription = await js.pull_subscribe_bind(consumer=consumer.name, stream=stream)
     digest = hashlib.sha256()
     try:
         left = info.chunks or 0
@@ -167,7 +169,6 @@ async def object_chunks(js: JetStreamContext, bucket: str, info: ObjectInfo) -> 
                 yield msg.data
     finally:
         with contextlib.suppress(nats.errors.Error, ConnectionError):
-            consumer = await subscription.consumer_info()
             await js.delete_consumer(stream, consumer.name)
         with contextlib.suppress(nats.errors.Error, ConnectionError):
             await subscription.unsubscribe()

@@ -149,7 +149,8 @@ class HallucinationPolicy:
     """Shortest phrase whose consecutive repetition counts as a loop (single words repeat in speech:
     "no, no, no")."""
     loop_min_repeats: int = 3
-    """A phrase said this many times in a row is a loop."""
+    """A phrase said this many times in a row is a loop (at least twice: :func:`repetition_loops` tries
+    only the phrase lengths at which the phrase's first word comes back)."""
     loop_drop_min_words: int = 3
     loop_drop_min_repeats: int = 4
     """Repeats beyond the first of a loop of phrases of at least ``loop_drop_min_words`` words said at
@@ -178,6 +179,10 @@ class HallucinationPolicy:
     unsure" (the development set has about 8 % of words below 0.6)."""
     min_words_for_unsure: int = 1
     frame_s: float = 0.03
+
+    def __post_init__(self) -> None:
+        if self.loop_min_repeats < 2:
+            raise ValueError(f"loop_min_repeats must be at least 2, got {self.loop_min_repeats}")
 
 
 Action = Literal["cap", "drop"]
@@ -228,8 +233,6 @@ def repetition_loops(tokens: Sequence[str], policy: HallucinationPolicy) -> list
     phrases are compared token by token, stopping at the first difference. Trying every size with
     slices was cubic in the worst case and took 9 s on the 4450 words of a 34-minute recording."""
     count = len(tokens)
-    if policy.loop_min_repeats < 2:
-        raise ValueError("a loop is a phrase said at least twice")
     empty_before = list(itertools.accumulate((not token for token in tokens), initial=0))
     occurrences: dict[str, list[int]] = {}
     for index, token in enumerate(tokens):
