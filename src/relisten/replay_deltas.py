@@ -31,8 +31,7 @@ from dataclasses import dataclass, field
 
 from relisten_asr.live import LiveFirstPassResponder
 from relisten_contracts import Word
-from relisten_contracts.live import LiveFirstPassRequest
-from relisten_ingest.realtime import context_start, partial_context_s
+from relisten_ingest.realtime import partial_context_s
 from relisten_ingest.realtime_audio import VadSettings
 from relisten_ingest.realtime_turns import DeltaTracker, partial_delta
 from relisten_ingest.settings import IngestSettings
@@ -49,6 +48,7 @@ from relisten.replay_live import (
     replay_recordings,
     setting_runs,
     timed_words,
+    turn_first_pass,
     turns_of,
 )
 from relisten.scoring import TimedWord, UnitErrors, paired_bootstrap, unit_errors, wer_of
@@ -77,25 +77,12 @@ class SessionDeltas:
     """Wall time of each partial pass."""
 
 
-async def _decode(
+async def _heard(
     asr: LiveFirstPassResponder, pcm: bytes, start: int, length: int, context_s: float, *, final: bool
 ) -> tuple[list[Word], float]:
-    """A first pass of the turn's first ``length`` samples with the session audio before it: its words
-    (turn times) and the decode's wall time."""
-    context_from = context_start(start, length, context_s)
-    began = time.perf_counter()
-    reply = await asr.answer(
-        LiveFirstPassRequest(
-            session_id="replay",
-            turn_id=f"t{start}",
-            audio=pcm[context_from * 2 : (start + length) * 2],
-            context_s=(start - context_from) / SAMPLE_RATE,
-            language="en",
-            final=final,
-        )
-    )
-    took = time.perf_counter() - began
-    return ([] if reply.first_pass is None else list(reply.first_pass.words)), took
+    """The words (turn times) of :func:`~relisten.replay_live.turn_first_pass`, and its wall time."""
+    first, took = await turn_first_pass(asr, pcm, start, length, context_s, final=final)
+    return ([] if first is None else list(first.words)), took
 
 
 async def session_deltas(
@@ -129,7 +116,7 @@ async def session_deltas(
                 continue
             partial_at = length
             context_s = partial_context_s(settings, tracker)
-            heard, took = await _decode(asr, pcm, start, length, context_s, final=False)
+            heard, took = await _heard(asr, pcm, start, length, context_s, final=False)
             busy_until = now + took
             out.partial_s.append(took)
             if busy_until * SAMPLE_RATE >= end:
@@ -149,7 +136,7 @@ async def session_deltas(
                 out.words.extend(timed_words(kept[at : at + len(new)], start / SAMPLE_RATE))
                 if first_at is None:
                     first_at = busy_until
-        heard, took = await _decode(asr, pcm, start, end - start, settings.live_context_s, final=True)
+        heard, took = await _heard(asr, pcm, start, end - start, settings.live_context_s, final=True)
         new = tracker.final([w.word for w in heard])
         if new:
             at = tracker.resumed_at

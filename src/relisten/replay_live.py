@@ -30,7 +30,7 @@ import numpy as np
 from relisten_asr.engines import FasterWhisperEngine
 from relisten_asr.live import LiveFirstPassResponder, live_responder
 from relisten_asr.settings import AsrSettings
-from relisten_contracts import TranscriptWord, Word
+from relisten_contracts import FirstPass, TranscriptWord, Word
 from relisten_contracts.live import LiveFirstPassRequest, LiveRefineRequest
 from relisten_corrector.backends import FasterWhisperBackend
 from relisten_corrector.live import LiveRefineResponder
@@ -90,6 +90,27 @@ def timed_words(words: Sequence[Word] | Sequence[TranscriptWord], offset_s: floa
     return [(w.start + offset_s, w.end + offset_s, w.word.strip()) for w in words if w.word.strip()]
 
 
+async def turn_first_pass(
+    asr: LiveFirstPassResponder, pcm: bytes, start: int, length: int, context_s: float, *, final: bool
+) -> tuple[FirstPass | None, float]:
+    """A first pass of a turn's first ``length`` samples (the turn starts at sample ``start`` of the
+    session's ``pcm``) with up to ``context_s`` of the session audio before it, as a session asks for
+    it (times relative to the turn), and the decode's wall time."""
+    context_from = context_start(start, length, context_s)
+    began = time.perf_counter()
+    reply = await asr.answer(
+        LiveFirstPassRequest(
+            session_id="replay",
+            turn_id=f"t{start}",
+            audio=pcm[context_from * 2 : (start + length) * 2],
+            context_s=(start - context_from) / SAMPLE_RATE,
+            language="en",
+            final=final,
+        )
+    )
+    return reply.first_pass, time.perf_counter() - began
+
+
 async def session_words(
     recording: Recording,
     asr: LiveFirstPassResponder,
@@ -105,18 +126,7 @@ async def session_words(
     redecoded_s = 0.0
     for start, end in turns:
         audio = pcm[start * 2 : end * 2]
-        context = pcm[context_start(start, end - start, settings.live_context_s) * 2 : start * 2]
-        reply = await asr.answer(
-            LiveFirstPassRequest(
-                session_id="replay",
-                turn_id=f"t{start}",
-                audio=context + audio,
-                context_s=len(context) / 2 / SAMPLE_RATE,
-                language="en",
-                final=True,
-            )
-        )
-        first = reply.first_pass
+        first, _ = await turn_first_pass(asr, pcm, start, end - start, settings.live_context_s, final=True)
         if first is None:
             continue
         final: Sequence[Word] | Sequence[TranscriptWord] = first.words
