@@ -199,8 +199,9 @@ class EnergyVad:
     must also be that far above the room's level (:data:`ROOM_PERCENTILE`): the floor drops to
     digital silence in a muted or joined gap and then takes the hiss or breath that comes on before a
     sentence for speech, which would put the turn's start (and its ``audio_start_ms``, and the moment
-    its first partial pass is asked for) up to a second before the first word. Only starts are judged against the room: a turn still ends after
-    ``silence_duration_ms`` below the floor, so turns are cut where they were.
+    its first partial pass is asked for) up to a second before the first word. Only starts are
+    judged against the room: a turn still ends after ``silence_duration_ms`` below the floor, so
+    turns are cut where they were.
 
     ``feed`` takes 16 kHz samples in order and returns the starts and stops they caused, with
     positions on the session's timeline (samples since the session began).
