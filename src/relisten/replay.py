@@ -12,7 +12,9 @@ measure of what the whole system costs.
 
 Two simplifications, both exact for the development set: a job's clips are decoded in one batched call
 (the corrector splits them into calls of ``RELISTEN_CORRECTOR_BATCH_AUDIO_S``, 240 s by default), and
-settings of the first pass (``RELISTEN_ASR_*``) apply to all variants alike (``--env``).
+settings of the first pass (``RELISTEN_ASR_*``) apply to all variants alike (``--env``). With
+``RELISTEN_CORRECTOR_PACK_CLIPS=false`` each clip is decoded on its own, prompted with the first-pass
+text before it, as the corrector does then.
 """
 
 from __future__ import annotations
@@ -111,11 +113,11 @@ def replay(
     import time
 
     from relisten_asr.settings import AsrSettings
-    from relisten_clipper.domain import ClipPolicy, find_windows, to_sample_range
+    from relisten_clipper.domain import ClipPolicy, context_prompt, find_windows, to_sample_range
     from relisten_clipper.settings import ClipperSettings
     from relisten_contracts.calibration import calibrated, default_calibration
     from relisten_corrector.backends import FasterWhisperBackend
-    from relisten_corrector.handlers import answered
+    from relisten_corrector.handlers import answered, second_pass_prompt
     from relisten_corrector.settings import CorrectorSettings
     from relisten_merger.domain import MergePolicy, merge, transcript_text
     from relisten_merger.settings import MergerSettings
@@ -134,9 +136,18 @@ def replay(
     if answers is None:
         answers = {}
 
-    async def second_pass(clips: list[Any], language: str) -> tuple[list[Any], float]:
+    async def second_pass(clips: list[Any], prompts: list[str], language: str) -> tuple[list[Any], float]:
         started = time.perf_counter()
-        decoded = await backend.transcribe_many(clips, prompt=None, language=language) if clips else []
+        if not corrector.pack_clips:
+            # What the corrector does unpacked: one call per clip, prompted with the text before it.
+            decoded = [
+                await backend.transcribe(clip, prompt=second_pass_prompt(None, prompt), language=language)
+                for clip, prompt in zip(clips, prompts, strict=True)
+            ]
+        elif clips:
+            decoded = await backend.transcribe_many(clips, prompt=None, language=language)
+        else:
+            decoded = []
         return decoded, time.perf_counter() - started
 
     hypotheses: list[str] = []
@@ -150,7 +161,10 @@ def replay(
         key = (recording.name, tuple(ranges), first.language, corrector_key)
         if key not in answers:
             backend.load()
-            answers[key] = asyncio.run(second_pass([audio[lo:hi] for lo, hi in ranges], first.language))
+            prompts = [context_prompt(first.words, window, policy.context_chars) for window in windows]
+            answers[key] = asyncio.run(
+                second_pass([audio[lo:hi] for lo, hi in ranges], prompts, first.language)
+            )
         clip_answers, seconds = answers[key]
         results = {
             index: answered(index, backend.name, answer, lo / SAMPLE_RATE, (hi - lo) / SAMPLE_RATE, 0.0)

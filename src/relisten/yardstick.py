@@ -365,6 +365,7 @@ def report(
     title: str,
     console: Any,
     variants: Sequence[str] = (),
+    variant_outcomes: dict[str, Outcome] | None = None,
 ) -> dict[str, Any]:
     """Print one part's table and intervals; return them as data."""
     from rich.table import Table
@@ -397,14 +398,18 @@ def report(
         table.add_row("target WER(b) + 0.25 (WER(a) - WER(b))", f"{target:.2%}", "", "", "")
         data["router_wer_at_c"] = line
         data["target_wer"] = target
-    if outcome is not None:
-        redecoded = sum(
-            (w.end_s - w.start_s)
-            for r in outcome.recordings
-            if r.name in {x.name for x in recordings}
-            for w in r.windows
+    names = {x.name for x in recordings}
+    for label, replayed in [("(c)", outcome), *(variant_outcomes or {}).items()]:
+        if replayed is None:
+            continue
+        kept = [r for r in replayed.recordings if r.name in names]
+        redecoded = sum(w.end_s - w.start_s for r in kept for w in r.windows)
+        whole = sum(w.end_s - w.start_s for r in kept for w in r.windows if w.whole)
+        console.print(
+            f"  {title}: {label} re-decoded {redecoded / audio_s:.1%} of the audio"
+            + (f" ({whole / audio_s:.1%} in whole stretches)" if whole else "")
+            + f", second pass {sum(r.second_pass_s for r in kept):.1f} s"
         )
-        console.print(f"  {title}: (c) re-decoded {redecoded / audio_s:.1%} of the audio")
     console.print(table)
     console.print(
         "  compute s: each cached decode's own seconds (the run that decoded it), the pipeline's second pass "
@@ -554,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         {r.name: oracle_words(r, f, by_name[r.name]) for r, f in zip(recordings, firsts, strict=True)},
         dict(systems["c"].seconds),
     )
+    variant_outcomes: dict[str, Outcome] = {}
     for label, settings in variants:
         own_firsts = firsts
         if decodes_first_pass(settings):
@@ -571,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             add(f"a:{label}", f"(a) {args.first_model} alone, variant {label}", own_firsts)
         varied = replay(label, recordings, own_firsts, {**common, **settings}, answers=answers)
+        variant_outcomes[label] = varied
         named = {r.name: r for r in varied.recordings}
         systems[label] = System(
             label,
@@ -585,11 +592,19 @@ def main(argv: list[str] | None = None) -> int:
     parts = [args.split] if args.split else ["tuning", "validation"]
     for part in parts:
         chosen = [r for r in recordings if split_of(r) == part]
-        out[part] = report(systems, chosen, outcome, part, console, [label for label, _ in variants])
+        out[part] = report(
+            systems, chosen, outcome, part, console, [label for label, _ in variants], variant_outcomes
+        )
         clean = [r for r in chosen if "~" not in r.name]
         if len(clean) != len(chosen):
             out[f"{part} (original audio only)"] = report(
-                systems, clean, outcome, f"{part}, original audio only", console, [v for v, _ in variants]
+                systems,
+                clean,
+                outcome,
+                f"{part}, original audio only",
+                console,
+                [v for v, _ in variants],
+                variant_outcomes,
             )
     if args.time_first_pass:
         timed = {"defaults": common} | {

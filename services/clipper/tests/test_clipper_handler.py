@@ -86,6 +86,22 @@ async def test_doubtful_words_become_sample_exact_clips_and_a_stored_plan() -> N
     assert pcm_from_wav(store.objects[("audio", clip.audio_ref)]) == cut
 
 
+async def test_a_doubtful_stretch_is_planned_as_a_whole_clip() -> None:
+    store = MemoryJobStore()
+    # Words 10-19 mostly unsure: with escalation on, their stretch is one clip the merger takes whole.
+    event = await stored_job(store, first_pass(doubtful=(10, 11, 12, 14, 15, 17, 18)))
+    (ready,) = await ClipHandler(store, ClipPolicy(escalate_flag_rate=0.3, stretch_s=10.0))(event)
+    assert isinstance(ready, ClipsReady)
+    assert [clip.whole for clip in ready.clips] == [True]
+    (clip,) = ready.clips
+    assert clip.word_first <= 10 and clip.word_last >= 19
+    assert (await store.plan(names.plan_object(JOB))) == ready
+    other = MemoryJobStore()
+    (usual,) = await ClipHandler(other, ClipPolicy())(await stored_job(other, first_pass()))
+    assert isinstance(usual, ClipsReady)
+    assert not any(clip.whole for clip in usual.clips)
+
+
 async def test_a_confident_first_pass_plans_no_clip_and_needs_no_audio() -> None:
     store = MemoryJobStore()
     event = await stored_job(store, first_pass(doubtful=()), audio=False)

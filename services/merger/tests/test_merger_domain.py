@@ -674,3 +674,74 @@ def test_suspect_words_the_second_pass_does_not_hear_are_removed_without_taking_
     believed = [w("Hello", 2.0, 2.5, 0.95), w("Thank", 3.0, 3.4, 0.01)]
     kept = reconcile_window(believed, {0, 1}, 0, said("So."), 2.0, 4.0, POLICY)
     assert kept.words == unchanged(believed) and kept.correction.status == "rejected"
+
+
+# --- whole stretches (the clipper's doubtful stretches) ----------------------------------------------
+
+STRETCH = [
+    w("That", 0.0, 0.3, 0.4),
+    w("was", 0.4, 0.6, 0.95),
+    w("so", 0.7, 0.9, 0.3),
+    w("but", 1.2, 1.4, 0.9),
+    w("behold", 1.5, 1.9, 0.5),
+]
+
+
+def answer_with(probability: float) -> ClipResult:
+    """ "was" -> "is" where the first pass was sure, "behold" -> "beheld" where it was not."""
+    return heard(
+        w("That", 0.0, 0.3, probability),
+        w("is", 0.4, 0.6, probability),
+        w("so", 0.7, 0.9, probability),
+        w("but", 1.2, 1.4, 0.9),
+        w("beheld", 1.5, 1.9, probability),
+    )
+
+
+def test_a_whole_stretch_takes_the_second_pass_words_even_where_the_first_pass_was_sure() -> None:
+    usual = reconcile_window(STRETCH, {0, 2, 4}, 0, answer_with(0.8), 0.0, 2.0, POLICY)
+    assert texts(usual.words) == ["That", "was", "so", "but", "beheld"]
+    outcome = reconcile_window(STRETCH, {0, 2, 4}, 0, answer_with(0.8), 0.0, 2.0, POLICY, whole=True)
+    assert texts(outcome.words) == ["That", "is", "so", "but", "beheld"]
+    assert [word.source for word in outcome.words] == ["second"] * 5
+    assert outcome.correction.status == "accepted"
+    assert "stretch re-heard whole (the first pass flagged 3 of its 5 words)" in outcome.correction.reason
+    # No confidence gate for a stretch: a less confident answer is taken too (a usual window keeps
+    # the first pass's words there).
+    shy = reconcile_window(STRETCH, {0, 2, 4}, 0, answer_with(0.2), 0.0, 2.0, POLICY, whole=True)
+    assert texts(shy.words) == ["That", "is", "so", "but", "beheld"]
+    assert reconcile_window(STRETCH, {0, 2, 4}, 0, answer_with(0.2), 0.0, 2.0, POLICY).words == unchanged(
+        STRETCH
+    )
+
+
+def test_a_whole_stretch_keeps_the_guards() -> None:
+    garbage = reconcile_window(
+        STRETCH, {0, 2, 4}, 0, said("lorem ipsum dolor sit"), 0.0, 2.0, POLICY, whole=True
+    )
+    assert garbage.correction.status == "rejected"
+    assert garbage.words == unchanged(STRETCH)
+    failed = ClipResult(
+        clip_index=0, ok=False, backend="b", text="", error=ErrorInfo(code="timeout", message="slow")
+    )
+    assert (
+        reconcile_window(STRETCH, {0}, 0, failed, 0.0, 2.0, POLICY, whole=True).correction.status
+        == "unresolved"
+    )
+    silent = reconcile_window(STRETCH, {0}, 0, heard(), 0.0, 2.0, POLICY, whole=True)
+    assert silent.correction.status == "rejected"
+    assert silent.words == unchanged(STRETCH)
+    agreeing = reconcile_window(STRETCH, {0}, 0, said("that was so but behold"), 0.0, 2.0, POLICY, whole=True)
+    assert agreeing.words == unchanged(STRETCH)
+    assert agreeing.correction.reason == "second pass agrees"
+
+
+def test_merge_reads_whole_from_the_window() -> None:
+    first = FirstPass(language="en", duration_s=3.0, words=STRETCH, segments=[], engine="t", seconds=0.0)
+    window = Window(
+        start_s=0.0, end_s=2.0, flagged=(0, 2, 4), trigger_confidence=0.3, word_first=0, word_last=5
+    )
+    words, _ = merge(first, [dataclasses.replace(window, whole=True)], {0: answer_with(0.8)}, POLICY)
+    assert texts(words) == ["That", "is", "so", "but", "beheld"]
+    words, _ = merge(first, [window], {0: answer_with(0.8)}, POLICY)
+    assert texts(words) == ["That", "was", "so", "but", "beheld"]

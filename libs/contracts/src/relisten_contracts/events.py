@@ -105,6 +105,9 @@ class ClipSpec(msgspec.Struct, frozen=True, kw_only=True):
     word_first: int = 0
     word_last: int = 0
     """First-pass words ``[word_first, word_last)`` lie inside the clip."""
+    whole: bool = False
+    """A doubtful stretch: its second-pass words replace all of its first-pass words, not only the
+    flagged ones (the merger's guards against a failed or empty answer still hold)."""
 
 
 class ClipsReady(Event, frozen=True, kw_only=True, tag="clips.ready.v1"):

@@ -33,6 +33,9 @@ class Window:
     index: int = 0
     """The window's clip number in the job's plan, the key of its second-pass answer. The clipper
     numbers its windows when it cuts them as clips, so a window it has only planned carries 0."""
+    whole: bool = False
+    """A doubtful stretch re-heard whole: the merger takes the second pass's words for all of it, not
+    only where flagged words are (``ClipPolicy.escalate_flag_rate``)."""
 
     @property
     def duration_s(self) -> float:
@@ -49,4 +52,5 @@ def window_of_clip(clip: ClipSpec) -> Window:
         trigger_confidence=clip.trigger_confidence,
         word_first=clip.word_first,
         word_last=clip.word_last,
+        whole=clip.whole,
     )

@@ -29,6 +29,7 @@ Word lists are assumed to be in time order, as every first-pass engine emits the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ __all__ = [
     "Window",
     "cluster_flags",
     "context_prompt",
+    "doubtful_stretches",
     "find_windows",
     "flag_words",
     "plan_windows",
@@ -97,6 +99,14 @@ class ClipPolicy:
     """Budget: at most this fraction of the audio is re-listened to. When the windows cover more, the
     most doubtful ones (lowest trigger confidence) are kept first, so cost stays bounded on a recording
     the first pass found hard everywhere. 1.0: no budget."""
+    escalate_flag_rate: float = 0.0
+    """A stretch of speech (about ``stretch_s`` long, cut at pauses) in which at least this share of
+    the words is flagged is re-heard whole, and the second pass's words replace all of its words, not
+    only the flagged ones: where the first pass doubts much, the stronger model is also right about
+    words the first pass was sure of. Such stretches are outside the budget (how much is re-heard
+    grows with how hard the recording is); flagged words elsewhere get windows as usual. 0: off."""
+    stretch_s: float = 15.0
+    """The longest stretch judged as a whole for ``escalate_flag_rate`` (at most ``max_window_s``)."""
 
     def __post_init__(self) -> None:
         non_negative = {
@@ -116,6 +126,10 @@ class ClipPolicy:
             raise ValueError(f"max_window_s must be > 0, got {self.max_window_s}")
         if not 0.0 <= self.max_redecode_fraction <= 1.0:
             raise ValueError(f"max_redecode_fraction must be within [0, 1], got {self.max_redecode_fraction}")
+        if self.stretch_s <= 0:
+            raise ValueError(f"stretch_s must be > 0, got {self.stretch_s}")
+        if not 0.0 <= self.escalate_flag_rate <= 1.0:
+            raise ValueError(f"escalate_flag_rate must be within [0, 1], got {self.escalate_flag_rate}")
         if self.min_window_s > self.max_window_s:
             raise ValueError(f"min_window_s ({self.min_window_s}) exceeds max_window_s ({self.max_window_s})")
 
@@ -430,10 +444,40 @@ def find_windows(
     """``flag_words``, ``cluster_flags``, ``plan_windows`` and ``within_budget`` in one call; the
     windows may take ``budget_s`` seconds when given, else the policy's fraction of ``duration_s``."""
     flagged = flag_words(words, segments, policy)
+    stretches = doubtful_stretches(words, flagged, duration_s, policy)
+    if stretches:
+        flagged = [i for i in flagged if not any(s.word_first <= i < s.word_last for s in stretches)]
     windows = plan_windows(words, cluster_flags(words, flagged, policy.cluster_gap_s), duration_s, policy)
+    if stretches:
+        # A window reaching into a stretch would re-hear its audio twice: the stretch covers it.
+        windows = [w for w in windows if not any(_overlap(w, s) for s in stretches)]
     if budget_s is not None:
-        return within_budget(windows, budget_s, 1.0)
-    return within_budget(windows, duration_s, policy.max_redecode_fraction)
+        windows = within_budget(windows, budget_s, 1.0)
+    else:
+        windows = within_budget(windows, duration_s, policy.max_redecode_fraction)
+    return sorted([*stretches, *windows], key=lambda window: window.start_s)
+
+
+def doubtful_stretches(
+    words: Sequence[Word], flagged: Sequence[int], duration_s: float, policy: ClipPolicy
+) -> list[Window]:
+    """The stretches to re-hear whole (``ClipPolicy.escalate_flag_rate``): the audio cut at pauses into
+    pieces of at most ``stretch_s`` (as long windows are split), those in which at least that share of
+    the words is flagged, as windows marked ``whole``. Empty when the policy turns it off."""
+    if policy.escalate_flag_rate <= 0 or not flagged or duration_s <= 0:
+        return []
+    gaps = _free_gaps(words, duration_s)
+    cutting = dataclasses.replace(policy, max_window_s=min(policy.stretch_s, policy.max_window_s))
+    pieces = _split_long(_Span(0.0, duration_s), gaps, words, [], cutting)
+    return [
+        dataclasses.replace(window, whole=True)
+        for window in _windows_over(pieces, words, flagged, duration_s)
+        if len(window.flagged) >= policy.escalate_flag_rate * (window.word_last - window.word_first)
+    ]
+
+
+def _overlap(a: Window, b: Window) -> bool:
+    return a.start_s < b.end_s and b.start_s < a.end_s
 
 
 def to_sample_range(start_s: float, end_s: float, sample_rate: int, total_samples: int) -> tuple[int, int]:

@@ -79,6 +79,7 @@ class ClipHandler:
                     context_prompt=context_prompt(first.words, window, self.policy.context_chars),
                     word_first=window.word_first,
                     word_last=window.word_last,
+                    whole=window.whole,
                 )
             )
         return clips

@@ -51,6 +51,13 @@ class ClipperSettings(CommonSettings):
         le=1,
         description="At most this fraction of a job's audio is re-listened to; the most doubtful windows first.",
     )
+    escalate_flag_rate: float = Field(
+        SHIPPED.escalate_flag_rate,
+        ge=0,
+        le=1,
+        description="A stretch of up to 15 s in which at least this share of the words is flagged is re-heard "
+        "whole, and the second pass's words replace all of it (outside the budget); 0 turns it off.",
+    )
 
     def policy_fields(self) -> dict[str, object]:
         return {
@@ -64,5 +71,6 @@ class ClipperSettings(CommonSettings):
                 "flag_low_logprob",
                 "flag_no_speech",
                 "max_redecode_fraction",
+                "escalate_flag_rate",
             )
         }

@@ -266,6 +266,7 @@ def reconcile_window(
     *,
     trigger_confidence: float | None = None,
     bounds: tuple[float, float] | None = None,
+    whole: bool = False,
 ) -> WindowOutcome:
     """Decide what of one window's second pass replaces its first-pass words.
 
@@ -349,6 +350,18 @@ def reconcile_window(
     regions = _edit_regions(align(first_texts, heard_texts))
     if not regions:
         return outcome("accepted", "second pass agrees")
+    if whole:
+        # A stretch the first pass doubted throughout: past the drift guard, the stronger model's words
+        # are taken for all of it, with no confidence gate (measured: docs/yardstick.md).
+        whole_region = _Region(0, len(first_words), 0, len(heard))
+        doubted = sum(first_offset + position in flagged for position in range(len(first_words)))
+        return outcome(
+            "accepted",
+            f"stretch re-heard whole (the first pass flagged {doubted} of its "
+            f"{len(first_words)} words); the second pass's words taken",
+            _apply([whole_region], first_words, kept, heard, low, high, policy),
+            1,
+        )
 
     flags = _WindowFlags(len(first_words), first_offset, flagged)
     is_flagged, touches_flag = flags.is_flagged, flags.touches
@@ -626,6 +639,7 @@ def merge(
             policy,
             trigger_confidence=window.trigger_confidence,
             bounds=(low, max(low, high)),
+            whole=window.whole,
         )
         words.extend(outcome.words)
         corrections.append(outcome.correction)
