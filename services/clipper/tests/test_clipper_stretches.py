@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 from relisten_clipper.domain import ClipPolicy, doubtful_stretches, find_windows, flag_words
@@ -51,7 +52,7 @@ def test_a_doubtful_stretch_is_re_heard_whole_and_a_lone_flag_gets_a_window() ->
     assert [window.flagged for window in lone] == [(45,)]
     assert 45 not in covered
     # Windows stay disjoint and in time order.
-    for before, after in zip(windows, windows[1:], strict=False):
+    for before, after in itertools.pairwise(windows):
         assert before.end_s <= after.start_s
         assert before.word_last <= after.word_first
 
