@@ -55,8 +55,14 @@ class ClipperSettings(CommonSettings):
         SHIPPED.escalate_flag_rate,
         ge=0,
         le=1,
-        description="A stretch of up to 15 s in which at least this share of the words is flagged is re-heard "
+        description="A stretch (RELISTEN_CLIPPER_STRETCH_S) in which at least this share of the words is flagged is re-heard "
         "whole, and the second pass's words replace all of it (outside the budget); 0 turns it off.",
+    )
+    stretch_s: float = Field(
+        SHIPPED.stretch_s,
+        gt=0,
+        le=30,
+        description="The longest stretch RELISTEN_CLIPPER_ESCALATE_FLAG_RATE judges as a whole (cut at pauses).",
     )
 
     def policy_fields(self) -> dict[str, object]:
@@ -72,5 +78,6 @@ class ClipperSettings(CommonSettings):
                 "flag_no_speech",
                 "max_redecode_fraction",
                 "escalate_flag_rate",
+                "stretch_s",
             )
         }
