@@ -5,21 +5,22 @@ from __future__ import annotations
 import msgspec
 from relisten_contracts import ClipSpec, Window, window_of_clip
 
+PLANNED = ClipSpec(
+    index=3,
+    start_s=1.25,
+    end_s=2.5,
+    start_sample=20000,
+    end_sample=40000,
+    audio_ref="job/clips/3.wav",
+    flagged_word_indices=[4, 6],
+    trigger_confidence=0.31,
+    word_first=4,
+    word_last=7,
+)
+
 
 def test_a_planned_clip_reads_back_as_its_window() -> None:
-    clip = ClipSpec(
-        index=3,
-        start_s=1.25,
-        end_s=2.5,
-        start_sample=20000,
-        end_sample=40000,
-        audio_ref="job/clips/3.wav",
-        flagged_word_indices=[4, 6],
-        trigger_confidence=0.31,
-        word_first=4,
-        word_last=7,
-    )
-    window = window_of_clip(clip)
+    window = window_of_clip(PLANNED)
     assert window == Window(
         index=3, start_s=1.25, end_s=2.5, flagged=(4, 6), trigger_confidence=0.31, word_first=4, word_last=7
     )
@@ -27,21 +28,11 @@ def test_a_planned_clip_reads_back_as_its_window() -> None:
 
 
 def test_a_whole_stretch_stays_whole_across_the_plan() -> None:
-    clip = ClipSpec(
-        index=0,
-        start_s=0.0,
-        end_s=12.0,
-        start_sample=0,
-        end_sample=192000,
-        audio_ref="job/clips/0.wav",
-        flagged_word_indices=[1, 2],
-        trigger_confidence=0.2,
-        word_first=0,
-        word_last=4,
-        whole=True,
-    )
+    assert not PLANNED.whole
+    clip = msgspec.structs.replace(PLANNED, whole=True)
     assert window_of_clip(clip).whole
-    assert not window_of_clip(msgspec.structs.replace(clip, whole=False)).whole
+    assert not window_of_clip(PLANNED).whole
     # A plan written before the field existed reads as usual windows.
     old = msgspec.json.encode(clip).replace(b',"whole":true', b"")
+    assert old != msgspec.json.encode(clip)
     assert not msgspec.json.decode(old, type=ClipSpec).whole
