@@ -80,3 +80,21 @@ def test_nothing_flagged_nothing_escalated() -> None:
 def test_the_rate_is_a_share(rate: float) -> None:
     with pytest.raises(ValueError, match="escalate_flag_rate"):
         ClipPolicy(escalate_flag_rate=rate)
+
+
+def test_a_flag_next_to_a_stretch_keeps_a_window_that_stops_at_the_stretch() -> None:
+    # Ten words, mostly unsure, in 0.5-5.4 s; a 1.2 s pause; an unsure word at 6.6 s; then sure words.
+    words = speech([0.3 if i % 3 else 0.9 for i in range(10)], pause_every=100)
+    words.append(Word(word=" w10", start=6.6, end=7.0, probability=0.2))
+    words += [
+        Word(word=f" s{i}", start=7.1 + 0.5 * i, end=7.5 + 0.5 * i, probability=0.95) for i in range(20)
+    ]
+    policy = dataclasses.replace(ON, stretch_s=6.0)
+    windows = find_windows(words, [], 17.5, policy)
+    (stretch,) = [window for window in windows if window.whole]
+    assert stretch.word_last == 10
+    (lone,) = [window for window in windows if not window.whole]
+    assert lone.flagged == (10,)
+    # Its context would reach back into the stretch's audio; it starts where the stretch ends.
+    assert lone.start_s == stretch.end_s
+    assert lone.word_first == 10

@@ -449,8 +449,14 @@ def find_windows(
         flagged = [i for i in flagged if not any(s.word_first <= i < s.word_last for s in stretches)]
     windows = plan_windows(words, cluster_flags(words, flagged, policy.cluster_gap_s), duration_s, policy)
     if stretches:
-        # A window reaching into a stretch would re-hear its audio twice: the stretch covers it.
-        windows = [w for w in windows if not any(_overlap(w, s) for s in stretches)]
+        # A window's context may reach into a stretch: it stops at the stretch's edge instead, so no
+        # audio is re-heard twice (its flagged words lie outside every stretch).
+        windows = _windows_over(
+            [span for window in windows if (span := _outside(window, stretches)) is not None],
+            words,
+            flagged,
+            duration_s,
+        )
     if budget_s is not None:
         windows = within_budget(windows, budget_s, 1.0)
     else:
@@ -476,8 +482,16 @@ def doubtful_stretches(
     ]
 
 
-def _overlap(a: Window, b: Window) -> bool:
-    return a.start_s < b.end_s and b.start_s < a.end_s
+def _outside(window: Window, stretches: Sequence[Window]) -> _Span | None:
+    """The part of ``window`` before or after each stretch it overlaps (None when nothing is left)."""
+    start, end = window.start_s, window.end_s
+    for stretch in stretches:
+        if start < stretch.end_s and stretch.start_s < end:
+            if stretch.start_s <= start:
+                start = stretch.end_s
+            else:
+                end = stretch.start_s
+    return _Span(start, end) if end > start else None
 
 
 def to_sample_range(start_s: float, end_s: float, sample_rate: int, total_samples: int) -> tuple[int, int]:
