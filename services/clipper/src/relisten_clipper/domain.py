@@ -442,7 +442,9 @@ def find_windows(
     budget_s: float | None = None,
 ) -> list[Window]:
     """``flag_words``, ``cluster_flags``, ``plan_windows`` and ``within_budget`` in one call; the
-    windows may take ``budget_s`` seconds when given, else the policy's fraction of ``duration_s``."""
+    windows may take ``budget_s`` seconds when given, else the policy's fraction of ``duration_s``.
+    With ``escalate_flag_rate`` set, the doubtful stretches (:func:`doubtful_stretches`) come first,
+    outside the budget, and the windows are planned for the flagged words outside them. In time order."""
     flagged = flag_words(words, segments, policy)
     stretches = doubtful_stretches(words, flagged, duration_s, policy)
     if stretches:

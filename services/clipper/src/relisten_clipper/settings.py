@@ -55,8 +55,9 @@ class ClipperSettings(CommonSettings):
         SHIPPED.escalate_flag_rate,
         ge=0,
         le=1,
-        description="A stretch (RELISTEN_CLIPPER_STRETCH_S) in which at least this share of the words is flagged is re-heard "
-        "whole, and the second pass's words replace all of it (outside the budget); 0 turns it off.",
+        description="A stretch (RELISTEN_CLIPPER_STRETCH_S) in which at least this share of the words is "
+        "flagged is re-heard whole, and the second pass's words replace all of it (outside the budget); "
+        "0 turns it off.",
     )
     stretch_s: float = Field(
         SHIPPED.stretch_s,
