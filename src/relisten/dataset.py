@@ -310,7 +310,10 @@ def development_recordings(
 ) -> list[Recording]:
     """The long-form recordings a benchmark runs on: those named (all when ``names`` is None) of
     ``split`` (both when None), the first ``limit`` of them (all when 0), each followed by its
-    ``degraded`` copies, joined into one recording when ``join``."""
+    ``degraded`` copies, joined into one recording when ``join``: then grouped by channel (every
+    original, then every copy of the first kind, ...), since a recording followed by its own copies
+    would say the same sentences several times back to back, which no real recording does and the first
+    pass's screen rightly takes for a repetition loop."""
     recordings = long_form_recordings(data_dir, short=short)
     if split is not None:
         recordings = [recording for recording in recordings if split_of(recording) == split]
@@ -318,7 +321,9 @@ def development_recordings(
         recordings = [recording for recording in recordings if recording.name in names]
     if limit:
         recordings = recordings[:limit]
-    if degraded:
+    if degraded and join:
+        recordings = [*recordings, *(degrade(r, kind) for kind in degraded for r in recordings)]
+    elif degraded:
         recordings = [copy for r in recordings for copy in (r, *(degrade(r, kind) for kind in degraded))]
     if join and recordings:
         recordings = [joined(recordings)]

@@ -76,3 +76,24 @@ def test_a_held_out_speaker_in_the_material_stops_the_load(tmp_path: Path) -> No
         long_form_recordings(tmp_path)
     with pytest.raises(ValueError, match="unknown degradation"):
         degrade(long_form_recordings()[0], "underwater")
+
+
+def test_a_joined_recording_with_copies_is_grouped_by_channel() -> None:
+    from relisten.dataset import development_recordings
+
+    names = ["speaker-61", "speaker-1272"]
+    separate = development_recordings(names=names, short=True, degraded=["speed1.1"])
+    assert [r.name for r in separate] == [
+        "speaker-1272",
+        "speaker-1272~speed1.1",
+        "speaker-61",
+        "speaker-61~speed1.1",
+    ]
+    (joined,) = development_recordings(names=names, short=True, degraded=["speed1.1"], join=True)
+    # No recording next to its own copy: the same sentences never come back to back.
+    by_name = {r.name: r for r in separate}
+    order = ["speaker-1272", "speaker-61", "speaker-1272~speed1.1", "speaker-61~speed1.1"]
+    assert [u.reference for u in joined.utterances] == [
+        u.reference for name in order for u in by_name[name].utterances
+    ]
+    assert abs(joined.duration_s - sum(r.duration_s for r in separate) - 3 * 2.0) < 0.01
