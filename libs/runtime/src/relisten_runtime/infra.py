@@ -107,12 +107,16 @@ class Infra:
         if ack.duplicate:
             log.info("duplicate %s for job %s dropped by the stream", subject, event.job_id)
 
-    async def get_blob(self, bucket: str, name: str) -> bytes:
-        """The bytes of object ``name`` in ``bucket`` (:data:`AUDIO_BUCKET` or :data:`DATA_BUCKET`);
-        ``NotFoundError`` when there is none. Read as :func:`object_chunks` reads (the asr and then
-        the clipper read each job's audio: with nats-py's own ``get``, half a second per 88 s job)."""
+    def read(self, bucket: str, name: str) -> AsyncGenerator[bytes, None]:
+        """Object ``name`` of ``bucket`` (:data:`AUDIO_BUCKET` or :data:`DATA_BUCKET`) chunk by chunk,
+        as :func:`read_object` reads it; ``NotFoundError`` when there is none."""
         store = {AUDIO_BUCKET: self.audio, DATA_BUCKET: self.data}[bucket]
-        return b"".join([chunk async for chunk in read_object(self.js, store, bucket, name)])
+        return read_object(self.js, store, bucket, name)
+
+    async def get_blob(self, bucket: str, name: str) -> bytes:
+        """The bytes of object ``name`` in ``bucket`` (:meth:`read`; the asr and then the clipper read
+        each job's audio: with nats-py's own ``get``, half a second per 88 s job)."""
+        return b"".join([chunk async for chunk in self.read(bucket, name)])
 
     async def close(self) -> None:
         """Drain if the server is still there; a connection already lost has nothing left to flush."""

@@ -15,7 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 from relisten_contracts import AUDIO_BUCKET, JOBS_BUCKET, Event, JobCreated, JobView, Transcript, names
-from relisten_runtime.infra import Infra, read_object
+from relisten_runtime.infra import Infra
 from relisten_runtime.store import JobStore, NatsJobStore, StaleRevision
 
 from relisten_ingest.domain import apply_event
@@ -115,11 +115,11 @@ async def put_file(store: ObjectStore, name: str, path: Path) -> None:
 
 
 async def get_to_file(infra: Infra, name: str, path: Path) -> bool:
-    """Copy an audio object into ``path`` chunk by chunk (:func:`read_object`); False when there is
+    """Copy an audio object into ``path`` chunk by chunk (:meth:`Infra.read`); False when there is
     no such object."""
     with open(path, "wb") as sink:  # noqa: ASYNC230 -- opening is instant; writes go to a thread
         try:
-            async with contextlib.aclosing(read_object(infra.js, infra.audio, AUDIO_BUCKET, name)) as chunks:
+            async with contextlib.aclosing(infra.read(AUDIO_BUCKET, name)) as chunks:
                 async for chunk in chunks:
                     await asyncio.to_thread(sink.write, chunk)
         except NotFoundError:  # ObjectNotFoundError is a subclass
