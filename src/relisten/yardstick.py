@@ -44,7 +44,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -364,11 +364,13 @@ def report(
     outcome: Outcome | None,
     title: str,
     console: Any,
-    variants: Sequence[str] = (),
-    variant_outcomes: dict[str, Outcome] | None = None,
+    variant_outcomes: Mapping[str, Outcome] | None = None,
 ) -> dict[str, Any]:
-    """Print one part's table and intervals; return them as data."""
+    """Print one part's table and intervals (``variant_outcomes``: each variant's replay, by label, in
+    the order given); return them as data."""
     from rich.table import Table
+
+    variants = list(variant_outcomes or {})
 
     audio_s = sum(r.duration_s for r in recordings)
     # Systems decoded on only some recordings (faster-whisper users' runs: original audio) show where whole.
@@ -592,19 +594,11 @@ def main(argv: list[str] | None = None) -> int:
     parts = [args.split] if args.split else ["tuning", "validation"]
     for part in parts:
         chosen = [r for r in recordings if split_of(r) == part]
-        out[part] = report(
-            systems, chosen, outcome, part, console, [label for label, _ in variants], variant_outcomes
-        )
+        out[part] = report(systems, chosen, outcome, part, console, variant_outcomes)
         clean = [r for r in chosen if "~" not in r.name]
         if len(clean) != len(chosen):
             out[f"{part} (original audio only)"] = report(
-                systems,
-                clean,
-                outcome,
-                f"{part}, original audio only",
-                console,
-                [v for v, _ in variants],
-                variant_outcomes,
+                systems, clean, outcome, f"{part}, original audio only", console, variant_outcomes
             )
     if args.time_first_pass:
         timed = {"defaults": common} | {
