@@ -136,19 +136,29 @@ def replay(
     if answers is None:
         answers = {}
 
-    async def second_pass(clips: list[Any], prompts: list[str], language: str) -> tuple[list[Any], float]:
+    async def second_pass(
+        clips: list[Any], prompts: list[str], wholes: list[bool], language: str
+    ) -> tuple[list[Any], float]:
         started = time.perf_counter()
+        decoded: dict[int, Any] = {}
+        # What the corrector does: the stretches re-heard whole apart from the windows.
+        whole = [index for index in range(len(clips)) if wholes[index]]
+        if whole:
+            answers, _ = await backend.transcribe_whole(
+                [clips[i] for i in whole], prompt=None, language=language
+            )
+            decoded.update(zip(whole, answers, strict=True))
+        rest = [index for index in range(len(clips)) if not wholes[index]]
         if not corrector.pack_clips:
             # What the corrector does unpacked: one call per clip, prompted with the text before it.
-            decoded = [
-                await backend.transcribe(clip, prompt=second_pass_prompt(None, prompt), language=language)
-                for clip, prompt in zip(clips, prompts, strict=True)
-            ]
-        elif clips:
-            decoded = await backend.transcribe_many(clips, prompt=None, language=language)
-        else:
-            decoded = []
-        return decoded, time.perf_counter() - started
+            for index in rest:
+                decoded[index] = await backend.transcribe(
+                    clips[index], prompt=second_pass_prompt(None, prompts[index]), language=language
+                )
+        elif rest:
+            answers = await backend.transcribe_many([clips[i] for i in rest], prompt=None, language=language)
+            decoded.update(zip(rest, answers, strict=True))
+        return [decoded[index] for index in range(len(clips))], time.perf_counter() - started
 
     hypotheses: list[str] = []
     replayed: list[Replayed] = []
@@ -163,7 +173,9 @@ def replay(
             backend.load()
             prompts = [context_prompt(first.words, window, policy.context_chars) for window in windows]
             answers[key] = asyncio.run(
-                second_pass([audio[lo:hi] for lo, hi in ranges], prompts, first.language)
+                second_pass(
+                    [audio[lo:hi] for lo, hi in ranges], prompts, [w.whole for w in windows], first.language
+                )
             )
         clip_answers, seconds = answers[key]
         results = {

@@ -88,9 +88,9 @@ async def test_doubtful_words_become_sample_exact_clips_and_a_stored_plan() -> N
 
 async def test_a_doubtful_stretch_is_planned_as_a_whole_clip() -> None:
     store = MemoryJobStore()
-    # Words 10-19 mostly unsure: with escalation on, their stretch is one clip the merger takes whole.
+    # 7 of the segment's 60 words unsure: with escalation at 0.1, the segment is one clip the merger takes whole.
     event = await stored_job(store, first_pass(doubtful=(10, 11, 12, 14, 15, 17, 18)))
-    (ready,) = await ClipHandler(store, ClipPolicy(escalate_flag_rate=0.3, stretch_s=10.0))(event)
+    (ready,) = await ClipHandler(store, ClipPolicy(escalate_flag_rate=0.1))(event)
     assert isinstance(ready, ClipsReady)
     assert [clip.whole for clip in ready.clips] == [True]
     (clip,) = ready.clips

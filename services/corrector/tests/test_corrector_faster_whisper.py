@@ -164,3 +164,29 @@ async def test_two_jobs_decoded_together_hear_what_each_hears_alone(
                 # and a chunk that is not the first of its call comes after the previous one's speech.
                 assert abs(w.end - v.end) <= 0.06
                 assert abs(w.start - v.start) <= (0.5 if position == 0 else 0.06)
+
+
+async def test_stretches_re_heard_whole_are_decoded_each_in_a_full_window(
+    model_cache: Path, speech: np.ndarray
+) -> None:
+    """Two stretches in one call: each is its own chunk (nothing of one is heard in the other), the words
+    keep each stretch's own times."""
+    backend = FasterWhisperBackend(CorrectorSettings(model_cache_dir=model_cache))
+    other = np.asarray(decode_audio(str(DEV_CLEAN), sampling_rate=16000), dtype=np.float32)
+    try:
+        (iron, dev_clean), seconds = await backend.transcribe_whole(
+            [speech, other[: 16000 * 8]], prompt=None, language="en"
+        )
+        alone = await backend.transcribe(speech, prompt=None, language="en")
+        nothing, _ = await backend.transcribe_whole([], prompt=None, language="en")
+    finally:
+        await backend.aclose()
+    assert nothing == [] and seconds > 0
+    assert jiwer.wer(REFERENCE, normalise(iron.text)) < 0.3
+    assert jiwer.wer(normalise(alone.text), normalise(iron.text)) < 0.15
+    assert "iron" not in normalise(dev_clean.text) and dev_clean.words
+    duration = len(speech) / 16000
+    assert iron.words is not None and len(iron.words) >= 25
+    for before, after in pairwise(iron.words):
+        assert before.start <= after.start
+    assert iron.words[0].start >= 0.0 and iron.words[-1].end <= duration + 0.01

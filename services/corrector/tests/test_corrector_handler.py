@@ -9,6 +9,7 @@ import io
 import wave
 from collections.abc import Sequence
 
+import msgspec
 import numpy as np
 import pytest
 from relisten_contracts import (
@@ -230,6 +231,7 @@ class TogetherModel:
 
     def __init__(self) -> None:
         self.calls: list[list[int]] = []
+        self.whole: list[int] = []
 
     def chunk_count(self, clips: Sequence[np.ndarray]) -> int:
         return 1
@@ -247,6 +249,12 @@ class TogetherModel:
             [SecondPassAnswer(text=f"clip of {len(clip) / RATE:.1f}", words=[]) for clip in clips]
             for clips in requests
         ]
+
+    async def transcribe_whole(
+        self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
+    ) -> tuple[list[SecondPassAnswer], float]:
+        self.whole.append(len(clips))
+        return [SecondPassAnswer(text="whole", words=[]) for _ in clips], 0.5
 
     async def aclose(self) -> None:
         return None
@@ -273,3 +281,73 @@ async def test_concurrent_jobs_meet_in_one_call_and_each_stores_its_own_answers(
     # Redelivered, each job reuses its stored answers: no new call.
     await asyncio.wait_for(asyncio.gather(handler(first), handler(second)), 30.0)
     assert model.calls == [[2, 3]]
+
+
+class WholeAwareBackend(BatchingBackend):
+    """Batches usual clips and decodes each stretch re-heard whole on its own."""
+
+    name = "fake:whole-aware"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.whole: list[tuple[list[float], str | None]] = []
+
+    async def transcribe_whole(
+        self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
+    ) -> tuple[list[SecondPassAnswer], float]:
+        self.whole.append(([len(clip) / RATE for clip in clips], prompt))
+        answer = SecondPassAnswer(
+            text="whole", words=[Word(word="whole", start=0.2, end=0.5, probability=0.9)]
+        )
+        return [answer for _ in clips], 1.5
+
+
+def with_whole(ready: ClipsReady, indices: set[int]) -> ClipsReady:
+    clips = [msgspec.structs.replace(clip, whole=clip.index in indices) for clip in ready.clips]
+    return msgspec.structs.replace(ready, clips=clips)
+
+
+async def test_a_stretch_re_heard_whole_is_decoded_on_its_own_without_context() -> None:
+    ready, blobs = job([3.0, 20.0, 2.0, 12.0])
+    ready = with_whole(ready, {1, 3})
+    store, publisher = await stored_clips(blobs)
+    backend = WholeAwareBackend()
+    await CorrectionHandler(publisher, store, backend, batch_audio_s=60.0)(ready)
+
+    # The stretches in a call of their own, prompted with the glossary only (as the first pass is); the
+    # other clips batched as usual.
+    assert backend.whole == [([20.0, 12.0], "Quilter")]
+    assert backend.calls == [2]
+    assert sorted(e.clip_index for e in corrected(publisher)) == [0, 1, 2, 3]
+    stretch = await result(store, 1)
+    assert stretch.ok and stretch.text == "whole"
+    assert stretch.words is not None and stretch.words[0].start == pytest.approx(ready.clips[1].start_s + 0.2)
+    # The call's model seconds are shared among the stretches by length.
+    assert stretch.seconds == pytest.approx(1.5 * 20 / 32)
+    assert (await result(store, 0)).text == "clip of 3.0"
+
+    # Redelivered: nothing is decoded again.
+    await CorrectionHandler(publisher, store, backend, batch_audio_s=60.0)(ready)
+    assert len(backend.whole) == 1 and backend.calls == [2]
+
+
+async def test_without_a_whole_decoder_a_stretch_is_a_clip_like_the_others() -> None:
+    ready, blobs = job([3.0, 20.0])
+    ready = with_whole(ready, {1})
+    store, publisher = await stored_clips(blobs)
+    backend = PerClipBackend()
+    await CorrectionHandler(publisher, store, backend)(ready)
+    assert backend.prompts == ["before 0 Quilter", "before 1 Quilter"]
+    assert (await result(store, 1)).ok
+
+
+async def test_stretches_meet_the_cross_job_batcher_and_go_straight_to_the_model() -> None:
+    ready, blobs = job([3.0, 20.0])
+    ready = with_whole(ready, {1})
+    store, publisher = await stored_clips(blobs)
+    model = TogetherModel()
+    batcher = CrossJobBatcher(model, linger_s=0.0, max_chunks=8)
+    await CorrectionHandler(publisher, store, batcher, batch_audio_s=60.0)(ready)
+    # The stretch goes straight to the model's whole decode, the window through a shared call.
+    assert model.whole == [1] and model.calls == [[1]]
+    assert (await result(store, 1)).text == "whole" and (await result(store, 0)).text == "clip of 3.0"

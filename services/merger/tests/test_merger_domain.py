@@ -715,12 +715,42 @@ def test_a_whole_stretch_takes_the_second_pass_words_even_where_the_first_pass_w
     )
 
 
-def test_a_whole_stretch_keeps_the_guards() -> None:
-    garbage = reconcile_window(
-        STRETCH, {0, 2, 4}, 0, said("lorem ipsum dolor sit"), 0.0, 2.0, POLICY, whole=True
-    )
+def test_a_whole_stretch_has_its_own_drift_limit() -> None:
+    other = said("lorem ipsum dolor sit")
+    # By default none: a stretch doubted throughout is expected to be read otherwise.
+    assert POLICY.max_whole_drift == 1.0
+    taken = reconcile_window(STRETCH, {0, 2, 4}, 0, other, 0.0, 2.0, POLICY, whole=True)
+    assert taken.correction.status == "accepted"
+    assert texts(taken.words) == ["lorem", "ipsum", "dolor", "sit"]
+    # The usual window keeps its guard; a stretch keeps the one it is given.
+    assert reconcile_window(STRETCH, {0, 2, 4}, 0, other, 0.0, 2.0, POLICY).correction.status == "rejected"
+    guarded = dataclasses.replace(POLICY, max_whole_drift=0.5)
+    garbage = reconcile_window(STRETCH, {0, 2, 4}, 0, other, 0.0, 2.0, guarded, whole=True)
     assert garbage.correction.status == "rejected"
+    assert garbage.correction.reason.startswith("drift 1.00 exceeds 0.50")
     assert garbage.words == unchanged(STRETCH)
+    with pytest.raises(ValueError, match="max_whole_drift"):
+        MergePolicy(max_whole_drift=1.5)
+
+
+def test_a_whole_stretch_can_require_a_surer_second_pass() -> None:
+    sure_first = dataclasses.replace(POLICY, whole_more_confident=True)
+    # The first pass's mean probability over the stretch is 0.61.
+    taken = reconcile_window(STRETCH, {0, 2, 4}, 0, answer_with(0.8), 0.0, 2.0, sure_first, whole=True)
+    assert texts(taken.words) == ["That", "is", "so", "but", "beheld"]
+    unsure = reconcile_window(STRETCH, {0, 2, 4}, 0, answer_with(0.3), 0.0, 2.0, sure_first, whole=True)
+    assert unsure.correction.status == "rejected"
+    assert "less sure of its reading (mean probability 0.42) than the first pass of its own (0.61)" in (
+        unsure.correction.reason
+    )
+    assert unsure.words == unchanged(STRETCH)
+    # Off by default: the same answer is taken.
+    assert reconcile_window(STRETCH, {0, 2, 4}, 0, answer_with(0.3), 0.0, 2.0, POLICY, whole=True).words != (
+        unchanged(STRETCH)
+    )
+
+
+def test_a_whole_stretch_keeps_the_other_guards() -> None:
     failed = ClipResult(
         clip_index=0, ok=False, backend="b", text="", error=ErrorInfo(code="timeout", message="slow")
     )

@@ -100,13 +100,11 @@ class ClipPolicy:
     most doubtful ones (lowest trigger confidence) are kept first, so cost stays bounded on a recording
     the first pass found hard everywhere. 1.0: no budget."""
     escalate_flag_rate: float = 0.0
-    """A stretch of speech (about ``stretch_s`` long, cut at pauses) in which at least this share of
-    the words is flagged is re-heard whole, and the second pass's words replace all of its words, not
-    only the flagged ones: where the first pass doubts much, the stronger model is also right about
-    words the first pass was sure of. Such stretches are outside the budget (how much is re-heard
-    grows with how hard the recording is); flagged words elsewhere get windows as usual. 0: off."""
-    stretch_s: float = 15.0
-    """The longest stretch judged as a whole for ``escalate_flag_rate`` (at most ``max_window_s``)."""
+    """A first-pass segment in which at least this share of the words is flagged is re-heard whole, and
+    the second pass's words replace all of its words, not only the flagged ones: where the first pass
+    doubts much, the stronger model is also right about words the first pass was sure of. Such
+    stretches are outside the budget (how much is re-heard grows with how hard the recording is);
+    flagged words elsewhere get windows as usual. 0: off."""
 
     def __post_init__(self) -> None:
         non_negative = {
@@ -126,8 +124,6 @@ class ClipPolicy:
             raise ValueError(f"max_window_s must be > 0, got {self.max_window_s}")
         if not 0.0 <= self.max_redecode_fraction <= 1.0:
             raise ValueError(f"max_redecode_fraction must be within [0, 1], got {self.max_redecode_fraction}")
-        if self.stretch_s <= 0:
-            raise ValueError(f"stretch_s must be > 0, got {self.stretch_s}")
         if not 0.0 <= self.escalate_flag_rate <= 1.0:
             raise ValueError(f"escalate_flag_rate must be within [0, 1], got {self.escalate_flag_rate}")
         if self.min_window_s > self.max_window_s:
@@ -446,7 +442,7 @@ def find_windows(
     With ``escalate_flag_rate`` set, the doubtful stretches (:func:`doubtful_stretches`) come first,
     outside the budget, and the windows are planned for the flagged words outside them. In time order."""
     flagged = flag_words(words, segments, policy)
-    stretches = doubtful_stretches(words, flagged, duration_s, policy)
+    stretches = doubtful_stretches(words, segments, flagged, duration_s, policy)
     if stretches:
         flagged = [i for i in flagged if not any(s.word_first <= i < s.word_last for s in stretches)]
     windows = plan_windows(words, cluster_flags(words, flagged, policy.cluster_gap_s), duration_s, policy)
@@ -466,21 +462,65 @@ def find_windows(
     return sorted([*stretches, *windows], key=lambda window: window.start_s)
 
 
+STRETCH_MARGIN_S = 0.3
+"""Audio kept on each side of a doubtful segment re-heard whole (up to the neighbouring words), so that the
+second pass's voice activity detection finds the segment's first and last words whole."""
+
+
 def doubtful_stretches(
-    words: Sequence[Word], flagged: Sequence[int], duration_s: float, policy: ClipPolicy
+    words: Sequence[Word],
+    segments: Sequence[Segment],
+    flagged: Sequence[int],
+    duration_s: float,
+    policy: ClipPolicy,
 ) -> list[Window]:
-    """The stretches to re-hear whole (``ClipPolicy.escalate_flag_rate``): the audio cut at pauses into
-    pieces of at most ``stretch_s`` (as long windows are split), those in which at least that share of
-    the words is flagged, as windows marked ``whole``. Empty when the policy turns it off."""
+    """The stretches to re-hear whole (``ClipPolicy.escalate_flag_rate``): the first pass's segments in
+    which at least that share of the words is flagged, as windows marked ``whole``. Empty when the
+    policy turns it off.
+
+    A segment is the unit the first pass decoded (with the batched pipeline: one voice-activity chunk of
+    at most 30 s of speech), so the second pass, decoding the same audio the same way, hears it as it
+    would have when decoding the whole recording: measured, base re-decoding the first pass's segments
+    matched base's own decode of the recordings word for word, where stretches cut at pauses lost to it
+    (docs/yardstick.md). Each window reaches ``STRETCH_MARGIN_S`` past its segment's words, never past
+    a neighbouring word or another stretch."""
     if policy.escalate_flag_rate <= 0 or not flagged or duration_s <= 0:
         return []
+    flagged_set = set(flagged)
+    spans: list[_Span] = []
+    for segment in sorted(segments, key=lambda s: s.start):
+        first, last = max(segment.first_word, 0), min(segment.last_word, len(words))
+        if last <= first:
+            continue
+        doubted = sum(index in flagged_set for index in range(first, last))
+        if doubted == 0 or doubted < policy.escalate_flag_rate * (last - first):
+            continue
+        start = min(segment.start, words[first].start)
+        end = max(segment.end, words[last - 1].end)
+        floor = max(words[first - 1].end if first > 0 else 0.0, spans[-1].end if spans else 0.0)
+        ceiling = words[last].start if last < len(words) else duration_s
+        spans.append(
+            _Span(
+                _clamp(start - STRETCH_MARGIN_S, min(floor, start), start),
+                _clamp(end + STRETCH_MARGIN_S, end, max(ceiling, end)),
+            )
+        )
     gaps = _free_gaps(words, duration_s)
-    cutting = dataclasses.replace(policy, max_window_s=min(policy.stretch_s, policy.max_window_s))
-    pieces = _split_long(_Span(0.0, duration_s), gaps, words, [], cutting)
+    # A segment spans its pauses too: one longer than a window may be is cut at pauses, as windows are.
+    pieces = [
+        piece
+        for span in spans
+        for piece in _split_long(
+            _Span(_clamp(span.start, 0.0, duration_s), _clamp(span.end, 0.0, duration_s)),
+            gaps,
+            words,
+            [],
+            policy,
+        )
+    ]
     return [
         dataclasses.replace(window, whole=True)
         for window in _windows_over(pieces, words, flagged, duration_s)
-        if len(window.flagged) >= policy.escalate_flag_rate * (window.word_last - window.word_first)
     ]
 
 

@@ -55,15 +55,10 @@ class ClipperSettings(CommonSettings):
         SHIPPED.escalate_flag_rate,
         ge=0,
         le=1,
-        description="A stretch (RELISTEN_CLIPPER_STRETCH_S) in which at least this share of the words is "
-        "flagged is re-heard whole, and the second pass's words replace all of it (outside the budget); "
-        "0 turns it off.",
-    )
-    stretch_s: float = Field(
-        SHIPPED.stretch_s,
-        gt=0,
-        le=30,
-        description="The longest stretch RELISTEN_CLIPPER_ESCALATE_FLAG_RATE judges as a whole (cut at pauses).",
+        description="A first-pass segment (a voice-activity chunk of up to 30 s of speech) in which at least "
+        "this share of the words is flagged is re-heard whole (its own chunk, Whisper's full 30 s input) and the "
+        "second pass's words replace all of it (outside the budget); 0 turns it off. Off: on validation not a "
+        "win beyond noise; 0.2 helps on degraded audio (docs/yardstick.md).",
     )
 
     def policy_fields(self) -> dict[str, object]:
@@ -79,6 +74,5 @@ class ClipperSettings(CommonSettings):
                 "flag_no_speech",
                 "max_redecode_fraction",
                 "escalate_flag_rate",
-                "stretch_s",
             )
         }

@@ -32,6 +32,7 @@ from relisten_speech.remote import SpeechServer, TranscriptionsClient
 from relisten_speech.verbose_json import verbose_words
 from relisten_speech.whisper import (
     MAX_CHUNK_S,
+    WHISPER_FRAMES,
     InProcessWhisper,
     encoder_frames,
     mono_samples,
@@ -125,17 +126,18 @@ class FasterWhisperBackend(InProcessWhisper):
                 vad_filter=False,
             )
             # The generator decodes lazily: consume it while holding the lock.
-            decoded = list(segments)
-        words = [
-            Word(
-                word=w.word.strip(), start=float(w.start), end=float(w.end), probability=float(w.probability)
-            )
-            for segment in decoded
-            for w in segment.words or ()
-            if w.word.strip()
-        ]
-        text = " ".join(segment.text.strip() for segment in decoded if segment.text.strip())
-        return SecondPassAnswer(text=text, words=words)
+            return _answer(list(segments))
+
+    async def transcribe_whole(
+        self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
+    ) -> tuple[list[SecondPassAnswer], float]:
+        """Doubtful stretches (first-pass segments) re-heard whole, the way the first pass heard them:
+        each clip its own chunk, the encoder given Whisper's full 30 s window, all in one batched call.
+        No voice activity detection: the first pass already found speech there, and Silero misses
+        much of band-limited speech. Measured: base then writes the words it writes decoding the
+        whole recording (docs/yardstick.md). The answers, and the seconds the model worked on them."""
+        answers, seconds = await self._together_timed([clips], prompt, language, apart=True)
+        return answers[0], seconds
 
     async def transcribe_many(
         self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
@@ -167,13 +169,20 @@ class FasterWhisperBackend(InProcessWhisper):
         return (await self._together_timed(requests, prompt, language))[0]
 
     async def _together_timed(
-        self, requests: Sequence[Sequence[np.ndarray]], prompt: str | None, language: str | None
+        self,
+        requests: Sequence[Sequence[np.ndarray]],
+        prompt: str | None,
+        language: str | None,
+        *,
+        apart: bool = False,
     ) -> tuple[list[list[SecondPassAnswer]], float]:
         """The batched decode and the seconds it held the model (counted once it had the model)."""
         checked = [[mono_samples(clip) for clip in clips] for clips in requests]
         async with self._queue:
             started = time.perf_counter()
-            answers = await asyncio.to_thread(self._transcribe_together_blocking, checked, prompt, language)
+            answers = await asyncio.to_thread(
+                self._transcribe_together_blocking, checked, prompt, language, apart
+            )
             return answers, time.perf_counter() - started
 
     @staticmethod
@@ -184,8 +193,14 @@ class FasterWhisperBackend(InProcessWhisper):
         )
 
     def _transcribe_together_blocking(
-        self, requests: list[list[np.ndarray]], prompt: str | None, language: str | None
+        self,
+        requests: list[list[np.ndarray]],
+        prompt: str | None,
+        language: str | None,
+        apart: bool = False,
     ) -> list[list[SecondPassAnswer]]:
+        """Each requester's clips packed into chunks (with ``apart``, a chunk per clip and the encoder's
+        full 30 s input), all chunks decoded in one batched call."""
         model = self.load()
         max_chunk = int(MAX_CHUNK_S * SAMPLE_RATE)
         answers: list[list[SecondPassAnswer | None]] = [[None] * len(clips) for clips in requests]
@@ -206,13 +221,15 @@ class FasterWhisperBackend(InProcessWhisper):
             gap = int(PACK_GAP_S * SAMPLE_RATE)
             packed, _ = combine(
                 [
-                    pack_audio([requests[owner][index] for owner, index in owned], max_chunk, gap)
+                    pack_audio(
+                        [requests[owner][index] for owner, index in owned], max_chunk, gap, apart=apart
+                    )
                     for owned in packable
                     if owned
                 ]
             )
             longest = max(end - start for start, end in packed.chunks)
-            frames = encoder_frames(longest, self._settings.encoder_padding_s)
+            frames = WHISPER_FRAMES if apart else encoder_frames(longest, self._settings.encoder_padding_s)
             with self._decode_lock:
                 segments, _info = trimmed_pipeline(model, frames).transcribe(
                     packed.audio,
@@ -252,6 +269,18 @@ class FasterWhisperBackend(InProcessWhisper):
                     text=" ".join(word.word for word in words), words=words
                 )
         return [[answer or SecondPassAnswer(text="", words=[]) for answer in owned] for owned in answers]
+
+
+def _answer(segments: Sequence[Any]) -> SecondPassAnswer:
+    """faster-whisper's decoded segments as an answer: their words (times relative to the audio decoded)."""
+    words = [
+        Word(word=w.word.strip(), start=float(w.start), end=float(w.end), probability=float(w.probability))
+        for segment in segments
+        for w in segment.words or ()
+        if w.word.strip()
+    ]
+    text = " ".join(segment.text.strip() for segment in segments if segment.text.strip())
+    return SecondPassAnswer(text=text, words=words)
 
 
 # --- vLLM chat (Qwen2-Audio) -------------------------------------------------------------------------

@@ -56,6 +56,10 @@ class TogetherBackend(Protocol):
         self, requests: Sequence[Sequence[np.ndarray]], *, prompt: str | None, language: str | None
     ) -> list[list[SecondPassAnswer]]: ...
 
+    async def transcribe_whole(
+        self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
+    ) -> tuple[list[SecondPassAnswer], float]: ...
+
     def chunk_count(self, clips: Sequence[np.ndarray]) -> int: ...
 
     async def aclose(self) -> None: ...
@@ -99,6 +103,12 @@ class CrossJobBatcher:
         self, audio: np.ndarray, *, prompt: str | None, language: str | None
     ) -> SecondPassAnswer:
         return await self.backend.transcribe(audio, prompt=prompt, language=language)
+
+    async def transcribe_whole(
+        self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
+    ) -> tuple[list[SecondPassAnswer], float]:
+        """Stretches re-heard whole, straight to the model (they are not packed with other jobs' clips)."""
+        return await self.backend.transcribe_whole(clips, prompt=prompt, language=language)
 
     async def transcribe_many(
         self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None

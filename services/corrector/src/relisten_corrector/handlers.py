@@ -84,6 +84,15 @@ class BatchingBackend(SecondPassBackend, Protocol):
     ) -> list[SecondPassAnswer]: ...
 
 
+class BatchDecoder(Protocol):
+    """Decodes a batch of clips: their answers, and the model's own seconds when the backend knows them
+    (``transcribe_many_timed``; ``transcribe_whole`` for stretches re-heard whole)."""
+
+    async def __call__(
+        self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
+    ) -> tuple[list[SecondPassAnswer], float | None]: ...
+
+
 @dataclass
 class CorrectionHandler:
     """The ``correcting`` step (:data:`relisten_contracts.flow.CORRECTING`). Each clip's answer is
@@ -133,15 +142,44 @@ class CorrectionHandler:
                 missing.append(clip)
             else:
                 await self._announce(event, clip, stored)
+        whole = self._whole_decoder()
+        if whole is not None:
+            # Stretches re-heard whole go apart from the windows: each is decoded as the first pass decodes.
+            for batch in self._batches([clip for clip in missing if clip.whole]):
+                await self._store_batch(event, batch, await self._run_batch(whole, event, batch))
+            missing = [clip for clip in missing if not clip.whole]
         for batch in self._batches(missing):
-            for clip, result in zip(batch, await self._run_batch(batching, event, batch), strict=True):
-                await self.store.put_clip_result(names.clip_result_key(event.job_id, clip.index), result)
-                await self._announce(event, clip, result)
+            await self._store_batch(
+                event, batch, await self._run_batch(self._decoder(batching), event, batch)
+            )
+
+    async def _store_batch(self, event: ClipsReady, batch: list[ClipSpec], results: list[ClipResult]) -> None:
+        for clip, result in zip(batch, results, strict=True):
+            await self.store.put_clip_result(names.clip_result_key(event.job_id, clip.index), result)
+            await self._announce(event, clip, result)
+
+    @staticmethod
+    def _decoder(backend: BatchingBackend) -> BatchDecoder:
+        timed = getattr(backend, "transcribe_many_timed", None)
+        if callable(timed):
+            # The model's own time: not the wait for it (other jobs first) nor other jobs' share.
+            return cast(BatchDecoder, timed)
+
+        async def untimed(
+            clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
+        ) -> tuple[list[SecondPassAnswer], float | None]:
+            return await backend.transcribe_many(clips, prompt=prompt, language=language), None
+
+        return untimed
 
     def _batching_backend(self) -> BatchingBackend | None:
         if self.batch_audio_s is None or not callable(getattr(self.backend, "transcribe_many", None)):
             return None
         return cast(BatchingBackend, self.backend)
+
+    def _whole_decoder(self) -> BatchDecoder | None:
+        whole = getattr(self.backend, "transcribe_whole", None)
+        return cast(BatchDecoder, whole) if callable(whole) else None
 
     def _batches(self, clips: list[ClipSpec]) -> list[list[ClipSpec]]:
         limit = self.batch_audio_s or float("inf")
@@ -185,21 +223,15 @@ class CorrectionHandler:
         return pcm16_to_float(await self.store.audio_pcm(clip.audio_ref, "clip"))
 
     async def _run_batch(
-        self, backend: BatchingBackend, event: ClipsReady, clips: list[ClipSpec]
+        self, decode: BatchDecoder, event: ClipsReady, clips: list[ClipSpec]
     ) -> list[ClipResult]:
         audios = [await self._load_clip(clip) for clip in clips]
         lengths = [len(audio) / SAMPLE_RATE for audio in audios]
         started = time.perf_counter()
         prompt = second_pass_prompt(event.options.prompt, "")
         language = event.language or event.options.language
-        model_seconds: float | None = None
         try:
-            timed = getattr(backend, "transcribe_many_timed", None)
-            if callable(timed):
-                # The model's own time: not the wait for it (other jobs first) nor other jobs' share.
-                answers, model_seconds = await timed(audios, prompt=prompt, language=language)
-            else:
-                answers = await backend.transcribe_many(audios, prompt=prompt, language=language)
+            answers, model_seconds = await decode(audios, prompt=prompt, language=language)
         except Exception as exc:
             log.warning("job %s: batched second pass of %d clips failed: %r", event.job_id, len(clips), exc)
             seconds = time.perf_counter() - started
@@ -209,7 +241,7 @@ class CorrectionHandler:
                 ClipResult(
                     clip_index=clip.index,
                     ok=False,
-                    backend=backend.name,
+                    backend=self.backend.name,
                     text="",
                     seconds=seconds / len(clips),
                     audio_seconds=length,
@@ -228,7 +260,7 @@ class CorrectionHandler:
         )
         # The batch's time is shared among its clips by length, so the clips' seconds add up to it.
         return [
-            answered(clip.index, backend.name, answer, clip.start_s, length, seconds * length / total)
+            answered(clip.index, self.backend.name, answer, clip.start_s, length, seconds * length / total)
             for clip, answer, length in zip(clips, answers, lengths, strict=True)
         ]
 
@@ -236,12 +268,20 @@ class CorrectionHandler:
         audio = await self._load_clip(clip)
         clip_length_s = len(audio) / SAMPLE_RATE
         started = time.perf_counter()
+        language = event.language or event.options.language
+        whole = self._whole_decoder() if clip.whole else None
         try:
-            answer = await self.backend.transcribe(
-                audio,
-                prompt=second_pass_prompt(event.options.prompt, clip.context_prompt),
-                language=event.language or event.options.language,
-            )
+            if whole is not None:
+                # Heard as the first pass hears a recording: no preceding text, only the glossary.
+                (answer,), _ = await whole(
+                    [audio], prompt=second_pass_prompt(event.options.prompt, ""), language=language
+                )
+            else:
+                answer = await self.backend.transcribe(
+                    audio,
+                    prompt=second_pass_prompt(event.options.prompt, clip.context_prompt),
+                    language=language,
+                )
         except Exception as exc:
             # The backend already retried what was worth retrying: this clip stays as the first pass heard it.
             log.warning("job %s clip %d: second pass failed: %r", event.job_id, clip.index, exc)

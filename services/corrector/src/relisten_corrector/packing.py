@@ -77,9 +77,14 @@ def plan_chunks(lengths: Sequence[int], max_chunk: int, gap: int) -> list[list[i
     return chunks
 
 
-def pack_audio(clips: Sequence[np.ndarray], max_chunk: int, gap: int) -> Packed:
-    """The clips laid out in chunks of at most ``max_chunk`` samples (see the module's docstring)."""
-    groups = plan_chunks([len(clip) for clip in clips], max_chunk, gap)
+def pack_audio(clips: Sequence[np.ndarray], max_chunk: int, gap: int, *, apart: bool = False) -> Packed:
+    """The clips laid out in chunks of at most ``max_chunk`` samples (see the module's docstring);
+    with ``apart``, each clip in a chunk of its own."""
+    groups = (
+        [[index] for index in range(len(clips))]
+        if apart
+        else plan_chunks([len(clip) for clip in clips], max_chunk, gap)
+    )
     silence = np.zeros(gap, dtype=np.float32)
     pieces: list[np.ndarray] = []
     chunks: list[tuple[int, int]] = []

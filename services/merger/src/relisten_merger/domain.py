@@ -78,6 +78,14 @@ class MergePolicy:
     max_drift: float = 0.5
     """Reject a window whose word-level normalised Levenshtein distance (first vs second pass)
     exceeds this: the second pass heard something else entirely (hallucination, wrong clip)."""
+    max_whole_drift: float = 1.0
+    """``max_drift`` for a stretch re-heard whole (``Window.whole``). Such a stretch is one the first
+    pass doubted throughout and the second pass decodes exactly as it decodes a whole recording, so two
+    different readings are expected there; 1.0 keeps no drift guard for it (measured: the guard at 0.5
+    rejected a third of the stretches, mostly where the second pass was right; docs/yardstick.md)."""
+    whole_more_confident: bool = False
+    """Take a stretch re-heard whole only when the second pass's mean word probability over it is at
+    least the first pass's (when the second pass reports probabilities)."""
     require_more_confident: bool = True
     """Replace a region only where the second pass is more confident than the first (when the
     second pass reports probabilities at all)."""
@@ -101,8 +109,9 @@ class MergePolicy:
     heard, drift) stay in force (``relisten_merger.accept``)."""
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.max_drift <= 1.0:
-            raise ValueError(f"max_drift must be within [0, 1], got {self.max_drift}")
+        for name, drift in (("max_drift", self.max_drift), ("max_whole_drift", self.max_whole_drift)):
+            if not 0.0 <= drift <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {drift}")
 
 
 MergeWindow = Window
@@ -327,7 +336,8 @@ def reconcile_window(
         return outcome("accepted", "neither pass heard speech")
     heard_texts = [word.text for word in heard]
     drift = word_drift(first_texts, heard_texts)
-    if drift > policy.max_drift:
+    max_drift = policy.max_whole_drift if whole else policy.max_drift
+    if drift > max_drift:
         unsure = all(
             w.probability is not None and w.probability < policy.min_second_probability for w in heard
         )
@@ -344,7 +354,7 @@ def reconcile_window(
                 [],
             )
         return outcome(
-            "rejected", f"drift {drift:.2f} exceeds {policy.max_drift:.2f}: second pass heard something else"
+            "rejected", f"drift {drift:.2f} exceeds {max_drift:.2f}: second pass heard something else"
         )
 
     regions = _edit_regions(align(first_texts, heard_texts))
@@ -352,9 +362,19 @@ def reconcile_window(
         return outcome("accepted", "second pass agrees")
     if whole:
         # A stretch the first pass doubted throughout: past the drift guard, the stronger model's words
-        # are taken for all of it, with no confidence gate (measured: docs/yardstick.md).
+        # are taken for all of it, per word with no confidence gate (measured: docs/yardstick.md).
         whole_region = _Region(0, len(first_words), 0, len(heard))
         doubted = sum(first_offset + position in flagged for position in range(len(first_words)))
+        if policy.whole_more_confident:
+            heard_probabilities = [w.probability for w in heard if w.probability is not None]
+            first_mean = fmean(word.probability for word in first_words) if first_words else None
+            second_mean = fmean(heard_probabilities) if heard_probabilities else None
+            if first_mean is not None and second_mean is not None and second_mean < first_mean:
+                return outcome(
+                    "rejected",
+                    f"stretch re-heard whole: the second pass is less sure of its reading (mean probability "
+                    f"{second_mean:.2f}) than the first pass of its own ({first_mean:.2f})",
+                )
         return outcome(
             "accepted",
             f"stretch re-heard whole (the first pass flagged {doubted} of its "

@@ -21,6 +21,18 @@ class MergerSettings(CommonSettings):
         le=1,
         description="Reject a clip whose words differ from the first pass by more than this.",
     )
+    max_whole_drift: float = Field(
+        SHIPPED.max_whole_drift,
+        ge=0,
+        le=1,
+        description="RELISTEN_MERGER_MAX_DRIFT for a stretch re-heard whole (RELISTEN_CLIPPER_ESCALATE_FLAG_RATE); "
+        "1 keeps no drift guard there: the first pass doubted all of it and two readings are expected.",
+    )
+    whole_more_confident: bool = Field(
+        SHIPPED.whole_more_confident,
+        description="Take a stretch re-heard whole only when the second pass is on average at least as sure "
+        "of its words as the first pass was of its own.",
+    )
     require_more_confident: bool = Field(
         SHIPPED.require_more_confident,
         description="Replace a flagged stretch only where the second pass is more confident.",
@@ -64,6 +76,8 @@ class MergerSettings(CommonSettings):
             name: getattr(self, name)
             for name in (
                 "max_drift",
+                "max_whole_drift",
+                "whole_more_confident",
                 "require_more_confident",
                 "min_confidence_gain",
                 "min_second_probability",
