@@ -716,19 +716,27 @@ def test_a_whole_stretch_takes_the_second_pass_words_even_where_the_first_pass_w
 
 
 def test_a_whole_stretch_has_its_own_drift_limit() -> None:
-    other = said("lorem ipsum dolor sit")
-    # By default none: a stretch doubted throughout is expected to be read otherwise.
-    assert POLICY.max_whole_drift == 1.0
-    taken = reconcile_window(STRETCH, {0, 2, 4}, 0, other, 0.0, 2.0, POLICY, whole=True)
+    # "That is so but beheld" for "That was so but behold": drift 0.4, taken everywhere.
+    # "So it was, but behold": drift 0.6, over the usual window's guard and under a stretch's.
+    other_reading = said("so it was but behold")
+    assert POLICY.max_whole_drift == 0.8
+    taken = reconcile_window(STRETCH, {0, 2, 4}, 0, other_reading, 0.0, 2.0, POLICY, whole=True)
     assert taken.correction.status == "accepted"
-    assert texts(taken.words) == ["lorem", "ipsum", "dolor", "sit"]
-    # The usual window keeps its guard; a stretch keeps the one it is given.
-    assert reconcile_window(STRETCH, {0, 2, 4}, 0, other, 0.0, 2.0, POLICY).correction.status == "rejected"
-    guarded = dataclasses.replace(POLICY, max_whole_drift=0.5)
-    garbage = reconcile_window(STRETCH, {0, 2, 4}, 0, other, 0.0, 2.0, guarded, whole=True)
+    assert texts(taken.words) == ["so", "it", "was", "but", "behold"]
+    usual = reconcile_window(STRETCH, {0, 2, 4}, 0, other_reading, 0.0, 2.0, POLICY)
+    assert usual.correction.reason.startswith("drift 0.60 exceeds 0.50")
+    # Unrelated words are rejected in a stretch too.
+    garbage = reconcile_window(
+        STRETCH, {0, 2, 4}, 0, said("lorem ipsum dolor sit"), 0.0, 2.0, POLICY, whole=True
+    )
     assert garbage.correction.status == "rejected"
-    assert garbage.correction.reason.startswith("drift 1.00 exceeds 0.50")
+    assert garbage.correction.reason.startswith("drift 1.00 exceeds 0.80")
     assert garbage.words == unchanged(STRETCH)
+    no_guard = dataclasses.replace(POLICY, max_whole_drift=1.0)
+    anything = reconcile_window(
+        STRETCH, {0, 2, 4}, 0, said("lorem ipsum dolor sit"), 0.0, 2.0, no_guard, whole=True
+    )
+    assert texts(anything.words) == ["lorem", "ipsum", "dolor", "sit"]
     with pytest.raises(ValueError, match="max_whole_drift"):
         MergePolicy(max_whole_drift=1.5)
 

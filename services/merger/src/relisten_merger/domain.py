@@ -78,11 +78,13 @@ class MergePolicy:
     max_drift: float = 0.5
     """Reject a window whose word-level normalised Levenshtein distance (first vs second pass)
     exceeds this: the second pass heard something else entirely (hallucination, wrong clip)."""
-    max_whole_drift: float = 1.0
+    max_whole_drift: float = 0.8
     """``max_drift`` for a stretch re-heard whole (``Window.whole``). Such a stretch is one the first
     pass doubted throughout and the second pass decodes exactly as it decodes a whole recording, so two
-    different readings are expected there; 1.0 keeps no drift guard for it (measured: the guard at 0.5
-    rejected a third of the stretches, mostly where the second pass was right; docs/yardstick.md)."""
+    different readings are expected there: measured on tuning, the guard at 0.5 rejected 7 of 23
+    stretches, all but one where the second pass was right, at drifts of 0.54-0.62 (docs/yardstick.md).
+    0.8 still rejects an answer that shares almost nothing with the first pass (an unrelated or
+    garbage answer has a drift of 1)."""
     whole_more_confident: bool = False
     """Take a stretch re-heard whole only when the second pass's mean word probability over it is at
     least the first pass's (when the second pass reports probabilities)."""

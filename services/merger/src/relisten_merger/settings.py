@@ -25,8 +25,9 @@ class MergerSettings(CommonSettings):
         SHIPPED.max_whole_drift,
         ge=0,
         le=1,
-        description="RELISTEN_MERGER_MAX_DRIFT for a stretch re-heard whole (RELISTEN_CLIPPER_ESCALATE_FLAG_RATE); "
-        "1 keeps no drift guard there: the first pass doubted all of it and two readings are expected.",
+        description="RELISTEN_MERGER_MAX_DRIFT for a stretch re-heard whole (RELISTEN_CLIPPER_ESCALATE_FLAG_RATE): "
+        "the first pass doubted all of it and two readings are expected; 0.8 still rejects an answer that "
+        "shares almost nothing with the first pass, 1 keeps no drift guard there.",
     )
     whole_more_confident: bool = Field(
         SHIPPED.whole_more_confident,
