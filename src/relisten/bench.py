@@ -69,7 +69,7 @@ from relisten.dataset import (
 )
 from relisten.scoring import Interval, TimedWord, UnitErrors, paired_bootstrap, unit_errors
 from relisten.services import SERVICES
-from relisten.stack import Stack
+from relisten.stack import Stack, stored_first_pass
 
 __all__ = ["GARBAGE_WORDS", "GarbageServer", "main", "served_audio"]
 
@@ -362,21 +362,6 @@ def run_whole_audio_remote(
 # --- (c): the pipeline through the real services ---------------------------------------------------
 
 
-async def _first_pass_text(nats_url: str, job_id: str) -> str:
-    import msgspec
-    import nats
-    from relisten_contracts import DATA_BUCKET, FirstPass, first_pass_object
-
-    nc = await nats.connect(nats_url)
-    try:
-        store = await nc.jetstream().object_store(DATA_BUCKET)
-        stored = await store.get(first_pass_object(job_id))
-        first = msgspec.json.decode(stored.data or b"", type=FirstPass)
-        return " ".join(word.word.strip() for word in first.words)
-    finally:
-        await nc.close()
-
-
 def _get_json(client: httpx.Client, path: str, attempts: int = 5) -> Any:
     for attempt in range(attempts):
         try:
@@ -491,7 +476,7 @@ def _run_job(
         )
     transcript = _get_json(client, f"/v1/jobs/{job_id}/transcript")
     stats = transcript["stats"]
-    first_text = asyncio.run(_first_pass_text(stack.nats_url, job_id))
+    first_text = " ".join(word.word.strip() for word in stored_first_pass(stack.nats_url, job_id).words)
     return RecordingResult(
         name=recording.name,
         duration_s=recording.duration_s,

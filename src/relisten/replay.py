@@ -106,7 +106,7 @@ def replay(
 ) -> Outcome:
     """The pipeline's windows, second pass and merge over ``first_passes``, under ``settings``.
 
-    ``answers``, when given, keeps each job's second-pass answers keyed by the recording, its clips and
+    ``answers``, when given, keeps each job's second-pass answers keyed by the recording, its clips (which of them are stretches decoded whole) and
     the corrector's settings: a later call whose windows and corrector are the same (a merger-only
     variant) reuses them instead of decoding again (same clips packed the same way, same answers)."""
     import dataclasses
@@ -168,7 +168,7 @@ def replay(
         audio = served_audio(recording)
         windows = find_windows(first.words, first.segments, first.duration_s, policy)
         ranges = [to_sample_range(w.start_s, w.end_s, SAMPLE_RATE, len(audio)) for w in windows]
-        key = (recording.name, tuple(ranges), first.language, corrector_key)
+        key = (recording.name, tuple(ranges), tuple(w.whole for w in windows), first.language, corrector_key)
         if key not in answers:
             backend.load()
             prompts = [context_prompt(first.words, window, policy.context_chars) for window in windows]

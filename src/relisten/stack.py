@@ -15,12 +15,15 @@ import time
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from relisten_runtime.embedded import free_port
 
 from relisten.dataset import Recording
+
+if TYPE_CHECKING:
+    from relisten_contracts import FirstPass
 
 __all__ = ["ServiceProcess", "Stack", "process_cpu_seconds", "server_sent_events"]
 
@@ -248,6 +251,26 @@ class Stack:
             f"--- {path.name}\n{path.read_text(errors='replace')[-4000:]}"
             for path in self.work_dir.glob("*.log")
         )
+
+
+def stored_first_pass(nats_url: str, job_id: str) -> FirstPass:
+    """The first pass the asr stored for ``job_id`` (words, segments, signals)."""
+    import asyncio
+
+    import msgspec
+    import nats
+    from relisten_contracts import DATA_BUCKET, FirstPass, first_pass_object
+
+    async def read() -> FirstPass:
+        nc = await nats.connect(nats_url)
+        try:
+            store = await nc.jetstream().object_store(DATA_BUCKET)
+            stored = await store.get(first_pass_object(job_id))
+            return msgspec.json.decode(stored.data or b"", type=FirstPass)
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
 
 
 def stream_events(

@@ -7,19 +7,15 @@ for word and time for time, and its WER is the first pass's.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import msgspec
-import nats
 import pytest
-from relisten_contracts import DATA_BUCKET, FirstPass, first_pass_object
 
 from relisten.bench import GARBAGE_WORDS, GarbageServer
 from relisten.dataset import Recording, long_form_recordings, word_error_rate
-from relisten.stack import Stack
+from relisten.stack import Stack, stored_first_pass
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
 
@@ -46,16 +42,6 @@ def stack(nats_url: str, garbage: GarbageServer, tmp_path_factory: pytest.TempPa
         running.stop()
 
 
-async def stored_first_pass(nats_url: str, job_id: str) -> FirstPass:
-    nc = await nats.connect(nats_url)
-    try:
-        store = await nc.jetstream().object_store(DATA_BUCKET)
-        stored = await store.get(first_pass_object(job_id))
-        return msgspec.json.decode(stored.data or b"", type=FirstPass)
-    finally:
-        await nc.close()
-
-
 def transcribe(stack: Stack, recording: Recording, **form: str) -> tuple[str, dict[str, Any]]:
     job_id = str(stack.submit(recording, **form)["id"])
     view = stack.wait_for(job_id)
@@ -73,7 +59,7 @@ def test_a_second_pass_of_unrelated_words_changes_nothing(
     answered_before = garbage.answered
     # A high threshold flags many words: the guard has plenty to reject.
     job_id, transcript = transcribe(stack, recording, confidence_threshold="0.9")
-    first = asyncio.run(stored_first_pass(nats_url, job_id))
+    first = stored_first_pass(nats_url, job_id)
 
     corrections = transcript["corrections"]
     assert corrections, "the garbage must have been asked about something"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import pathlib
 import subprocess
@@ -11,14 +10,12 @@ import time
 from collections.abc import Iterator
 
 import httpx
-import msgspec
-import nats
 import pytest
-from relisten_contracts import DATA_BUCKET, FirstPass, Subject
+from relisten_contracts import Subject
 
 from relisten.dataset import Recording, long_form_recordings, word_error_rate
 from relisten.services import SERVICES
-from relisten.stack import Stack, stream_events
+from relisten.stack import Stack, stored_first_pass, stream_events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
 
@@ -43,16 +40,6 @@ def submit(stack: Stack, recording: Recording, **form: str) -> str:
     return str(body["id"])
 
 
-async def stored_first_pass(nats_url: str, job_id: str) -> FirstPass:
-    nc = await nats.connect(nats_url)
-    try:
-        store = await nc.jetstream().object_store(DATA_BUCKET)
-        blob = await store.get(f"{job_id}/first_pass.json")
-        return msgspec.json.decode(blob.data or b"", type=FirstPass)
-    finally:
-        await nc.close()
-
-
 def test_long_form_recording_is_transcribed_and_corrected(
     stack: Stack, recordings: dict[str, Recording], nats_url: str
 ) -> None:
@@ -67,7 +54,7 @@ def test_long_form_recording_is_transcribed_and_corrected(
     transcript = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}/transcript", timeout=30).json()
     first_pass_text = " ".join(w["word"] for w in transcript["words"] if w["source"] == "first")
     final_wer = word_error_rate(recording.reference, transcript["text"])
-    first_pass = asyncio.run(stored_first_pass(nats_url, job_id))
+    first_pass = stored_first_pass(nats_url, job_id)
     first_wer = word_error_rate(recording.reference, " ".join(w.word for w in first_pass.words))
     stats = transcript["stats"]
     print(

@@ -7,20 +7,16 @@ replaced whole by the merger.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import msgspec
-import nats
 import pytest
-from relisten_contracts import DATA_BUCKET, FirstPass, first_pass_object
 
 from relisten.dataset import long_form_recordings, word_error_rate
 from relisten.services import SERVICES
-from relisten.stack import Stack
+from relisten.stack import Stack, stored_first_pass
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats]
 
@@ -35,16 +31,6 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         running.stop()
 
 
-async def stored_first_pass(nats_url: str, job_id: str) -> FirstPass:
-    nc = await nats.connect(nats_url)
-    try:
-        store = await nc.jetstream().object_store(DATA_BUCKET)
-        stored = await store.get(first_pass_object(job_id))
-        return msgspec.json.decode(stored.data or b"", type=FirstPass)
-    finally:
-        await nc.close()
-
-
 def test_doubtful_segments_are_re_heard_whole_by_the_second_pass(stack: Stack, nats_url: str) -> None:
     recording = next(
         r for r in long_form_recordings(include_sonnets=False) if r.name == "chapter-2414-128291"
@@ -54,7 +40,7 @@ def test_doubtful_segments_are_re_heard_whole_by_the_second_pass(stack: Stack, n
     view = stack.wait_for(job_id)
     assert view["status"] == "completed", f"{view}\n{stack.logs()}"
     transcript: dict[str, Any] = httpx.get(f"{stack.base_url}/v1/jobs/{job_id}/transcript", timeout=30).json()
-    first = asyncio.run(stored_first_pass(nats_url, job_id))
+    first = stored_first_pass(nats_url, job_id)
 
     corrections = transcript["corrections"]
     whole = [c for c in corrections if c["reason"].startswith("stretch re-heard whole")]

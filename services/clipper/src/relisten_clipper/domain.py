@@ -463,8 +463,8 @@ def find_windows(
 
 
 STRETCH_MARGIN_S = 0.3
-"""Audio kept on each side of a doubtful segment re-heard whole (up to the neighbouring words), so that the
-second pass's voice activity detection finds the segment's first and last words whole."""
+"""Audio kept on each side of a doubtful segment re-heard whole (up to the neighbouring words): the first
+pass's word times are only accurate to a tenth of a second or two, and a word cut at the clip's edge is lost."""
 
 
 def doubtful_stretches(

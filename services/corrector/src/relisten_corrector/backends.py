@@ -126,7 +126,17 @@ class FasterWhisperBackend(InProcessWhisper):
                 vad_filter=False,
             )
             # The generator decodes lazily: consume it while holding the lock.
-            return _answer(list(segments))
+            decoded = list(segments)
+        words = [
+            Word(
+                word=w.word.strip(), start=float(w.start), end=float(w.end), probability=float(w.probability)
+            )
+            for segment in decoded
+            for w in segment.words or ()
+            if w.word.strip()
+        ]
+        text = " ".join(segment.text.strip() for segment in decoded if segment.text.strip())
+        return SecondPassAnswer(text=text, words=words)
 
     async def transcribe_whole(
         self, clips: Sequence[np.ndarray], *, prompt: str | None, language: str | None
@@ -269,18 +279,6 @@ class FasterWhisperBackend(InProcessWhisper):
                     text=" ".join(word.word for word in words), words=words
                 )
         return [[answer or SecondPassAnswer(text="", words=[]) for answer in owned] for owned in answers]
-
-
-def _answer(segments: Sequence[Any]) -> SecondPassAnswer:
-    """faster-whisper's decoded segments as an answer: their words (times relative to the audio decoded)."""
-    words = [
-        Word(word=w.word.strip(), start=float(w.start), end=float(w.end), probability=float(w.probability))
-        for segment in segments
-        for w in segment.words or ()
-        if w.word.strip()
-    ]
-    text = " ".join(segment.text.strip() for segment in segments if segment.text.strip())
-    return SecondPassAnswer(text=text, words=words)
 
 
 # --- vLLM chat (Qwen2-Audio) -------------------------------------------------------------------------
